@@ -1,0 +1,1 @@
+"""One subpackage per framework; each may import its framework, never rospy."""

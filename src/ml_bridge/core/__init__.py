@@ -1,0 +1,1 @@
+"""Framework-neutral core: no rospy, no tensorflow, no torch."""

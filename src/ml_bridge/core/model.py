@@ -1,0 +1,127 @@
+"""The interface every backend's model implements. Framework-neutral.
+
+A BackendModel is only ever called with its backend's context restored; predictions run on
+the model thread (see :mod:`ml_bridge.core.worker`), training on the caller's thread on a
+*copy* (:meth:`BackendModel.clone`), so the served model keeps answering meanwhile.
+"""
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ml_bridge.core.context import Context
+from ml_bridge.core.datasets import Dataset
+from ml_bridge.core.spec import TensorSpec
+from ml_bridge.core.training import Callback, FitResult, TrainConfig
+
+#: Turns an image (H x W uint8 gray, or H x W x 3 uint8 RGB) into the model's inputs (batch 1).
+ImagePreprocess = Callable[[np.ndarray], List[np.ndarray]]
+
+
+@dataclass
+class ModelOptions:
+    """How to build a model: what the launch arguments and Python callers pass."""
+
+    device: str = "cpu"
+    input_tensor: str = ""       # frozen GraphDef: input tensor name, e.g. "x:0"
+    output_tensor: str = ""      # frozen GraphDef: output tensor name
+    labels: Sequence[str] = ()   # overrides the model's own labels
+    extra: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ModelBundle:
+    """What a ``package.module:callable`` factory may return instead of a bare model.
+
+    Only ``model`` is required; the rest default to the backend's choices (cross-entropy and
+    Adam for classifiers, mean squared error otherwise).
+    """
+
+    model: Any                                   # torch.nn.Module or keras.Model
+    labels: Sequence[str] = ()                   # makes it a classifier
+    loss: Any = None                             # torch: callable(out, target); keras: loss
+    optimizer: Any = None                        # torch: callable(params, lr) -> Optimizer
+    metrics: Sequence[Any] = ()                  # keras metrics; torch: accuracy if labels
+    preprocess_image: Optional[ImagePreprocess] = None
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    outputs_probabilities: bool = False
+
+
+class BackendModel(abc.ABC):
+    """One loaded model of one framework."""
+
+    #: "torch" or "tensorflow".
+    backend: str = ""
+    #: What was asked for (built-in name, factory path or file).
+    source: str = ""
+    #: Resolved device string, e.g. "cpu", "cuda:0", "/device:CPU:0".
+    device: str = "cpu"
+    inputs: List[TensorSpec]
+    outputs: List[TensorSpec]
+    #: Class labels of a classifier; empty for other models.
+    labels: List[str]
+    #: True when output 0 is per-class scores: the node adds class ids, scores and labels.
+    is_classifier: bool = False
+    #: True when output 0 already holds probabilities (no softmax needed for scores).
+    outputs_probabilities: bool = False
+    #: Image preprocessing for image topics, or None if the model takes no images.
+    preprocess_image: Optional[ImagePreprocess] = None
+    default_batch_size: int = 32
+    default_learning_rate: float = 1e-3
+    #: File name suffix of this backend's checkpoints, e.g. ".pt" or ".weights.h5".
+    checkpoint_suffix: str = ".ckpt"
+
+    @abc.abstractmethod
+    def capture_context(self) -> Context:
+        """Captures this thread's framework state that the model needs (call in main)."""
+
+    @abc.abstractmethod
+    def predict(self, inputs: List[np.ndarray]) -> List[np.ndarray]:
+        """Runs inference on validated inputs; returns numpy outputs with the batch first."""
+
+    @property
+    def trainable(self) -> bool:
+        """False for models that cannot be trained (frozen graphs, SavedModels)."""
+        return True
+
+    @abc.abstractmethod
+    def clone(self) -> "BackendModel":
+        """An independent copy with the same weights, to train while this one serves."""
+
+    @abc.abstractmethod
+    def fit(self, train: Dataset, validation: Optional[Dataset], config: TrainConfig,
+            callbacks: Callback) -> FitResult:
+        """Trains in place on this thread.
+
+        Calls ``callbacks`` hooks with logs holding ``loss``, ``accuracy`` for classifiers and
+        ``val_loss``/``val_accuracy`` with validation data; polls ``callbacks.should_stop()``
+        after every batch and returns (stopped=True) at once when it is true, without calling
+        ``on_epoch_end`` for the partial epoch. When ``config.keep_partial`` is true and it
+        stops, the weights are those at the end of the last completed epoch.
+        """
+
+    @abc.abstractmethod
+    def check_targets(self, dataset: Dataset) -> None:
+        """Raises DatasetError if the dataset's inputs or targets do not fit this model."""
+
+    @abc.abstractmethod
+    def save_checkpoint(self, path: str) -> None:
+        """Writes the weights to ``path`` (the caller makes it atomic)."""
+
+    @abc.abstractmethod
+    def load_checkpoint(self, path: str) -> None:
+        """Loads weights from ``path`` without executing code from it.
+
+        Raises:
+            CheckpointError: the file is corrupt, does not fit, or carries code.
+        """
+
+    def framework_version(self) -> str:
+        """Version of the framework, e.g. "2.13.0"."""
+        return ""
+
+    def describe(self) -> str:
+        """One line for logs and ``~info``."""
+        return self.source
