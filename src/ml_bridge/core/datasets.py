@@ -114,7 +114,7 @@ def load_npz(path: str) -> Dataset:
 def _arrays(data: "np.lib.npyio.NpzFile", keys: "set[str]", stem: str) -> List[np.ndarray]:
     if stem in keys:
         return [np.asarray(data[stem])]
-    out = []
+    out: List[np.ndarray] = []
     while f"{stem}_{len(out)}" in keys:
         out.append(np.asarray(data[f"{stem}_{len(out)}"]))
     return out

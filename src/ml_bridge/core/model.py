@@ -92,8 +92,11 @@ class BackendModel(abc.ABC):
 
     @abc.abstractmethod
     def fit(self, train: Dataset, validation: Optional[Dataset], config: TrainConfig,
-            callbacks: Callback) -> FitResult:
+            callbacks: Callback, native_callbacks: Sequence[Any] = ()) -> FitResult:
         """Trains in place on this thread.
+
+        ``native_callbacks`` are the framework's own callback objects (keras.callbacks.Callback);
+        a backend without such a type raises TrainingError if any are given.
 
         Calls ``callbacks`` hooks with logs holding ``loss``, ``accuracy`` for classifiers and
         ``val_loss``/``val_accuracy`` with validation data; polls ``callbacks.should_stop()``

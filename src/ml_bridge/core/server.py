@@ -1,0 +1,272 @@
+"""ModelServer: one served model, its model thread, training, checkpoints and recorded data.
+
+This is the Python API of ml_bridge; the ROS node is a thin layer over it::
+
+    server = ModelServer.load("torch", "digits_mlp")      # in main: captures the context
+    server.predict([x]).class_ids                          # from any thread
+    server.fit("digits", epochs=15, callbacks=[...])       # trains a copy, swaps it in
+"""
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ml_bridge.core import registry
+from ml_bridge.core.checkpoints import CheckpointStore
+from ml_bridge.core.context import Context
+from ml_bridge.core.datasets import Dataset
+from ml_bridge.core.errors import DatasetError, InputError, TrainingError
+from ml_bridge.core.model import BackendModel, ModelOptions
+from ml_bridge.core.resolve import DatasetResolver
+from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS, TensorSpec, validate_inputs
+from ml_bridge.core.training import Callback, CallbackList, StopCheck, TrainConfig, TrainResult
+from ml_bridge.core.vision import softmax
+from ml_bridge.core.worker import ModelWorker, WorkerResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prediction:
+    """Outputs of one predict call, with classifier results when the model has labels."""
+
+    outputs: List[np.ndarray]
+    model_version: int
+    inference_ms: float
+    class_ids: List[int] = field(default_factory=list)
+    scores: List[float] = field(default_factory=list)
+    labels: List[str] = field(default_factory=list)
+
+
+@dataclass
+class ModelInfo:
+    """What ``~info`` reports."""
+
+    backend: str
+    framework_version: str
+    device: str
+    model: str
+    model_version: int
+    inputs: List[TensorSpec]
+    outputs: List[TensorSpec]
+    labels: List[str]
+    training: bool
+
+
+class ModelServer:
+    """Serves one model from one model thread; trains copies of it and swaps them in."""
+
+    def __init__(self, model: BackendModel, context: Context, max_batch: int = 1,
+                 checkpoint_dir: str = "", data_root: str = "",
+                 max_elements: int = DEFAULT_MAX_ELEMENTS) -> None:
+        """Takes a loaded model and the context captured on the thread that loaded it.
+
+        If ``checkpoint_dir`` holds checkpoints of this model, the newest one that loads
+        cleanly is served, with its version.
+        """
+        self.context = context
+        self.max_elements = max_elements
+        self.datasets = DatasetResolver(data_root)
+        # (model, version) are swapped together, as one tuple, by the model thread.
+        self._served: Tuple[BackendModel, int] = (model, 1)
+        self._train_lock = threading.Lock()
+        self._training = False
+        self.worker = ModelWorker(context, self._run, max_batch=max_batch)
+        self.checkpoints = (CheckpointStore(checkpoint_dir, model.source, model.checkpoint_suffix)
+                            if checkpoint_dir else None)
+        if self.checkpoints is not None:
+            self._restore_newest()
+
+    @classmethod
+    def load(cls, backend: str, model: str, options: Optional[ModelOptions] = None,
+             **kwargs: Any) -> "ModelServer":
+        """Loads ``model`` with ``backend`` on this thread and captures its context here.
+
+        Call it from the thread that set the framework up (main). ``kwargs`` go to __init__.
+        """
+        module = registry.load(backend)
+        loaded: BackendModel = module.load_model(model, options or ModelOptions())
+        return cls(loaded, loaded.capture_context(), **kwargs)
+
+    # -- serving ------------------------------------------------------------------------------
+    @property
+    def model(self) -> BackendModel:
+        """The model being served now."""
+        return self._served[0]
+
+    @property
+    def version(self) -> int:
+        """Version of the served model: 1 at first, +1 at every swap."""
+        return self._served[1]
+
+    @property
+    def training(self) -> bool:
+        """True while a training run is in progress."""
+        return self._training
+
+    def info(self) -> ModelInfo:
+        """What is served, for ``~info``."""
+        model, version = self._served
+        return ModelInfo(model.backend, model.framework_version(), model.device, model.describe(),
+                         version, list(model.inputs), list(model.outputs), list(model.labels),
+                         self._training)
+
+    def _run(self, inputs: List[np.ndarray]) -> Tuple[List[np.ndarray], int]:
+        model, version = self._served  # read once: one call never mixes two versions
+        return model.predict(inputs), version
+
+    def predict_async(self, inputs: Sequence[np.ndarray]) -> "Callable[[Optional[float]], Prediction]":
+        """Validates and queues a request; returns a function that waits for the Prediction."""
+        model = self.model
+        arrays = validate_inputs([np.asarray(a) for a in inputs], model.inputs, self.max_elements)
+        future = self.worker.predict(arrays)
+
+        def wait(timeout: Optional[float] = None) -> Prediction:
+            return self._finish(future.result(timeout))
+        return wait
+
+    def predict(self, inputs: Sequence[np.ndarray], timeout: Optional[float] = None) -> Prediction:
+        """Runs the model on ``inputs`` (batch first) on the model thread; any thread may call.
+
+        Raises:
+            InputError: the inputs do not fit the model's input specs.
+            ModelCallError: the framework raised while running the model.
+        """
+        return self.predict_async(inputs)(timeout)
+
+    def predict_image(self, image: np.ndarray, timeout: Optional[float] = None) -> Prediction:
+        """Runs the model's image preprocessing (gray H x W or RGB H x W x 3, uint8), then predict."""
+        preprocess = self.model.preprocess_image
+        if preprocess is None:
+            raise InputError(f"model '{self.model.describe()}' has no image preprocessing; "
+                             "use a model that takes images")
+        return self.predict(preprocess(image), timeout)
+
+    def _finish(self, result: WorkerResult) -> Prediction:
+        model = self.model
+        prediction = Prediction(result.outputs, result.model_version, result.inference_ms)
+        if model.is_classifier and result.outputs and result.outputs[0].ndim == 2:
+            scores = result.outputs[0].astype(np.float64)
+            ids = np.argmax(scores, axis=1)
+            probs = scores if model.outputs_probabilities else softmax(scores)
+            prediction.class_ids = [int(i) for i in ids]
+            prediction.scores = [float(p) for p in probs[np.arange(len(ids)), ids]]
+            labels = model.labels
+            prediction.labels = [labels[i] if i < len(labels) else "" for i in ids]
+        return prediction
+
+    # -- recorded data ------------------------------------------------------------------------
+    def record(self, dataset: str, inputs: Sequence[np.ndarray],
+               targets: Sequence[np.ndarray]) -> int:
+        """Appends one sample (no batch dimension, or a batch of 1) durably to ``dataset``.
+
+        Raises:
+            DatasetError: the sample does not fit the model, or there is no data root.
+        """
+        model = self.model
+        if len(inputs) != len(model.inputs):
+            raise DatasetError(f"sample has {len(inputs)} input(s); the model takes "
+                               f"{len(model.inputs)}")
+        ins = [_one_sample(np.asarray(a), s) for a, s in zip(inputs, model.inputs)]
+        try:
+            ins = validate_inputs([a[None] for a in ins], model.inputs, self.max_elements)
+        except InputError as err:
+            raise DatasetError(f"sample does not fit the model: {err}") from err
+        tgs = [np.asarray(t) for t in targets]
+        model.check_targets(Dataset(dataset, ins, [t.reshape((1,) + t.shape) for t in tgs]))
+        return self.datasets.store().append(dataset, [a[0] for a in ins], tgs)
+
+    # -- training -----------------------------------------------------------------------------
+    def fit(self, dataset: Union[str, Dataset], epochs: int, batch_size: int = 0,
+            learning_rate: float = 0.0, validation_split: float = 0.0,
+            keep_partial: bool = False, callbacks: Sequence[Any] = (),
+            should_stop: Optional[Callable[[], bool]] = None) -> TrainResult:
+        """Trains a copy of the served model on this thread, then swaps it in atomically.
+
+        ``callbacks`` are ml_bridge Callbacks (both backends) or the framework's own
+        (keras.callbacks.Callback). ``should_stop`` is polled after every batch. On success
+        the new weights are checkpointed and served as version + 1. After a stop the served
+        model is unchanged, unless ``keep_partial`` and at least one epoch completed.
+
+        Raises:
+            TrainingError, DatasetError: invalid settings or data; nothing was trained.
+        """
+        config = TrainConfig(epochs, batch_size, learning_rate, validation_split, keep_partial)
+        config.validate()
+        if not self._train_lock.acquire(blocking=False):
+            raise TrainingError("a training run is already in progress; wait for it or stop it")
+        try:
+            self._training = True
+            return self._fit(dataset, config, callbacks, should_stop)
+        finally:
+            self._training = False
+            self._train_lock.release()
+
+    def _fit(self, dataset: Union[str, Dataset], config: TrainConfig, callbacks: Sequence[Any],
+             should_stop: Optional[Callable[[], bool]]) -> TrainResult:
+        served = self.model
+        if not served.trainable:
+            raise TrainingError(f"model '{served.describe()}' cannot be trained (frozen graph or "
+                                "SavedModel); serve a .keras, TorchScript or factory model")
+        data = self.datasets.load(dataset) if isinstance(dataset, str) else dataset
+        data.check()
+        served.check_targets(data)
+        train, validation = data.split(config.validation_split)
+        ours = [c for c in callbacks if isinstance(c, Callback)]
+        native = [c for c in callbacks if not isinstance(c, Callback)]
+        if should_stop is not None:
+            ours.append(StopCheck(should_stop))
+        copy = self.worker.submit(served.clone).result()
+        start = time.perf_counter()
+        with self.context:
+            result = copy.fit(train, validation, config, CallbackList(ours), native_callbacks=native)
+        logs = result.last_logs
+        keep = not result.stopped or (config.keep_partial and result.epochs_completed > 0)
+        if not keep:
+            return TrainResult(result.epochs_completed, True, False, self.version, "", logs,
+                               f"stopped after {result.epochs_completed} epoch(s); the served "
+                               f"model is unchanged (version {self.version})")
+        checkpoint = ""
+        new_version = self.version + 1
+        if self.checkpoints is not None:
+            with self.context:
+                checkpoint = self.checkpoints.save(new_version, copy.save_checkpoint)
+        version = self.worker.submit(lambda: self._swap(copy, new_version)).result()
+        how = "stopped; kept" if result.stopped else "trained"
+        return TrainResult(result.epochs_completed, result.stopped, True, version, checkpoint, logs,
+                           f"{how} {result.epochs_completed} epoch(s) in "
+                           f"{time.perf_counter() - start:.1f} s; serving version {version}")
+
+    def _swap(self, model: BackendModel, version: int) -> int:
+        """Runs on the model thread, between two calls: the next call uses the new weights."""
+        self._served = (model, version)
+        return version
+
+    def _restore_newest(self) -> None:
+        assert self.checkpoints is not None
+        candidate: List[BackendModel] = []
+
+        def load(path: str) -> None:
+            fresh = self.model.clone()
+            fresh.load_checkpoint(path)
+            candidate[:] = [fresh]
+
+        found = self.worker.submit(lambda: self.checkpoints.load_newest(load)).result()  # type: ignore[union-attr]
+        if found is not None:
+            version, path = found
+            self._served = (candidate[0], version)
+            log.info("serving checkpoint %s (version %d)", path, version)
+
+    def close(self) -> None:
+        """Stops the model thread."""
+        self.worker.close()
+
+
+def _one_sample(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Drops a leading batch dimension of 1 from a sample recorded with one."""
+    if array.ndim == len(spec.shape) and array.shape[:1] == (1,):
+        return array[0]
+    return array

@@ -1,0 +1,1 @@
+"""The ROS layer: rospy, actionlib, cv_bridge. Never imports a framework directly."""

@@ -1,0 +1,129 @@
+"""Pure, paired conversions between ROS messages and numpy arrays; no master needed.
+
+``tensor_to_array`` / ``array_to_tensor`` move bytes with ``np.frombuffer`` / ``tobytes``
+(no per-element Python work on the ``data`` path); ``image_to_array`` / ``array_to_image``
+wrap cv_bridge. Every failure is one exception, :class:`ConversionError`, that says what
+was wrong.
+"""
+from typing import Optional, Sequence
+
+import numpy as np
+from cv_bridge import CvBridge, CvBridgeError
+from sensor_msgs.msg import Image
+
+from ml_bridge.core.errors import InputError
+from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS, check_dtype_name
+from ml_bridge.msg import Tensor
+
+#: Encodings the image topic accepts, and what they are converted to for the model.
+IMAGE_ENCODINGS = {"mono8": "mono8", "mono16": "mono8", "8UC1": "mono8", "rgb8": "rgb8",
+                   "bgr8": "rgb8", "rgba8": "rgb8", "bgra8": "rgb8", "8UC3": "rgb8"}
+_bridge = CvBridge()
+
+
+class ConversionError(InputError):
+    """A message could not be converted: names the field and what was wrong."""
+
+
+def _label(msg: Tensor) -> str:
+    return f"tensor '{msg.name}'" if msg.name else "tensor"
+
+
+def tensor_to_array(msg: Tensor, max_elements: int = DEFAULT_MAX_ELEMENTS) -> np.ndarray:
+    """The numpy array a Tensor message carries (``data`` if present, else ``values``).
+
+    Raises:
+        ConversionError: unknown dtype, byte count or value count that does not match the
+            shape, too many elements, or non-integral values for an integer dtype.
+    """
+    label = _label(msg)
+    try:
+        dtype = check_dtype_name(msg.dtype)
+    except InputError as err:
+        raise ConversionError(f"{label}: {err}") from err
+    shape = tuple(int(d) for d in msg.shape)
+    count = int(np.prod(shape, dtype=np.int64)) if shape else -1
+    if count > max_elements:
+        raise ConversionError(f"{label}: shape {list(shape)} has {count} elements, more than the "
+                              f"limit of {max_elements}")
+    data = msg.data
+    if len(data):
+        raw = data if isinstance(data, (bytes, bytearray)) else bytes(bytearray(data))
+        if count < 0:
+            if len(raw) % dtype.itemsize:
+                raise ConversionError(f"{label}: {len(raw)} bytes is not a whole number of "
+                                      f"{dtype.name} elements ({dtype.itemsize} bytes each)")
+            shape = (len(raw) // dtype.itemsize,)
+        elif len(raw) != count * dtype.itemsize:
+            raise ConversionError(f"{label}: {len(raw)} bytes of data, but shape {list(shape)} of "
+                                  f"{dtype.name} needs {count * dtype.itemsize}")
+        array = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape)
+        return array if array.dtype.isnative else array.astype(dtype)
+    values = np.asarray(msg.values, dtype=np.float64)
+    if count < 0:
+        shape = (values.size,)
+    elif values.size != count:
+        if values.size == 0 and count > 0:
+            raise ConversionError(f"{label}: has neither data nor values for shape {list(shape)}")
+        raise ConversionError(f"{label}: {values.size} values, but shape {list(shape)} needs {count}")
+    if values.size > max_elements:
+        raise ConversionError(f"{label}: {values.size} values, more than the limit of {max_elements}")
+    if dtype.kind in "iub" and not np.all(np.isfinite(values) & (values == np.round(values))):
+        raise ConversionError(f"{label}: values must be whole numbers for dtype {dtype.name}")
+    return values.reshape(shape).astype(dtype)
+
+
+def array_to_tensor(array: np.ndarray, name: str = "", use_values: bool = False) -> Tensor:
+    """A Tensor message carrying ``array``: raw little-endian bytes, or ``values`` if asked."""
+    array = np.asarray(array)
+    try:
+        dtype = check_dtype_name(array.dtype.name)
+    except InputError as err:
+        raise ConversionError(f"output '{name}': {err}") from err
+    msg = Tensor(name=name, dtype=dtype.name, shape=[int(d) for d in array.shape])
+    if use_values:
+        msg.values = array.astype(np.float64).ravel().tolist()
+    else:
+        msg.data = np.ascontiguousarray(array, dtype=dtype.newbyteorder("<")).tobytes()
+    return msg
+
+
+def arrays_to_tensors(arrays: Sequence[np.ndarray], names: Sequence[str],
+                      use_values: bool) -> "list[Tensor]":
+    """Several outputs at once, named after the model's output specs where known."""
+    return [array_to_tensor(a, names[i] if i < len(names) else "", use_values)
+            for i, a in enumerate(arrays)]
+
+
+def image_to_array(msg: Image) -> np.ndarray:
+    """H x W uint8 (mono encodings) or H x W x 3 uint8 RGB (colour encodings).
+
+    Raises:
+        ConversionError: unsupported encoding, or a data size that does not match the header.
+    """
+    target = IMAGE_ENCODINGS.get(msg.encoding)
+    if target is None:
+        raise ConversionError(f"image encoding '{msg.encoding}' is not supported; use one of "
+                              f"{', '.join(sorted(IMAGE_ENCODINGS))}")
+    if msg.height == 0 or msg.width == 0:
+        raise ConversionError(f"image is empty ({msg.width} x {msg.height})")
+    if len(msg.data) != msg.step * msg.height:
+        raise ConversionError(f"image data has {len(msg.data)} bytes, but step {msg.step} x height "
+                              f"{msg.height} = {msg.step * msg.height}")
+    try:
+        return np.asarray(_bridge.imgmsg_to_cv2(msg, desired_encoding=target))
+    except (CvBridgeError, TypeError, ValueError) as err:
+        raise ConversionError(f"cannot convert a {msg.encoding} image "
+                              f"({msg.width} x {msg.height}, step {msg.step}): {err}") from err
+
+
+def array_to_image(array: np.ndarray, encoding: Optional[str] = None) -> Image:
+    """An Image message from H x W (mono8) or H x W x 3 (rgb8) uint8, or the given encoding."""
+    array = np.asarray(array)
+    if encoding is None:
+        encoding = "mono8" if array.ndim == 2 else "rgb8"
+    try:
+        return _bridge.cv2_to_imgmsg(np.ascontiguousarray(array), encoding=encoding)
+    except (CvBridgeError, TypeError, ValueError) as err:
+        raise ConversionError(f"cannot encode an array of shape {list(array.shape)} and dtype "
+                              f"{array.dtype} as {encoding}: {err}") from err

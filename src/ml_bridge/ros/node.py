@@ -1,0 +1,145 @@
+"""The ml_bridge node: ``~predict``, ``~info``, ``~train``, ``image`` -> ``~predictions``, ``~samples``.
+
+The node takes a ready ModelServer (loaded, context captured, in main) so tests can hand it a
+fake one; every callback runs with the captured framework context restored.
+"""
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import diagnostic_updater
+import rospy
+from diagnostic_msgs.msg import DiagnosticStatus
+from sensor_msgs.msg import Image
+
+import ml_bridge.ros.bag  # noqa: F401  (registers the ".bag" dataset loader)
+from ml_bridge.core.context import in_context
+from ml_bridge.core.errors import MLBridgeError
+from ml_bridge.core.server import ModelServer
+from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS
+from ml_bridge.msg import Prediction, Sample, TensorSpec
+from ml_bridge.ros.conversions import arrays_to_tensors, image_to_array, tensor_to_array
+from ml_bridge.ros.stats import Stats
+from ml_bridge.ros.train_action import TrainActionServer
+from ml_bridge.srv import GetInfo, GetInfoRequest, GetInfoResponse, Predict, PredictRequest, PredictResponse
+
+
+@dataclass
+class NodeConfig:
+    """The node's behaviour parameters (the ``~`` parameters that are not about the model)."""
+
+    image: bool = False                 # subscribe to `image` (remap it)
+    image_buff_size: int = 1 << 25      # 32 MB: a whole 4K rgb8 frame, so the latest frame wins
+    queue_size: int = 1                 # image queue: 1 = the latest frame wins
+    publish_outputs: bool = False       # fill Prediction.outputs on ~predictions
+    default_dataset: str = "recorded"   # dataset of Samples whose `dataset` is ""
+    max_elements: int = DEFAULT_MAX_ELEMENTS
+    timeout: float = 30.0               # seconds a predict call may wait for the model
+
+
+class MLBridgeNode:
+    """Wires ROS interfaces to a ModelServer."""
+
+    def __init__(self, server: ModelServer, config: Optional[NodeConfig] = None) -> None:
+        self.server = server
+        self.config = config or NodeConfig()
+        self.stats = Stats()
+        wrap = in_context(server.context)
+        self.predict_srv = rospy.Service("~predict", Predict, wrap(self.handle_predict))
+        self.info_srv = rospy.Service("~info", GetInfo, wrap(self.handle_info))
+        self.predictions = rospy.Publisher("~predictions", Prediction, queue_size=1)
+        self.image_sub: Optional[rospy.Subscriber] = None
+        if self.config.image:
+            self.image_sub = rospy.Subscriber("image", Image, wrap(self.handle_image),
+                                              queue_size=self.config.queue_size,
+                                              buff_size=self.config.image_buff_size, tcp_nodelay=True)
+        self.samples_sub = rospy.Subscriber("~samples", Sample, wrap(self.handle_sample),
+                                            queue_size=100)
+        self.updater = diagnostic_updater.Updater()
+        self.updater.setHardwareID(f"ml_bridge/{server.model.backend}/{server.model.device}")
+        self.updater.add("model", self._diagnose)
+        self._diag_timer = rospy.Timer(rospy.Duration(1.0), lambda _: self.updater.update())
+        self.train = TrainActionServer(server)
+        self.train.start()  # last: everything its callback uses exists now
+
+    # -- services -----------------------------------------------------------------------------
+    def handle_predict(self, req: PredictRequest) -> PredictResponse:
+        """Runs the model on the request's tensors; bad requests get success=false."""
+        start = time.perf_counter()
+        use_values = bool(req.inputs) and all(not len(t.data) and len(t.values) for t in req.inputs)
+        try:
+            arrays = [tensor_to_array(t, self.config.max_elements) for t in req.inputs]
+            pred = self.server.predict(arrays, timeout=self.config.timeout)
+            names = [s.name for s in self.server.model.outputs]
+            resp = PredictResponse(success=True, model_version=pred.model_version,
+                                   outputs=arrays_to_tensors(pred.outputs, names, use_values),
+                                   class_ids=pred.class_ids, scores=pred.scores, labels=pred.labels)
+        except MLBridgeError as err:
+            resp = PredictResponse(success=False, message=str(err), model_version=self.server.version)
+        except Exception as err:  # reported to the caller and logged; the node keeps serving
+            rospy.logerr("predict failed: %s: %s", type(err).__name__, err)
+            resp = PredictResponse(success=False, message=f"internal error: {type(err).__name__}: "
+                                   f"{err}", model_version=self.server.version)
+        self.stats.record((time.perf_counter() - start) * 1000.0, resp.success)
+        return resp
+
+    def handle_info(self, _req: GetInfoRequest) -> GetInfoResponse:
+        """What is served."""
+        info = self.server.info()
+        return GetInfoResponse(
+            backend=info.backend, framework_version=info.framework_version, device=info.device,
+            model=info.model, model_version=info.model_version,
+            inputs=[TensorSpec(s.name, s.dtype, list(s.shape)) for s in info.inputs],
+            outputs=[TensorSpec(s.name, s.dtype, list(s.shape)) for s in info.outputs],
+            labels=info.labels, training=info.training)
+
+    # -- topics -------------------------------------------------------------------------------
+    def handle_image(self, msg: Image) -> None:
+        """Predicts on the latest frame and publishes it with the frame's header."""
+        if self.predictions.get_num_connections() == 0:
+            return  # nobody listens: no inference
+        start = time.perf_counter()
+        try:
+            pred = self.server.predict_image(image_to_array(msg), timeout=self.config.timeout)
+        except MLBridgeError as err:
+            self.stats.record(0.0, False)
+            rospy.logwarn_throttle(10.0, f"image skipped: {err}")
+            return
+        out = Prediction(header=msg.header, model_version=pred.model_version,
+                         class_ids=pred.class_ids, scores=pred.scores, labels=pred.labels,
+                         inference_ms=pred.inference_ms)
+        if self.config.publish_outputs:
+            out.outputs = arrays_to_tensors(pred.outputs, [s.name for s in self.server.model.outputs],
+                                            False)
+        self.predictions.publish(out)
+        self.stats.record((time.perf_counter() - start) * 1000.0, True)
+
+    def handle_sample(self, msg: Sample) -> None:
+        """Appends a recorded sample durably to its dataset; refuses one that does not fit."""
+        dataset = msg.dataset or self.config.default_dataset
+        try:
+            inputs = [tensor_to_array(t, self.config.max_elements) for t in msg.inputs]
+            targets = [tensor_to_array(t, self.config.max_elements) for t in msg.targets]
+            count = self.server.record(dataset, inputs, targets)
+        except MLBridgeError as err:
+            rospy.logwarn_throttle(5.0, f"sample for '{dataset}' refused: {err}")
+            return
+        rospy.logdebug("dataset '%s' now has %d samples", dataset, count)
+
+    # -- diagnostics --------------------------------------------------------------------------
+    def _diagnose(self, stat: Any) -> Any:
+        info = self.server.info()
+        p50, p95 = self.stats.percentiles()
+        stat.summary(DiagnosticStatus.OK, "training" if info.training else "serving")
+        for key, value in (("backend", info.backend), ("model", info.model),
+                           ("model_version", info.model_version), ("device", info.device),
+                           ("training", info.training), ("requests", self.stats.requests),
+                           ("errors", self.stats.errors), ("latency_p50_ms", f"{p50:.2f}"),
+                           ("latency_p95_ms", f"{p95:.2f}")):
+            stat.add(key, str(value))
+        return stat
+
+    def shutdown(self) -> None:
+        """Stops the timer and the model thread."""
+        self._diag_timer.shutdown()
+        self.server.close()

@@ -1,0 +1,64 @@
+"""Node start-up from ``~`` parameters: load the model in main, then build the node."""
+import sys
+from typing import List
+
+import rospy
+
+from ml_bridge.core.errors import MLBridgeError
+from ml_bridge.core.model import ModelOptions
+from ml_bridge.core.server import ModelServer
+from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS
+from ml_bridge.ros.node import MLBridgeNode, NodeConfig
+
+
+def _labels(value: object) -> List[str]:
+    if isinstance(value, str):
+        return [s.strip() for s in value.split(",") if s.strip()]
+    return [str(v) for v in value] if isinstance(value, (list, tuple)) else []
+
+
+def load_server() -> ModelServer:
+    """Loads the model named by the parameters on this thread (main) and captures its context."""
+    options = ModelOptions(device=str(rospy.get_param("~device", "cpu")),
+                           input_tensor=str(rospy.get_param("~input_tensor", "")),
+                           output_tensor=str(rospy.get_param("~output_tensor", "")),
+                           labels=_labels(rospy.get_param("~labels", [])))
+    return ModelServer.load(str(rospy.get_param("~backend", "torch")),
+                            str(rospy.get_param("~model", "digits_mlp")), options,
+                            max_batch=int(rospy.get_param("~max_batch", 8)),
+                            checkpoint_dir=str(rospy.get_param("~checkpoint_dir", "")),
+                            data_root=str(rospy.get_param("~data_root", "")),
+                            max_elements=int(rospy.get_param("~max_elements", DEFAULT_MAX_ELEMENTS)))
+
+
+def node_config() -> NodeConfig:
+    """The node's behaviour parameters."""
+    image = rospy.get_param("~image", "")
+    return NodeConfig(image=bool(image) and str(image).lower() not in ("false", "0"),
+                      image_buff_size=int(rospy.get_param("~image_buff_size", 1 << 25)),
+                      queue_size=int(rospy.get_param("~queue_size", 1)),
+                      publish_outputs=bool(rospy.get_param("~publish_outputs", False)),
+                      default_dataset=str(rospy.get_param("~default_dataset", "recorded")),
+                      max_elements=int(rospy.get_param("~max_elements", DEFAULT_MAX_ELEMENTS)),
+                      timeout=float(rospy.get_param("~timeout", 30.0)))
+
+
+def main() -> int:
+    """Entry point of ``rosrun ml_bridge server``: returns the exit code."""
+    rospy.init_node("ml_bridge")
+    try:
+        server = load_server()
+    except MLBridgeError as err:
+        rospy.logfatal(f"ml_bridge cannot start: {err}")
+        return 1
+    node = MLBridgeNode(server, node_config())
+    info = server.info()
+    rospy.loginfo("ml_bridge serving %s (%s %s on %s), version %d", info.model, info.backend,
+                  info.framework_version, info.device, info.model_version)
+    rospy.on_shutdown(node.shutdown)
+    rospy.spin()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
