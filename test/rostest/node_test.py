@@ -1,0 +1,278 @@
+#!/usr/bin/env python3
+"""Integration tests of the ml_bridge node over real ROS: run by torch.test / tensorflow.test.
+
+Each .test file starts a master, the node (backend from the `backend` arg) with fresh
+checkpoint and data directories, and this test node.
+"""
+import os
+import subprocess
+import sys
+import threading
+import time
+import unittest
+from typing import List
+
+import actionlib
+import numpy as np
+import rosbag
+import rospy
+from actionlib_msgs.msg import GoalStatus
+from ml_bridge.msg import Prediction, Sample, Tensor, TrainAction, TrainFeedback, TrainGoal
+from ml_bridge.srv import GetInfo, Predict
+from sensor_msgs.msg import Image
+
+import rostest
+from ml_bridge.core.datasets import digits
+from ml_bridge.ros.conversions import array_to_image, array_to_tensor, tensor_to_array
+
+NS = "/ml_bridge"
+
+
+def call_predict(inputs: List[Tensor]):  # type: ignore[no-untyped-def]
+    return rospy.ServiceProxy(NS + "/predict", Predict)(inputs=inputs)
+
+
+def info():  # type: ignore[no-untyped-def]
+    return rospy.ServiceProxy(NS + "/info", GetInfo)()
+
+
+class TrainRun:
+    """Sends a goal and records its feedback."""
+
+    def __init__(self, client: actionlib.SimpleActionClient, goal: TrainGoal) -> None:
+        self.feedback: List[TrainFeedback] = []
+        self.first = threading.Event()
+        self.client = client
+        client.send_goal(goal, feedback_cb=self._fb)
+
+    def _fb(self, fb: TrainFeedback) -> None:
+        self.feedback.append(fb)
+        self.first.set()
+
+    def wait(self, timeout: float = 300.0) -> "tuple[int, object]":
+        self.client.wait_for_result(rospy.Duration(timeout))
+        return self.client.get_state(), self.client.get_result()
+
+
+class NodeTest(unittest.TestCase):
+    client: actionlib.SimpleActionClient
+    backend: str
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        rospy.init_node("ml_bridge_node_test")
+        cls.backend = rospy.get_param("~backend")
+        cls.data_root = rospy.get_param("~data_root")
+        cls.checkpoint_dir = rospy.get_param("~checkpoint_dir")
+        rospy.wait_for_service(NS + "/predict", timeout=120)
+        cls.client = actionlib.SimpleActionClient(NS + "/train", TrainAction)
+        assert cls.client.wait_for_server(rospy.Duration(60))
+        held = digits(heldout=True)
+        cls.x, cls.y = held.inputs[0], held.targets[0]
+
+    def train(self, **kw: object) -> "tuple[int, object, List[TrainFeedback]]":
+        run = TrainRun(self.client, TrainGoal(**kw))
+        state, result = run.wait()
+        return state, result, run.feedback
+
+    def accuracy(self) -> float:
+        resp = call_predict([array_to_tensor(self.x)])
+        self.assertTrue(resp.success, resp.message)
+        return float(np.mean(np.asarray(resp.class_ids) == self.y))
+
+    # The tests run in name order: test_0* before training, test_5* trains, later ones after.
+    def test_00_info(self) -> None:
+        i = info()
+        self.assertEqual(i.backend, self.backend)
+        self.assertEqual(i.model_version, 1)
+        self.assertEqual([list(s.shape) for s in i.inputs], [[-1, 64]])
+        self.assertEqual(i.inputs[0].dtype, "float32")
+        self.assertEqual(list(i.outputs[0].shape), [-1, 10])
+        self.assertEqual(list(i.labels), [str(d) for d in range(10)])
+        self.assertFalse(i.training)
+        self.assertTrue(i.framework_version)
+
+    def test_01_predict_data_and_values(self) -> None:
+        rows = self.x[:5]
+        by_data = call_predict([array_to_tensor(rows)])
+        self.assertTrue(by_data.success, by_data.message)
+        self.assertEqual(len(by_data.class_ids), 5)
+        self.assertEqual(len(by_data.outputs[0].data), 5 * 10 * 4)  # data in -> data out
+        by_values = call_predict([Tensor(shape=[5, 64], values=rows.ravel().tolist())])
+        self.assertTrue(by_values.success, by_values.message)
+        self.assertEqual(len(by_values.outputs[0].data), 0)         # values in -> values out
+        self.assertEqual(len(by_values.outputs[0].values), 50)
+        np.testing.assert_allclose(tensor_to_array(by_values.outputs[0]),
+                                   tensor_to_array(by_data.outputs[0]), rtol=1e-5, atol=1e-6)
+        self.assertEqual(list(by_data.class_ids), list(by_values.class_ids))
+        for s in by_data.scores:
+            self.assertTrue(0.0 < s <= 1.0)
+        self.assertEqual(list(by_data.labels), [str(c) for c in by_data.class_ids])
+
+    def test_02_bad_requests_refused(self) -> None:
+        bad = {
+            "unknown dtype": [Tensor(dtype="complex64", shape=[1, 64], data=bytes(512))],
+            "byte count": [Tensor(shape=[1, 64], data=bytes(100))],
+            "shape": [array_to_tensor(np.zeros((1, 63), np.float32))],
+            "rank": [array_to_tensor(np.zeros((64,), np.float32))],
+            "too many elements": [Tensor(shape=[100000000, 64], data=bytes(4))],
+            "input count": [array_to_tensor(self.x[:1]), array_to_tensor(self.x[:1])],
+        }
+        before = info().model_version
+        for kind, inputs in bad.items():
+            resp = call_predict(inputs)
+            self.assertFalse(resp.success, kind)
+            self.assertTrue(resp.message, kind)
+        self.assertTrue(call_predict([array_to_tensor(self.x[:1])]).success)  # still serving
+        self.assertEqual(info().model_version, before)
+
+    def test_03_invalid_goals_aborted(self) -> None:
+        outside = os.path.join(os.path.dirname(self.data_root.rstrip("/")), "outside.npz")
+        np.savez(outside, inputs=self.x, targets=self.y)
+        for goal, words in ((TrainGoal(epochs=0, dataset="digits"), "epochs"),
+                            (TrainGoal(epochs=1, dataset="no_such_dataset"), "unknown dataset"),
+                            (TrainGoal(epochs=1, dataset="../outside.npz"), "outside"),
+                            (TrainGoal(epochs=1, dataset="digits", validation_split=1.5), "validation")):
+            state, result, fb = self.train(**{k: getattr(goal, k) for k in goal.__slots__})
+            self.assertEqual(state, GoalStatus.ABORTED, goal)
+            self.assertIn(words, result.message)
+            self.assertEqual(fb, [])
+        self.assertEqual(info().model_version, 1)
+
+    def test_50_train_feedback_accuracy_and_concurrent_predict(self) -> None:
+        errors: List[str] = []
+        versions: List[int] = []
+        stop = threading.Event()
+
+        def hammer() -> None:
+            while not stop.is_set():
+                resp = call_predict([array_to_tensor(self.x[:8])])
+                (versions if resp.success else errors).append(resp.model_version if resp.success
+                                                              else resp.message)
+
+        threads = [threading.Thread(target=hammer) for _ in range(4)]
+        for t in threads:
+            t.start()
+        state, result, feedback = self.train(epochs=15, dataset="digits", validation_split=0.1)
+        stop.set()
+        for t in threads:
+            t.join()
+        self.assertEqual(state, GoalStatus.SUCCEEDED, result.message)
+        self.assertEqual([f.epoch for f in feedback], list(range(1, 16)))
+        self.assertTrue(all(f.epochs == 15 for f in feedback))
+        for name in ("accuracy", "val_loss", "val_accuracy"):
+            self.assertIn(name, feedback[-1].metric_names)
+        self.assertEqual(errors, [])
+        self.assertGreater(len(versions), 0)
+        self.assertEqual(set(versions) - {1, 2}, set())
+        self.assertEqual(result.model_version, 2)
+        self.assertTrue(os.path.isfile(result.checkpoint), result.checkpoint)
+        self.assertTrue(result.checkpoint.startswith(self.checkpoint_dir))
+        self.assertEqual(info().model_version, 2)
+        self.assertGreaterEqual(self.accuracy(), 0.85)
+
+    def test_60_cancel_within_a_batch_keeps_version(self) -> None:
+        before = info().model_version
+        acc_before = self.accuracy()
+        # batch size 1: an epoch is 1500 batches, so stopping "within a batch" ends in epoch 2.
+        run = TrainRun(self.client, TrainGoal(epochs=50, batch_size=1, dataset="digits",
+                                              learning_rate=0.5))
+        self.assertTrue(run.first.wait(300))
+        self.client.cancel_goal()
+        state, result = run.wait(120)
+        self.assertEqual(state, GoalStatus.PREEMPTED)
+        self.assertEqual(result.epochs_completed, 1)
+        self.assertEqual(len(run.feedback), 1)
+        self.assertEqual(result.model_version, before)
+        self.assertEqual(info().model_version, before)
+        self.assertEqual(self.accuracy(), acc_before)  # the wild learning rate was not kept
+
+    def test_70_samples_recorded_then_trained_by_name(self) -> None:
+        pub = rospy.Publisher(NS + "/samples", Sample, queue_size=100)
+        deadline = time.time() + 10
+        while pub.get_num_connections() == 0 and time.time() < deadline:
+            time.sleep(0.05)
+        for i in range(40):
+            pub.publish(Sample(dataset="field", inputs=[array_to_tensor(self.x[i])],
+                               targets=[array_to_tensor(self.y[i:i + 1].astype(np.int64)[0])]))
+        pub.publish(Sample(dataset="field", inputs=[array_to_tensor(np.zeros(63, np.float32))],
+                           targets=[array_to_tensor(np.int64(1))]))  # does not fit: refused
+        path = os.path.join(self.data_root, "recorded", "field.mlbs")
+        deadline = time.time() + 10
+        while time.time() < deadline:  # samples arrive asynchronously
+            state, result, _ = self.train(epochs=1, dataset="field")
+            if state == GoalStatus.SUCCEEDED:
+                break
+            time.sleep(0.2)
+        self.assertTrue(os.path.isfile(path))
+        self.assertEqual(state, GoalStatus.SUCCEEDED, result.message)
+
+    def test_71_bag_dataset(self) -> None:
+        path = os.path.join(self.data_root, "samples.bag")
+        with rosbag.Bag(path, "w") as bag:
+            for i in range(30):
+                bag.write("/ml_bridge/samples",
+                          Sample(inputs=[array_to_tensor(self.x[i])],
+                                 targets=[array_to_tensor(np.int64(self.y[i]))]))
+        state, result, feedback = self.train(epochs=2, dataset="samples.bag")
+        self.assertEqual(state, GoalStatus.SUCCEEDED, result.message)
+        self.assertEqual(len(feedback), 2)
+
+    def test_80_image_topic_header(self) -> None:
+        if not rospy.get_param("~image_topic", ""):
+            self.skipTest("no image topic in this launch")
+        got: List[Prediction] = []
+        done = threading.Event()
+
+        def on_pred(p: Prediction) -> None:
+            got.append(p)
+            done.set()
+
+        sub = rospy.Subscriber(NS + "/predictions", Prediction, on_pred)
+        pub = rospy.Publisher(rospy.get_param("~image_topic"), Image, queue_size=1)
+        deadline = time.time() + 20
+        digit = (self.x[3].reshape(8, 8) * 255).astype(np.uint8)
+        big = np.kron(digit, np.ones((16, 16), np.uint8))  # 128 x 128
+        rgb = np.repeat(big[:, :, None], 3, axis=2)
+        for k, (arr, enc) in enumerate(((rgb, "rgb8"), (big, "mono8"), (rgb[:, :, ::-1].copy(), "bgr8"))):
+            done.clear()
+            msg = array_to_image(arr, enc)
+            msg.header.frame_id = f"camera_{k}"
+            msg.header.stamp = rospy.Time(1000 + k, 5)
+            while not done.is_set() and time.time() < deadline:
+                pub.publish(msg)
+                done.wait(0.3)
+            self.assertTrue(done.is_set(), f"no prediction for {enc}")
+            last = got[-1]
+            self.assertEqual(last.header.frame_id, f"camera_{k}")
+            self.assertEqual(last.header.stamp, rospy.Time(1000 + k, 5))
+            self.assertEqual(len(last.class_ids), 1)
+            self.assertEqual(last.labels[0], str(last.class_ids[0]))
+        sub.unregister()
+
+    def test_90_restart_serves_newest_checkpoint(self) -> None:
+        version = info().model_version
+        self.assertGreaterEqual(version, 2)
+        expected = call_predict([array_to_tensor(self.x[:20])])
+        env = dict(os.environ)
+        proc = subprocess.Popen(
+            ["rosrun", "ml_bridge", "server", "__name:=ml_bridge_restarted",
+             f"_backend:={self.backend}", "_model:=digits_mlp",
+             f"_checkpoint_dir:={self.checkpoint_dir}", f"_data_root:={self.data_root}"],
+            env=env, stdout=sys.stdout, stderr=sys.stderr)
+        try:
+            rospy.wait_for_service("/ml_bridge_restarted/info", timeout=120)
+            again = rospy.ServiceProxy("/ml_bridge_restarted/info", GetInfo)()
+            self.assertEqual(again.model_version, version)
+            resp = rospy.ServiceProxy("/ml_bridge_restarted/predict", Predict)(
+                inputs=[array_to_tensor(self.x[:20])])
+            self.assertEqual(list(resp.class_ids), list(expected.class_ids))
+            np.testing.assert_allclose(tensor_to_array(resp.outputs[0]),
+                                       tensor_to_array(expected.outputs[0]), rtol=1e-4, atol=1e-5)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+if __name__ == "__main__":
+    rostest.rosrun("ml_bridge", "node_test", NodeTest, sys.argv)
