@@ -128,6 +128,7 @@ class NodeTest(unittest.TestCase):
 
     def test_03_invalid_goals_aborted(self) -> None:
         outside = os.path.join(os.path.dirname(self.data_root.rstrip("/")), "outside.npz")
+        os.makedirs(os.path.dirname(outside), exist_ok=True)
         np.savez(outside, inputs=self.x, targets=self.y)
         for goal, words in ((TrainGoal(epochs=0, dataset="digits"), "epochs"),
                             (TrainGoal(epochs=1, dataset="no_such_dataset"), "unknown dataset"),
