@@ -74,8 +74,15 @@ def _story(launch: "subprocess.Popen[bytes]") -> int:
     from ml_bridge.ros.conversions import array_to_tensor
     from ml_bridge.srv import GetInfo, Predict
 
-    rospy.init_node("ml_bridge_demo", disable_signals=True)
+    import rosgraph
+
     deadline = time.time() + 300
+    while not rosgraph.is_master_online():
+        if launch.poll() is not None or time.time() > deadline:
+            print("the master did not come up; see the log above")
+            return 1
+        time.sleep(0.2)
+    rospy.init_node("ml_bridge_demo", disable_signals=True)
     while True:
         try:
             rospy.wait_for_service("/ml_bridge/info", timeout=1.0)
@@ -132,9 +139,15 @@ def _story(launch: "subprocess.Popen[bytes]") -> int:
               f"score {resp.scores[i]:.3f}")
     ok = ok and acc >= 0.85
     row = ", ".join(f"{v:g}" for v in x[0])
-    print("== the same from a shell:")
-    print(f"   rosservice call /ml_bridge/predict \"inputs: [{{dtype: 'float32', shape: [1, 64], "
-          f"values: [{row}]}}]\"")
+    request = f"inputs: [{{dtype: 'float32', shape: [1, 64], values: [{row}]}}]"
+    print("== the same from a shell (run now, true class {}):".format(y[0]))
+    print(f"   rosservice call /ml_bridge/predict \"{request}\"")
+    shell = subprocess.run(["rosservice", "call", "/ml_bridge/predict", request],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    lines = shell.stdout.decode(errors="replace").splitlines()
+    print("\n".join("   | " + ln for ln in lines if not ln.startswith("    values")
+                     and "- 0." not in ln and not ln.startswith("      - ")))
+    ok = ok and shell.returncode == 0 and "success: True" in shell.stdout.decode()
     print("   rosrun ml_bridge train --epochs 5 --dataset digits")
     print("== demo " + ("finished: all steps as expected" if ok else "FAILED: see above"))
     return 0 if ok else 1
