@@ -65,6 +65,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _story(launch: "subprocess.Popen[bytes]") -> int:
     import actionlib
     import numpy as np
+    import rosgraph
     import rospy
     from actionlib_msgs.msg import GoalStatus
 
@@ -73,8 +74,6 @@ def _story(launch: "subprocess.Popen[bytes]") -> int:
     from ml_bridge.ros.cli_train import TrainClient, format_metrics, state_name
     from ml_bridge.ros.conversions import array_to_tensor
     from ml_bridge.srv import GetInfo, Predict
-
-    import rosgraph
 
     deadline = time.time() + 300
     while not rosgraph.is_master_online():
@@ -140,7 +139,7 @@ def _story(launch: "subprocess.Popen[bytes]") -> int:
     ok = ok and acc >= 0.85
     row = ", ".join(f"{v:g}" for v in x[0])
     request = f"inputs: [{{dtype: 'float32', shape: [1, 64], values: [{row}]}}]"
-    print("== the same from a shell (run now, true class {}):".format(y[0]))
+    print(f"== the same from a shell (run now, true class {y[0]}):")
     print(f"   rosservice call /ml_bridge/predict \"{request}\"")
     shell = subprocess.run(["rosservice", "call", "/ml_bridge/predict", request],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
