@@ -188,6 +188,31 @@ class NodeTest(unittest.TestCase):
         self.assertEqual(info().model_version, before)
         self.assertEqual(self.accuracy(), acc_before)  # the wild learning rate was not kept
 
+    def test_61_new_goal_preempts_the_running_one(self) -> None:
+        other = actionlib.SimpleActionClient(NS + "/train", TrainAction)
+        self.assertTrue(other.wait_for_server(rospy.Duration(30)))
+        first = TrainRun(self.client, TrainGoal(epochs=50, batch_size=1, dataset="digits"))
+        self.assertTrue(first.first.wait(300))
+        second = TrainRun(other, TrainGoal(epochs=1, dataset="digits"))
+        state, _ = first.wait(120)
+        self.assertEqual(state, GoalStatus.PREEMPTED)
+        state, result = second.wait(300)
+        self.assertEqual(state, GoalStatus.SUCCEEDED, result.message)
+        self.assertEqual(len(second.feedback), 1)
+
+    def test_62_diagnostics(self) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        msg = rospy.wait_for_message("/diagnostics", DiagnosticArray, timeout=20)
+        status = [s for s in msg.status if "model" in s.name]
+        self.assertTrue(status, [s.name for s in msg.status])
+        values = {kv.key: kv.value for kv in status[0].values}
+        for key in ("model", "model_version", "device", "training", "requests", "errors",
+                    "latency_p50_ms", "latency_p95_ms"):
+            self.assertIn(key, values)
+        self.assertGreater(int(values["requests"]), 0)
+        self.assertGreater(int(values["errors"]), 0)  # test_02's refused requests
+
     def test_70_samples_recorded_then_trained_by_name(self) -> None:
         pub = rospy.Publisher(NS + "/samples", Sample, queue_size=100)
         deadline = time.time() + 10

@@ -6,6 +6,7 @@ import unittest
 from typing import List, Tuple
 
 import rospy
+
 import rostest
 
 
