@@ -1,0 +1,92 @@
+"""Built-in models: ``digits_mlp`` (trains in a second) and ``image_cnn`` (for benchmarks).
+
+Weights are initialised from a fixed seed with a private generator, so a built-in is the
+same in every process and building one leaves torch's global random state alone.
+"""
+import math
+from typing import Callable, Dict, List
+
+import numpy as np
+import torch
+from torch import nn
+
+from ml_bridge.backends.torch.model import TorchModel
+from ml_bridge.core.spec import TensorSpec
+from ml_bridge.core.vision import digits_input, rgb_input
+
+DIGITS_LABELS = [str(i) for i in range(10)]
+IMAGE_LABELS = [f"class_{i}" for i in range(10)]
+IMAGE_SIZE = (224, 224)
+
+
+def seeded_init(module: nn.Module, seed: int) -> nn.Module:
+    """Re-initialises every Linear and Conv layer as torch does, from ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    for layer in module.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=gen)
+            if layer.bias is not None:
+                bound = 1.0 / math.sqrt(layer.weight[0].numel())
+                nn.init.uniform_(layer.bias, -bound, bound, generator=gen)
+    return module
+
+
+def digits_mlp(device: torch.device) -> TorchModel:
+    """The ``digits_mlp`` classifier: float32 [N, 64] pixels in [0, 1] -> [N, 10] logits.
+
+    Its defaults (Adam, learning rate 5e-3, batch 32) reach about 0.92 accuracy on the
+    held-out digits after 15 epochs on the built-in ``digits`` dataset (0.89 to 0.93 over
+    other seeds). The held-out samples are hard: an RBF SVM trained on the same 1500 reaches
+    0.93 and logistic regression 0.92.
+    """
+    with torch.device("cpu"):  # built on cpu even when main set another default device
+        module = seeded_init(nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)),
+                             seed=0)
+    return TorchModel(module, "digits_mlp", device,
+                      inputs=[TensorSpec("pixels", "float32", (-1, 64))],
+                      outputs=[TensorSpec("scores", "float32", (-1, 10))],
+                      labels=DIGITS_LABELS, outputs_probabilities=False,
+                      preprocess_image=digits_input, batch_size=32, learning_rate=5e-3)
+
+
+def _rgb_224(image: np.ndarray) -> List[np.ndarray]:
+    return rgb_input(image, IMAGE_SIZE, channels_first=True)
+
+
+class ImageCNN(nn.Module):
+    """Three conv blocks and a linear head: about 35 M multiply-adds per 224 x 224 frame."""
+
+    def __init__(self, classes: int = 10) -> None:
+        """Builds the layers (random weights)."""
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.head = nn.Linear(64, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, 3, 224, 224] float -> [N, classes] logits."""
+        return self.head(torch.flatten(self.features(x), 1))
+
+
+def image_cnn(device: torch.device) -> TorchModel:
+    """The ``image_cnn`` benchmark classifier: float32 [N, 3, 224, 224] -> [N, 10] logits.
+
+    Random (seeded) weights: its outputs mean nothing; it costs what a small real vision
+    model costs, a few milliseconds per frame on a CPU.
+    """
+    with torch.device("cpu"):
+        module = seeded_init(ImageCNN(len(IMAGE_LABELS)), seed=1)
+    return TorchModel(module, "image_cnn", device,
+                      inputs=[TensorSpec("image", "float32", (-1, 3) + IMAGE_SIZE)],
+                      outputs=[TensorSpec("scores", "float32", (-1, len(IMAGE_LABELS)))],
+                      labels=IMAGE_LABELS, outputs_probabilities=False,
+                      preprocess_image=_rgb_224, batch_size=16, learning_rate=1e-3)
+
+
+#: Built-in name -> builder taking the device.
+BUILTINS: Dict[str, Callable[[torch.device], TorchModel]] = {
+    "digits_mlp": digits_mlp,
+    "image_cnn": image_cnn,
+}

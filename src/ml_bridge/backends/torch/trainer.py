@@ -1,0 +1,168 @@
+"""The training loop of :meth:`TorchModel.fit`, speaking Keras's hook names.
+
+One epoch shuffles the training set with a seeded generator (the same run twice gives the
+same weights), steps the optimizer once per batch and polls ``callbacks.should_stop()`` after
+every batch. Epochs passed to hooks are 0-based.
+"""
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ml_bridge.backends.torch.model import from_numpy, outputs_to_list
+from ml_bridge.core.datasets import Dataset
+from ml_bridge.core.errors import TrainingError
+from ml_bridge.core.training import Callback, FitResult, Logs, TrainConfig
+
+if TYPE_CHECKING:
+    from ml_bridge.backends.torch.model import TorchModel
+
+#: Seed of the shuffling generator; epoch ``e`` uses the permutation drawn ``e``-th.
+SHUFFLE_SEED = 0
+
+
+class Trainer:
+    """Trains one TorchModel in place with one config and one callback."""
+
+    def __init__(self, model: "TorchModel", config: TrainConfig, callbacks: Callback) -> None:
+        """Checks the settings before anything is trained.
+
+        Raises:
+            TrainingError: invalid config or a model without trainable parameters.
+        """
+        config.validate()
+        if not model.trainable:
+            raise TrainingError(f"model {model.source} has no trainable parameters (a frozen "
+                                "TorchScript module or requires_grad=False everywhere)")
+        self.model = model
+        self.config = config
+        self.callbacks = callbacks
+        self.batch_size = config.batch_size or model.default_batch_size
+        self.learning_rate = config.learning_rate or model.default_learning_rate
+
+    def fit(self, train: Dataset, validation: Optional[Dataset]) -> FitResult:
+        """Runs up to ``config.epochs`` epochs; returns early (stopped) when asked to.
+
+        Raises:
+            DatasetError: the data does not fit the model (raised before any training).
+        """
+        model = self.model
+        model.check_targets(train)
+        if validation is not None:
+            model.check_targets(validation)
+        module = model.module
+        params = [p for p in module.parameters() if p.requires_grad]
+        factory = model.optimizer
+        optimizer = (factory(params, self.learning_rate) if factory is not None
+                     else torch.optim.Adam(params, lr=self.learning_rate))
+        rng = np.random.default_rng(SHUFFLE_SEED)
+        history: List[Logs] = []
+        keep = self.config.keep_partial
+        snapshot = _state_copy(module) if keep else None
+        stopped = False
+        # The restored context may hold inference mode or no-grad for serving; training
+        # needs autograd whatever the calling thread's state.
+        with torch.inference_mode(False), torch.enable_grad():
+            self.callbacks.on_train_begin({})
+            try:
+                for epoch in range(self.config.epochs):
+                    module.train()
+                    self.callbacks.on_epoch_begin(epoch, {})
+                    logs, stopped = self._epoch(train, optimizer, rng)
+                    if stopped:
+                        break
+                    if validation is not None:
+                        val_loss, val_acc = self.evaluate(validation)
+                        logs["val_loss"] = val_loss
+                        if val_acc is not None:
+                            logs["val_accuracy"] = val_acc
+                    history.append(logs)
+                    if keep:
+                        snapshot = _state_copy(module)
+                    self.callbacks.on_epoch_end(epoch, dict(logs))
+                if stopped and keep and snapshot is not None:
+                    module.load_state_dict(snapshot)
+            finally:
+                module.eval()
+            self.callbacks.on_train_end(dict(history[-1]) if history else {})
+        return FitResult(epochs_completed=len(history), stopped=stopped, history=history)
+
+    def _epoch(self, data: Dataset, optimizer: torch.optim.Optimizer,
+               rng: np.random.Generator) -> Tuple[Logs, bool]:
+        """One epoch; returns its logs and whether a stop was asked for."""
+        n = len(data)
+        order = rng.permutation(n)
+        total_loss = 0.0
+        correct = 0
+        seen = 0
+        for batch, start in enumerate(range(0, n, self.batch_size)):
+            self.callbacks.on_batch_begin(batch, {})
+            idx = order[start:start + self.batch_size]
+            inputs = [from_numpy(np.ascontiguousarray(a[idx]), self.model.torch_device)
+                      for a in data.inputs]
+            target = self._target(data.targets[0][idx])
+            optimizer.zero_grad(set_to_none=True)
+            output = outputs_to_list(self.model.module(*inputs))[0]
+            loss = self._loss(output, target)
+            loss.backward()
+            optimizer.step()
+            value = float(loss.item())
+            rows = len(idx)
+            total_loss += value * rows
+            seen += rows
+            batch_logs: Dict[str, float] = {"loss": value, "size": float(rows)}
+            if self.model.is_classifier:
+                hits = int((output.detach().argmax(dim=1) == target).sum().item())
+                correct += hits
+                batch_logs["accuracy"] = hits / rows
+            self.callbacks.on_batch_end(batch, batch_logs)
+            if self.callbacks.should_stop():
+                return {}, True
+        logs: Logs = {"loss": total_loss / seen}
+        if self.model.is_classifier:
+            logs["accuracy"] = correct / seen
+        return logs, False
+
+    def evaluate(self, data: Dataset) -> Tuple[float, Optional[float]]:
+        """Mean loss and (classifiers) accuracy on ``data``, in eval mode without gradients."""
+        module = self.model.module
+        was_training = module.training
+        module.eval()
+        total_loss = 0.0
+        correct = 0
+        try:
+            with torch.no_grad():
+                for start in range(0, len(data), self.batch_size):
+                    part = slice(start, start + self.batch_size)
+                    inputs = [from_numpy(np.ascontiguousarray(a[part]), self.model.torch_device)
+                              for a in data.inputs]
+                    target = self._target(data.targets[0][part])
+                    output = outputs_to_list(module(*inputs))[0]
+                    rows = int(target.shape[0])
+                    total_loss += float(self._loss(output, target).item()) * rows
+                    if self.model.is_classifier:
+                        correct += int((output.argmax(dim=1) == target).sum().item())
+        finally:
+            module.train(was_training)
+        n = len(data)
+        return total_loss / n, (correct / n if self.model.is_classifier else None)
+
+    def _target(self, target: np.ndarray) -> torch.Tensor:
+        if self.model.is_classifier:
+            return from_numpy(target.reshape(-1).astype(np.int64), self.model.torch_device)
+        return from_numpy(np.ascontiguousarray(target, dtype=np.float32), self.model.torch_device)
+
+    def _loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.model.loss is not None:
+            return self.model.loss(output, target)
+        if not self.model.is_classifier:
+            return F.mse_loss(output.float(), target)
+        if self.model.outputs_probabilities:
+            # Cross-entropy of probabilities: log first, as the model already applied softmax.
+            return F.nll_loss(torch.log(output.float().clamp_min(1e-12)), target)
+        return F.cross_entropy(output.float(), target)
+
+
+def _state_copy(module: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
