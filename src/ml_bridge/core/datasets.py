@@ -71,7 +71,7 @@ BUILTIN_DATASETS: Dict[str, Callable[[], Dataset]] = {"digits": digits}
 
 def check_name(name: str) -> str:
     """Returns ``name`` if it is a valid recorded-dataset name, else raises DatasetError."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):  # not match: its "$" also matches before a final newline
         raise DatasetError(f"invalid dataset name '{name}': use letters, digits, '_', '-', '.' "
                            "(not starting with '.' or '-'), at most 128 characters")
     return name
