@@ -52,10 +52,11 @@ class SampleStore:
         """Appends one sample durably; returns the number of samples now stored."""
         buf = io.BytesIO()
         arrays: Dict[str, np.ndarray] = {}
+        # np.asarray, not ascontiguousarray: that makes a 0-d target (a class id) 1-d
         for i, a in enumerate(inputs):
-            arrays[f"inputs_{i}"] = np.ascontiguousarray(a)
+            arrays[f"inputs_{i}"] = np.asarray(a)
         for i, t in enumerate(targets):
-            arrays[f"targets_{i}"] = np.ascontiguousarray(t)
+            arrays[f"targets_{i}"] = np.asarray(t)
         np.savez(buf, **arrays)  # type: ignore[arg-type]
         payload = buf.getvalue()
         record = _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload
