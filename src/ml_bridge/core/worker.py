@@ -7,6 +7,7 @@ most ``max_batch`` rows (dynamic micro-batching: only what is already waiting is
 an idle server adds no latency) and the outputs are split back.
 """
 import collections
+import logging
 import threading
 import time
 from concurrent.futures import Future
@@ -18,6 +19,7 @@ import numpy as np
 from ml_bridge.core.context import Context
 from ml_bridge.core.errors import MLBridgeError, ModelCallError
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: Runs the served model on validated inputs: returns (outputs, model_version).
 PredictFn = Callable[[List[np.ndarray]], Tuple[List[np.ndarray], int]]
@@ -128,11 +130,21 @@ class ModelWorker:
             live = [b for b in batch if b.future.set_running_or_notify_cancel()]
             if not live:
                 continue
-            with self.context:
-                if isinstance(live[0], _Job):
-                    self._run_job(live[0])  # type: ignore[arg-type]
-                else:
-                    self._run_predict(live)  # type: ignore[arg-type]
+            try:
+                with self.context:
+                    if isinstance(live[0], _Job):
+                        self._run_job(live[0])  # type: ignore[arg-type]
+                    else:
+                        self._run_predict(live)  # type: ignore[arg-type]
+            except Exception as err:  # a context that fails must not kill the thread and hang every caller
+                failure = ModelCallError(f"restoring or leaving the framework context failed: "
+                                         f"{type(err).__name__}: {err}")
+                failure.__cause__ = err
+                pending = [item for item in live if not item.future.done()]
+                for item in pending:
+                    item.future.set_exception(failure)
+                if not pending:  # the calls were answered; leaving the context failed
+                    log.error("%s", failure)
 
     @staticmethod
     def _run_job(job: _Job) -> None:

@@ -1,0 +1,223 @@
+"""ml_bridge.core.worker: one model thread, the context restored, errors and micro-batching."""
+import threading
+from concurrent.futures import Future
+from types import TracebackType
+from typing import Dict, List, Optional, Tuple, Type
+
+import numpy as np
+import pytest
+
+from ml_bridge.core.context import Context, in_context
+from ml_bridge.core.errors import InputError, MLBridgeError, ModelCallError
+from ml_bridge.core.worker import ModelWorker, WorkerResult, WorkerStopped
+
+TIMEOUT = 10.0
+
+
+class RecordingContext(Context):
+    """Counts, per thread, how deep it is entered: a stand-in for a framework's state."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self.entered_on: List[str] = []
+
+    @property
+    def depth(self) -> int:
+        return getattr(self._local, "depth", 0)
+
+    def __enter__(self) -> "RecordingContext":
+        self._local.depth = self.depth + 1
+        self.entered_on.append(threading.current_thread().name)
+        return self
+
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        self._local.depth -= 1
+
+
+class Model:
+    """predict_fn double: y = 2x + 1; raises on negative input; can hold its first call."""
+
+    def __init__(self, context: Optional[RecordingContext] = None, hold_first: bool = False) -> None:
+        self.context = context
+        self.calls: List[Tuple[str, int, int]] = []  # (thread, rows, context depth)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        if not hold_first:
+            self.release.set()
+
+    def __call__(self, inputs: List[np.ndarray]) -> Tuple[List[np.ndarray], int]:
+        depth = self.context.depth if self.context is not None else 0
+        self.calls.append((threading.current_thread().name, int(inputs[0].shape[0]), depth))
+        self.entered.set()
+        assert self.release.wait(TIMEOUT)
+        if (inputs[0] < 0).any():
+            raise ValueError("negative input")
+        return [inputs[0] * 2 + 1], 7
+
+
+def rows(n: int, start: float = 0.0) -> List[np.ndarray]:
+    return [np.arange(start, start + 3 * n, dtype=np.float32).reshape(n, 3)]
+
+
+def hold(model: Model, worker: ModelWorker) -> "Future[WorkerResult]":
+    """Submits one request and waits until the model is inside it, so later ones queue up."""
+    first = worker.predict(rows(1, 100))
+    assert model.entered.wait(TIMEOUT)
+    return first
+
+
+def test_calls_run_on_the_model_thread_with_the_context_entered() -> None:
+    ctx = RecordingContext()
+    model = Model(ctx)
+    worker = ModelWorker(ctx, model, name="model-thread")
+    futures: Dict[int, Future[WorkerResult]] = {}
+
+    def caller(i: int) -> None:
+        futures[i] = worker.predict(rows(1, i))
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, future in futures.items():
+        result = future.result(TIMEOUT)
+        np.testing.assert_array_equal(result.outputs[0], rows(1, i)[0] * 2 + 1)
+        assert result.model_version == 7 and result.inference_ms >= 0
+    assert {c[0] for c in model.calls} == {"model-thread"}
+    assert all(c[2] == 1 for c in model.calls)
+    # negative control: the same call on this thread, without restoring, sees no context
+    model([np.zeros((1, 3), np.float32)])
+    assert model.calls[-1][0] != "model-thread" and model.calls[-1][2] == 0
+    worker.close()
+
+
+def test_submit_runs_any_callable_on_the_model_thread() -> None:
+    ctx = RecordingContext()
+    worker = ModelWorker(ctx, Model())
+    assert worker.submit(lambda: (threading.current_thread(), ctx.depth)).result(TIMEOUT) == (
+        worker.thread, 1)
+    empty: Dict[str, int] = {}
+    with pytest.raises(KeyError):
+        worker.submit(lambda: empty["missing"]).result(TIMEOUT)
+    worker.close()
+
+
+def test_in_context_decorator_restores_on_the_calling_thread() -> None:
+    ctx = RecordingContext()
+
+    @in_context(ctx)
+    def depth() -> int:
+        return ctx.depth
+
+    assert depth() == 1 and ctx.depth == 0
+
+
+def test_model_errors_come_back_through_the_future() -> None:
+    worker = ModelWorker(Context(), Model())
+    err = worker.predict([-np.ones((1, 3), np.float32)]).exception(TIMEOUT)
+    assert isinstance(err, ModelCallError) and isinstance(err, MLBridgeError)
+    assert "ValueError: negative input" in str(err)
+
+    def refuse(inputs: List[np.ndarray]) -> Tuple[List[np.ndarray], int]:
+        raise InputError("bad request")
+
+    worker2 = ModelWorker(Context(), refuse)
+    err = worker2.predict(rows(1)).exception(TIMEOUT)
+    assert type(err) is InputError  # our own errors pass through unwrapped
+    for w in (worker, worker2):
+        w.close()
+
+
+def test_concurrent_requests_are_batched_with_identical_results() -> None:
+    model = Model(hold_first=True)
+    worker = ModelWorker(Context(), model, max_batch=4)
+    first = hold(model, worker)
+    requests = [rows(1, 10 * i) for i in range(6)]
+    futures = [worker.predict(r) for r in requests]
+    model.release.set()
+    results = [f.result(TIMEOUT) for f in futures]
+    first.result(TIMEOUT)
+    assert [c[1] for c in model.calls] == [1, 4, 2]  # 7 requests, 3 model calls
+    assert [r.batched_with for r in results] == [4, 4, 4, 4, 2, 2]
+    for request, result in zip(requests, results):
+        alone, version = Model()(request)
+        np.testing.assert_array_equal(result.outputs[0], alone[0])
+        assert result.outputs[0].shape == (1, 3) and result.model_version == version
+    worker.close()
+
+
+def test_max_batch_counts_rows_and_shapes_must_agree() -> None:
+    model = Model(hold_first=True)
+    worker = ModelWorker(Context(), model, max_batch=4)
+    first = hold(model, worker)
+    three_a, three_b = worker.predict(rows(3)), worker.predict(rows(3, 50))
+    other_width = worker.predict([np.ones((1, 5), np.float32)])
+    other_dtype = worker.predict([np.ones((1, 3), np.float64)])
+    model.release.set()
+    for f in (first, three_a, three_b, other_width, other_dtype):
+        assert f.result(TIMEOUT).batched_with == 1
+    assert [c[1] for c in model.calls] == [1, 3, 3, 1, 1]
+    assert max(c[1] for c in model.calls) <= 4
+    worker.close()
+
+
+def test_a_failing_request_in_a_batch_fails_alone() -> None:
+    model = Model(hold_first=True)
+    worker = ModelWorker(Context(), model, max_batch=8)
+    first = hold(model, worker)
+    good1, bad, good2 = worker.predict(rows(1, 1)), worker.predict(rows(1, -9)), worker.predict(rows(1, 5))
+    model.release.set()
+    first.result(TIMEOUT)
+    np.testing.assert_array_equal(good1.result(TIMEOUT).outputs[0], rows(1, 1)[0] * 2 + 1)
+    np.testing.assert_array_equal(good2.result(TIMEOUT).outputs[0], rows(1, 5)[0] * 2 + 1)
+    assert isinstance(bad.exception(TIMEOUT), ModelCallError)
+    # one joined call that failed, then each retried alone
+    assert [c[1] for c in model.calls] == [1, 3, 1, 1, 1]
+
+
+def test_max_batch_one_never_batches() -> None:
+    model = Model(hold_first=True)
+    worker = ModelWorker(Context(), model, max_batch=1)
+    first = hold(model, worker)
+    futures = [worker.predict(rows(1, i)) for i in range(3)]
+    model.release.set()
+    for f in [first, *futures]:
+        f.result(TIMEOUT)
+    assert [c[1] for c in model.calls] == [1, 1, 1, 1]
+    with pytest.raises(ValueError, match="max_batch must be >= 1"):
+        ModelWorker(Context(), model, max_batch=0)
+
+
+def test_close_finishes_queued_calls_and_refuses_later_ones() -> None:
+    model = Model(hold_first=True)
+    worker = ModelWorker(Context(), model)
+    first = hold(model, worker)
+    queued = worker.predict(rows(1))
+    closer = threading.Thread(target=worker.close)
+    closer.start()
+    model.release.set()
+    closer.join(TIMEOUT)
+    assert first.result(TIMEOUT) and queued.result(TIMEOUT)
+    assert not worker.thread.is_alive()
+    with pytest.raises(WorkerStopped, match="stopped"):
+        worker.predict(rows(1))
+    with pytest.raises(WorkerStopped):
+        worker.submit(lambda: 1)
+
+
+class BrokenContext(Context):
+    """A context whose restore fails, as a framework's can (e.g. a CUDA device gone)."""
+
+    def __enter__(self) -> "BrokenContext":
+        raise RuntimeError("cannot restore device")
+
+
+def test_a_context_that_fails_to_restore_fails_the_call_not_the_thread() -> None:
+    worker = ModelWorker(BrokenContext(), Model())
+    err = worker.predict(rows(1)).exception(TIMEOUT)  # must not hang
+    assert isinstance(err, ModelCallError) and "cannot restore device" in str(err)
+    assert worker.thread.is_alive()
+    assert isinstance(worker.submit(lambda: 1).exception(TIMEOUT), ModelCallError)
+    worker.close()
