@@ -176,7 +176,8 @@ class ModelServer:
         except InputError as err:
             raise DatasetError(f"sample does not fit the model: {err}") from err
         tgs = [np.asarray(t) for t in targets]
-        model.check_targets(Dataset(dataset, ins, [t.reshape((1,) + t.shape) for t in tgs]))
+        with self.context:
+            model.check_targets(Dataset(dataset, ins, [t.reshape((1,) + t.shape) for t in tgs]))
         return self.datasets.store().append(dataset, [a[0] for a in ins], tgs)
 
     # -- training -----------------------------------------------------------------------------
@@ -213,7 +214,8 @@ class ModelServer:
                                 "SavedModel); serve a .keras, TorchScript or factory model")
         data = self.datasets.load(dataset) if isinstance(dataset, str) else dataset
         data.check()
-        served.check_targets(data)
+        with self.context:
+            served.check_targets(data)
         train, validation = data.split(config.validation_split)
         ours = [c for c in callbacks if isinstance(c, Callback)]
         native = [c for c in callbacks if not isinstance(c, Callback)]
