@@ -1,4 +1,5 @@
 """Node start-up from ``~`` parameters: load the model in main, then build the node."""
+import logging
 import sys
 from typing import List
 
@@ -43,9 +44,26 @@ def node_config() -> NodeConfig:
                       timeout=float(rospy.get_param("~timeout", 30.0)))
 
 
+class RosoutHandler(logging.Handler):
+    """Forwards the framework-free layers' ``logging`` records (e.g. a skipped checkpoint) to rosout."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = self.format(record)
+        if record.levelno >= logging.ERROR:
+            rospy.logerr(text)
+        elif record.levelno >= logging.WARNING:
+            rospy.logwarn(text)
+        else:
+            rospy.loginfo(text)
+
+
 def main() -> int:
     """Entry point of ``rosrun ml_bridge server``: returns the exit code."""
     rospy.init_node("ml_bridge")
+    core_log = logging.getLogger("ml_bridge")
+    core_log.addHandler(RosoutHandler())
+    core_log.setLevel(logging.INFO)
+    core_log.propagate = False
     try:
         server = load_server()
     except MLBridgeError as err:
