@@ -134,12 +134,19 @@ def model_call_times(model: BackendModel, context: Context, inputs: List[np.ndar
         return time_calls(lambda: model.predict(inputs), count)
 
 
-def frame_times(model: BackendModel, context: Context, image: np.ndarray, count: int) -> List[float]:
-    """Seconds per in-process frame: the model's image preprocessing, then the model."""
+def frame_times(model: BackendModel, context: Context, image: np.ndarray, count: int,
+                seconds: float = 0.0) -> List[float]:
+    """Seconds per in-process frame (the model's image preprocessing, then the model): at
+    least ``count`` frames, and frames for at least ``seconds`` (a window like the stream's).
+    """
     preprocess = model.preprocess_image
     assert preprocess is not None, "the image model has no image preprocessing"
+    out: List[float] = []
+    end = time.perf_counter() + seconds
     with context:
-        return time_calls(lambda: model.predict(preprocess(image)), count)
+        while len(out) < count or time.perf_counter() < end:
+            out += time_calls(lambda: model.predict(preprocess(image)), 1)
+    return out
 
 
 def fit_seconds(server: ModelServer, dataset: str, epochs: int) -> Dict[str, float]:

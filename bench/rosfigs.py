@@ -156,25 +156,27 @@ def cancel_latency(backend: str, reps: int) -> Figure:
 
 
 # -- 3. image_fps_ratio, image_latency_ratio (ours and a naive subscriber) -----------------------
-def _rates(events: List[Tuple[float, float, int]], warmup: float) -> Tuple[float, float, float]:
-    """(fps, p50 latency s, published fps) from (arrival, stamp, seq), after ``warmup`` s."""
+def _rates(events: List[Tuple[float, float]], warmup: float) -> Tuple[float, float]:
+    """(fps, p50 latency s) from (arrival, stamp) pairs, after ``warmup`` s."""
     if len(events) < 3:
         raise RuntimeError(f"only {len(events)} predictions arrived")
     first = events[0][0] + warmup
     kept = [e for e in events if e[0] >= first] or events
     span = kept[-1][0] - kept[0][0]
     fps = (len(kept) - 1) / span if span > 0 else float("nan")
-    published = ((kept[-1][2] - kept[0][2]) / (kept[-1][1] - kept[0][1])
-                 if kept[-1][1] > kept[0][1] else float("nan"))
-    return fps, p50([a - s for a, s, _ in kept]), published
+    return fps, p50([a - s for a, s in kept])
 
 
-def _stream(group: Group, name: str, topic: str, rate: float, seconds: float) -> None:
+def _stream(group: Group, name: str, topic: str, rate: float, seconds: float) -> float:
+    """Runs the camera for ``seconds``; returns the frames per second it published."""
     proc = group.python(name, "bench.imagepub", topic, str(rate), str(seconds))
     try:
         proc.wait(seconds + 60)
     finally:
         group.stop(proc)
+    with open(os.path.join(group.workdir, f"{name}.log")) as f:
+        last = [line for line in f if line.startswith("published ")][-1].split()
+    return float(last[1]) / float(last[4])
 
 
 def image_figures(group: Group, topic: str, reps: int, seconds: float, rate: float) -> List[Figure]:
@@ -194,9 +196,9 @@ def image_figures(group: Group, topic: str, reps: int, seconds: float, rate: flo
         fig.details.update({"fps": [], "latency_ms": [], "published_fps": [],
                             "in_process_frame_ms": [], "in_process_fps": []})
 
-    def record(f: Figure, lt: Figure, events: List[Tuple[float, float, int]], frame_s: float,
-               in_fps: float) -> None:
-        got_fps, latency, published = _rates(events, warmup=1.0)
+    def record(f: Figure, lt: Figure, events: List[Tuple[float, float]], frame_s: float,
+               in_fps: float, published: float) -> None:
+        got_fps, latency = _rates(events, warmup=1.0)
         f.values.append(got_fps / in_fps)
         lt.values.append(latency / frame_s)
         for fig in (f, lt):
@@ -207,35 +209,37 @@ def image_figures(group: Group, topic: str, reps: int, seconds: float, rate: flo
             fig.details["in_process_fps"].append(in_fps)
 
     for _ in range(reps):
-        times = local.frame_times(model, context, frame, 60)
+        # fps over a window (stalls included, as in the stream's count); latency over p50
+        times = local.frame_times(model, context, frame, 30, seconds=min(seconds, 3.0))
         frame_s, in_fps = p50(times), 1.0 / float(np.mean(times))
 
-        ours: List[Tuple[float, float, int]] = []
+        camera = rate if rate > 0 else 1.5 * in_fps  # faster than the model keeps up
+        ours: List[Tuple[float, float]] = []
         sub = rospy.Subscriber("/ml_bridge/predictions", Prediction,
-                               lambda m, out=ours: out.append((time.time(), m.header.stamp.to_sec(),
-                                                               m.header.seq)), queue_size=1000)
+                               lambda m, out=ours: out.append((time.time(), m.header.stamp.to_sec())),
+                               queue_size=1000)
         try:
             _wait_connected(sub)
-            _stream(group, "camera_ours", topic, rate, seconds)
+            published = _stream(group, "camera_ours", topic, camera, seconds)
             time.sleep(0.5)
         finally:
             sub.unregister()
-        record(fps, lat, ours, frame_s, in_fps)
+        record(fps, lat, ours, frame_s, in_fps, published)
 
-        naive: List[Tuple[float, float, int]] = []
+        naive: List[Tuple[float, float]] = []
 
-        def callback(msg: Image, out: List[Tuple[float, float, int]] = naive) -> None:
+        def callback(msg: Image, out: List[Tuple[float, float]] = naive) -> None:
             with context:
                 model.predict(preprocess(image_to_array(msg)))
-            out.append((time.time(), msg.header.stamp.to_sec(), msg.header.seq))
+            out.append((time.time(), msg.header.stamp.to_sec()))
 
         sub = rospy.Subscriber(topic + "_naive", Image, callback, queue_size=1)
         try:
-            _stream(group, "camera_naive", topic + "_naive", rate, seconds)
+            published = _stream(group, "camera_naive", topic + "_naive", camera, seconds)
             time.sleep(0.5)
         finally:
             sub.unregister()
-        record(naive_fps, naive_lat, naive, frame_s, in_fps)
+        record(naive_fps, naive_lat, naive, frame_s, in_fps, published)
     return [fps, lat, naive_fps, naive_lat]
 
 

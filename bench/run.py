@@ -11,7 +11,7 @@ import shutil
 import sys
 import time
 import traceback
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 if __package__ in (None, ""):  # run as `python bench/run.py`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -89,7 +89,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--reps", type=int, default=5, help="repetitions of the quick figures")
     parser.add_argument("--workdir", default=os.path.join(os.path.dirname(HERE), "build", "bench"))
     parser.add_argument("--output", default=os.path.join(HERE, "results.json"))
-    parser.add_argument("--image-seconds", type=float, default=6.0)
+    parser.add_argument("--image-seconds", type=float, default=4.0)
     parser.add_argument("--image-rate", type=float, default=0.0,
                         help="camera frames per second; 0 = as fast as the publisher can")
     args = parser.parse_args(argv)
@@ -118,17 +118,19 @@ def main(argv: Optional[List[str]] = None) -> int:
               ["tensor_bytes_speedup", "tensor_bytes_vs_memcpy"], tensor)
     run.phase("context restore (torch)", ["context_restore_us"], context_torch)
     run.phase("micro-batching (image_cnn, 8 callers, in-process)", ["batching_speedup"], batching)
+    # TensorFlow goes last: once it has run in this process its thread pools compete with
+    # torch's (measured: in-process image_cnn frames 50x slower after a Keras fit here).
+    ros_phases(run, args, reps)
+    if "predict_overhead_ratio_tf" not in run.figures:
+        run.skip(["predict_overhead_ratio_tf", "train_overhead_ratio_tf"], "not reached")
     tf_reason = _tf_unusable()
     if tf_reason is None:
         run.phase("context restore (tensorflow)", ["context_restore_us_tf"],
                   lambda: [local.context_restore(local.load("tensorflow", "digits_mlp")[1],
                                                  "context_restore_us_tf", 20000, reps)])
     else:
-        print(f"== {tf_reason}: the _tf figures are null")
-        run.skip(["context_restore_us_tf", "predict_overhead_ratio_tf", "train_overhead_ratio_tf"],
-                 tf_reason)
-
-    ros_phases(run, args, reps, tf_reason is None)
+        print(f"== {tf_reason}: context_restore_us_tf is null")
+        run.skip(["context_restore_us_tf"], tf_reason)
 
     figures = run.ordered()
     meta = {"machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.system()} "
@@ -149,9 +151,57 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0 if any(f.values for f in figures) else 1
 
 
-def ros_phases(run: Run, args: argparse.Namespace, reps: int, with_tf: bool) -> None:
-    """Everything that needs the private master; every process is stopped on the way out."""
-    from bench.harness import Group, free_port, start_master, start_node
+def _digits_node(run: Run, group: Any, port: int, reps: int, backend: str) -> None:
+    """predict and train overhead (and, for torch, cancel latency) against a digits_mlp node."""
+    from bench import rosfigs
+    from bench.harness import start_node
+
+    suffix = "_tf" if backend == "tensorflow" else ""
+    keys = [f"predict_overhead_ratio{suffix}", f"train_overhead_ratio{suffix}"]
+    if not suffix:
+        keys.append("cancel_latency_batches")
+    node = None
+    try:
+        node = start_node(group, port, backend, "digits_mlp")
+        run.phase(f"~predict overhead ({backend} digits_mlp)", keys[:1],
+                  lambda: [rosfigs.predict_overhead(group, backend, keys[0], reps, 200)])
+        run.phase(f"~train overhead ({backend}, 5 epochs)", keys[1:2],
+                  lambda: [rosfigs.train_overhead(group, backend, keys[1], 3)])
+        if not suffix:
+            run.phase("cancel latency (torch)", ["cancel_latency_batches"],
+                      lambda: [rosfigs.cancel_latency("torch", 3)])
+    except Exception as err:
+        traceback.print_exc()
+        run.skip(keys, f"{backend} node: {type(err).__name__}: {err}")
+    finally:
+        if node is not None:
+            group.stop(node)
+
+
+def _image_node(run: Run, group: Any, port: int, args: argparse.Namespace) -> None:
+    """The image stream figures against an image_cnn node."""
+    from bench import rosfigs
+    from bench.harness import start_node
+
+    keys = [k for k, _ in KEYS if k.startswith("image_")]
+    node = None
+    try:
+        node = start_node(group, port, "torch", "image_cnn", image="/bench/image")
+        run.phase("image stream (torch image_cnn, 640x480 rgb8)", keys,
+                  lambda: rosfigs.image_figures(group, "/bench/image", 5, args.image_seconds,
+                                                args.image_rate))
+    except Exception as err:
+        traceback.print_exc()
+        run.skip(keys, f"image node: {type(err).__name__}: {err}")
+    finally:
+        if node is not None:
+            group.stop(node)
+
+
+def ros_phases(run: Run, args: argparse.Namespace, reps: int) -> None:
+    """Everything that needs the private master; every process is stopped on the way out.
+    Torch first, TensorFlow last (see main)."""
+    from bench.harness import Group, free_port, start_master
 
     ros_keys = [k for k, _ in KEYS if k.startswith(("predict_", "image_", "train_", "cancel_"))]
     group = Group(args.workdir)
@@ -160,49 +210,16 @@ def ros_phases(run: Run, args: argparse.Namespace, reps: int, with_tf: bool) -> 
         start_master(group, port)
         import rospy
 
-        from bench import rosfigs
-
         rospy.init_node("ml_bridge_bench", disable_signals=True)
         print(f"== private master on port {port}; logs in {args.workdir}", flush=True)
-
-        for backend, suffix in (("torch", ""), ("tensorflow", "_tf")):
-            if backend == "tensorflow" and not with_tf:
-                continue
-            keys = [f"predict_overhead_ratio{suffix}", f"train_overhead_ratio{suffix}"]
-            if not suffix:
-                keys.append("cancel_latency_batches")
-            node = None
-            try:
-                node = start_node(group, port, backend, "digits_mlp")
-                run.phase(f"~predict overhead ({backend} digits_mlp)", keys[:1],
-                          lambda b=backend, k=keys[0]: [rosfigs.predict_overhead(  # type: ignore
-                              group, b, k, reps, 200)])
-                run.phase(f"~train overhead ({backend}, 5 epochs)", keys[1:2],
-                          lambda b=backend, k=keys[1]: [rosfigs.train_overhead(  # type: ignore
-                              group, b, k, 3)])
-                if not suffix:
-                    run.phase("cancel latency (torch)", ["cancel_latency_batches"],
-                              lambda: [rosfigs.cancel_latency("torch", 3)])
-            except Exception as err:
-                traceback.print_exc()
-                run.skip(keys, f"{backend} node: {type(err).__name__}: {err}")
-            finally:
-                if node is not None:
-                    group.stop(node)
-
-        image_keys = [k for k in ros_keys if k.startswith("image_")]
-        node = None
-        try:
-            node = start_node(group, port, "torch", "image_cnn", image="/bench/image")
-            run.phase("image stream (torch image_cnn, 640x480 rgb8)", image_keys,
-                      lambda: rosfigs.image_figures(group, "/bench/image", 3, args.image_seconds,
-                                                    args.image_rate))
-        except Exception as err:
-            traceback.print_exc()
-            run.skip(image_keys, f"image node: {type(err).__name__}: {err}")
-        finally:
-            if node is not None:
-                group.stop(node)
+        _digits_node(run, group, port, reps, "torch")
+        _image_node(run, group, port, args)
+        tf_reason = _tf_unusable()
+        if tf_reason is None:
+            _digits_node(run, group, port, reps, "tensorflow")
+        else:
+            print(f"== {tf_reason}: the _tf figures are null")
+            run.skip(["predict_overhead_ratio_tf", "train_overhead_ratio_tf"], tf_reason)
     except Exception as err:
         traceback.print_exc()
         run.skip(ros_keys, f"ROS set-up: {type(err).__name__}: {err}")
@@ -214,7 +231,6 @@ def ros_phases(run: Run, args: argparse.Namespace, reps: int, with_tf: bool) -> 
             rospy.signal_shutdown("benchmark finished")
         except ImportError:
             pass
-
 
 if __name__ == "__main__":
     sys.exit(main())
