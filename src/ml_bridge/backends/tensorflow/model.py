@@ -1,0 +1,337 @@
+"""KerasModel: a Keras 3 model served eagerly through one compiled call, trainable."""
+import os
+import sys
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ml_bridge.core.context import Context
+from ml_bridge.core.datasets import Dataset
+from ml_bridge.core.errors import (
+    CheckpointError,
+    DatasetError,
+    InputError,
+    ModelLoadError,
+    TrainingError,
+)
+from ml_bridge.core.model import BackendModel, ImagePreprocess
+from ml_bridge.core.spec import TensorSpec, validate_inputs
+from ml_bridge.core.training import Callback, FitResult, TrainConfig
+
+from . import trainer
+from .core import capture
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+class KerasModel(BackendModel):
+    """A Keras 3 model (functional, Sequential or subclassed) in eager mode.
+
+    Predictions go through one ``tf.function`` traced once, at load, for a batch of any size:
+    ``model.predict`` builds a dataset and a step loop on every call (milliseconds); one
+    concrete-function call costs about a quarter of a millisecond for digits_mlp on a CPU.
+    """
+
+    backend = "tensorflow"
+    checkpoint_suffix = ".weights.h5"
+
+    def __init__(self, model: keras.Model, source: str, device: str = "/CPU:0",
+                 labels: Sequence[str] = (), outputs_probabilities: bool = False,
+                 preprocess_image: Optional[ImagePreprocess] = None, loss: Any = None,
+                 optimizer: Any = None, metrics: Sequence[Any] = (), batch_size: int = 32,
+                 learning_rate: float = 1e-3, rebuild: Optional[Callable[[], Any]] = None,
+                 specs: Optional[Sequence[List[TensorSpec]]] = None) -> None:
+        """Wraps ``model``; build it, and call this, inside ``tf.device(device)``.
+
+        Args:
+            model: a built ``keras.Model`` (Keras 3).
+            source: what the user asked for, for logs.
+            device: TensorFlow device, e.g. "/CPU:0" or "/GPU:0".
+            labels: class labels; non-empty makes it a classifier (output 0 = class scores).
+            outputs_probabilities: output 0 already holds probabilities (softmax applied).
+            preprocess_image: image -> model inputs, for image topics.
+            loss: Keras loss for training; None = cross-entropy (classifier) or MSE.
+            optimizer: Keras optimizer instance, name or ``callable(learning_rate)``;
+                None = Adam.
+            metrics: Keras metrics; empty = accuracy for classifiers.
+            batch_size: default training batch size.
+            learning_rate: default learning rate.
+            rebuild: returns a fresh model of the same architecture (used by :meth:`clone`
+                when ``keras.models.clone_model`` cannot copy a subclassed model).
+            specs: (inputs, outputs) when already known (clones), to skip probing.
+
+        Raises:
+            ModelLoadError: not a Keras 3 model, or its input shapes cannot be told.
+        """
+        if not isinstance(model, keras.Model):
+            raise ModelLoadError(
+                f"{source} gave a {type(model).__module__}.{type(model).__name__}, not a Keras 3 "
+                "keras.Model (tf_keras / Keras 2 models: export a SavedModel and load that)")
+        if not tf.executing_eagerly():
+            raise ModelLoadError("Keras 3 models need eager execution, but it is disabled "
+                                 "(tf.compat.v1.disable_eager_execution was called)")
+        self.model = model
+        self.source = source
+        self.device = device
+        self.labels = [str(label) for label in labels]
+        self.is_classifier = bool(self.labels)
+        self.outputs_probabilities = bool(outputs_probabilities)
+        self.preprocess_image = preprocess_image
+        self.loss = loss
+        self.optimizer = optimizer
+        self.metrics = list(metrics)
+        self.default_batch_size = int(batch_size)
+        self.default_learning_rate = float(learning_rate)
+        self._rebuild = rebuild
+        if specs is None:
+            self.inputs = _input_specs(model, source)
+            self._call = self._compile_call()
+            self.outputs = _output_specs(model, self.inputs, self._call)
+        else:
+            self.inputs, self.outputs = list(specs[0]), list(specs[1])
+            self._call = self._compile_call()
+        if self.is_classifier and self.outputs[0].shape[-1] not in (-1, len(self.labels)):
+            raise ModelLoadError(f"{source} has {len(self.labels)} labels but its output 0 is "
+                                 f"{self.outputs[0].describe()}: one label per class is needed")
+
+    def _compile_call(self) -> Callable[..., List[tf.Tensor]]:
+        model = self.model
+        single = len(self.inputs) == 1
+        signature = [tf.TensorSpec([None if d < 0 else d for d in s.shape], tf.as_dtype(s.dtype))
+                     for s in self.inputs]
+
+        def call(*xs: tf.Tensor) -> List[tf.Tensor]:
+            out = model(xs[0] if single else list(xs), training=False)
+            return list(tf.nest.flatten(out))
+
+        # A fixed signature with a free batch dimension: one trace serves every batch size.
+        # The concrete function skips tf.function's per-call argument matching (~35% faster).
+        self._function = tf.function(call, input_signature=signature)
+        return self._function.get_concrete_function()  # type: ignore[no-any-return]
+
+    def capture_context(self) -> Context:
+        """This thread's TensorFlow state plus the model's device scope."""
+        return capture(device=self.device)
+
+    def predict(self, inputs: List[np.ndarray]) -> List[np.ndarray]:
+        """Runs the compiled call on validated inputs; numpy outputs, batch first."""
+        return [t.numpy() for t in self._call(*[tf.constant(a) for a in inputs])]
+
+    def clone(self) -> "KerasModel":
+        """A copy with its own variables and the same weights, on the same device."""
+        weights = self.model.get_weights()
+        with tf.device(self.device):
+            try:
+                copy = keras.models.clone_model(self.model)
+                copy.set_weights(weights)
+            except Exception as err:  # subclassed models often cannot be cloned from config
+                if self._rebuild is None:
+                    raise TrainingError(f"cannot copy {self.source} for training: "
+                                        f"keras.models.clone_model failed ({err})") from err
+                copy = _unwrap(self._rebuild())
+                if len(copy.weights) != len(weights):  # variables are made on the first call
+                    zeros = _zeros(self.inputs)
+                    copy(zeros[0] if len(zeros) == 1 else zeros, training=False)
+                copy.set_weights(weights)
+        return KerasModel(copy, self.source, self.device, self.labels, self.outputs_probabilities,
+                          self.preprocess_image, self.loss, self.optimizer, self.metrics,
+                          self.default_batch_size, self.default_learning_rate, self._rebuild,
+                          specs=(self.inputs, self.outputs))
+
+    def fit(self, train: Dataset, validation: Optional[Dataset], config: TrainConfig,
+            callbacks: Callback, native_callbacks: Sequence[Any] = ()) -> FitResult:
+        """Trains in place; see :func:`ml_bridge.backends.tensorflow.trainer.fit`.
+
+        Args:
+            train: training data.
+            validation: validation data, or None.
+            config: epochs, batch size, learning rate, keep_partial.
+            callbacks: the neutral callbacks (progress, stop requests).
+            native_callbacks: ``keras.callbacks.Callback`` objects passed to ``model.fit``.
+        """
+        return trainer.fit(self, train, validation, config, callbacks, native_callbacks)
+
+    def check_targets(self, dataset: Dataset) -> None:
+        """Raises DatasetError if the dataset's inputs or targets do not fit this model."""
+        self.prepare(dataset)
+
+    def prepare(self, dataset: Dataset) -> Tuple[List[np.ndarray], List[np.ndarray]]:
+        """Validated inputs and targets in the dtypes and shapes training feeds to Keras.
+
+        Classifier targets are class ids in [0, n_classes), shaped [N] or [N, 1], of an integer
+        dtype or whole-valued floats (as ``values`` in a Tensor message arrive); they become
+        int64 [N]. Other targets must match the output's shape after the batch dimension.
+
+        Raises:
+            DatasetError: naming the array and what is wrong with it.
+        """
+        dataset.check()
+        try:
+            inputs = validate_inputs(dataset.inputs, self.inputs, max_elements=sys.maxsize)
+        except InputError as err:
+            raise DatasetError(f"dataset '{dataset.name}' does not fit the model: {err}") from err
+        if len(dataset.targets) != len(self.outputs):
+            raise DatasetError(f"dataset '{dataset.name}' has {len(dataset.targets)} target "
+                               f"array(s); the model has {len(self.outputs)} output(s)")
+        targets = [self._target(dataset.name, i, t) for i, t in enumerate(dataset.targets)]
+        return inputs, targets
+
+    def _target(self, name: str, index: int, target: np.ndarray) -> np.ndarray:
+        spec = self.outputs[index]
+        where = f"dataset '{name}' target {index}"
+        if target.dtype.kind not in "biuf":
+            raise DatasetError(f"{where} has dtype {target.dtype}; numbers are needed")
+        if self.is_classifier and index == 0:
+            n_classes = spec.shape[-1] if spec.shape[-1] > 0 else len(self.labels)
+            if not (target.ndim == 1 or (target.ndim == 2 and target.shape[1] == 1)):
+                raise DatasetError(f"{where} has shape {list(target.shape)}; a classifier needs "
+                                   "class ids shaped [N] or [N, 1]")
+            ids = target.reshape(-1)
+            if ids.dtype.kind == "f" and not np.all(np.isfinite(ids) & (ids == np.round(ids))):
+                raise DatasetError(f"{where} holds non-integer values; a classifier needs "
+                                   "class ids")
+            low, high = ids.min(), ids.max()
+            if low < 0 or high >= n_classes:
+                raise DatasetError(f"{where} has class ids in [{low:g}, {high:g}]; this model "
+                                   f"has {n_classes} classes, ids must be in [0, {n_classes})")
+            return ids.astype(np.int64)
+        want = spec.shape[1:]
+        if target.ndim != len(spec.shape) or any(w >= 0 and g != w
+                                                 for g, w in zip(target.shape[1:], want)):
+            raise DatasetError(f"{where} has shape {list(target.shape)}; the model's output is "
+                               f"{spec.describe()}")
+        return np.ascontiguousarray(target, dtype=spec.dtype)
+
+    def save_checkpoint(self, path: str) -> None:
+        """Writes the weights (Keras ``.weights.h5``) to ``path``.
+
+        Raises:
+            CheckpointError: the path does not end in ``.weights.h5`` or cannot be written.
+        """
+        if not path.endswith(self.checkpoint_suffix):
+            raise CheckpointError(f"cannot save {path}: Keras weight files must end in "
+                                  f"'{self.checkpoint_suffix}'")
+        try:
+            self.model.save_weights(path)
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"cannot save {path}: {err}") from err
+
+    def load_checkpoint(self, path: str) -> None:
+        """Loads ``.weights.h5`` weights; the model is unchanged if that fails.
+
+        Only HDF5 arrays are read: nothing in the file is unpickled or executed.
+
+        Raises:
+            CheckpointError: missing, not HDF5 (e.g. a pickle), corrupt, or not this model's.
+        """
+        _check_weights_file(path, self.checkpoint_suffix, len(self.model.weights))
+        before = self.model.get_weights()
+        try:
+            self.model.load_weights(path)
+        except Exception as err:  # h5py and Keras raise many types for one cause: a bad file
+            self.model.set_weights(before)  # a failed load may have assigned some layers
+            raise CheckpointError(f"cannot load checkpoint {path}: {type(err).__name__}: "
+                                  f"{_first_line(err)}") from err
+
+    def framework_version(self) -> str:
+        """TensorFlow's version, e.g. "2.21.0"."""
+        return str(tf.__version__)
+
+    def describe(self) -> str:
+        """Source, Keras model name, parameter count and device."""
+        params = self.model.count_params()
+        return f"{self.source} (keras {self.model.name}, {params} parameters, {self.device})"
+
+
+def _unwrap(built: Any) -> Any:
+    """The keras.Model of a factory's result (a model or a ModelBundle)."""
+    return getattr(built, "model", built)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _check_weights_file(path: str, suffix: str, n_weights: int) -> None:
+    """Refuses, before Keras sees it, a file that is not a Keras HDF5 weight file."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not path.endswith(suffix):
+        raise CheckpointError(f"checkpoint {path}: TensorFlow checkpoints are Keras weight files "
+                              f"ending in '{suffix}'")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head != _HDF5_SIGNATURE:
+        what = (" It looks like a Python pickle, which is refused: unpickling can run code."
+                if head[:1] == b"\x80" else "")
+        raise CheckpointError(f"checkpoint {path} is not an HDF5 weight file (it starts with "
+                              f"{head!r}).{what}")
+    import h5py
+
+    count = [0]
+
+    def visit(name: str, obj: Any) -> None:
+        # A trained model's file also holds its optimizer's state, which serving does not load.
+        if isinstance(obj, h5py.Dataset) and not name.startswith("optimizer/"):
+            count[0] += 1
+
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(visit)
+    except OSError as err:
+        raise CheckpointError(f"checkpoint {path} is corrupt: {err}") from err
+    if count[0] != n_weights:
+        raise CheckpointError(f"checkpoint {path} holds {count[0]} weight arrays; this model has "
+                              f"{n_weights}: it was saved from a different model")
+
+
+def _shape(shape: Any) -> Tuple[int, ...]:
+    return tuple(-1 if d is None else int(d) for d in shape)
+
+
+def _input_specs(model: keras.Model, source: str) -> List[TensorSpec]:
+    inputs = getattr(model, "inputs", None)  # functional and Sequential models
+    if inputs:
+        return [TensorSpec(str(getattr(t, "name", "") or f"input_{i}"), str(t.dtype),
+                           _shape(t.shape)) for i, t in enumerate(inputs)]
+    # A subclassed model built by build(shape) or by a first call records its input shapes.
+    shapes = getattr(model, "_build_shapes_dict", None) or {}
+    if len(shapes) == 1:
+        shape = next(iter(shapes.values()))
+        if isinstance(shape, (tuple, list)) and all(isinstance(d, (int, type(None)))
+                                                   for d in shape):
+            return [TensorSpec("input", "float32", (-1,) + _shape(shape[1:]))]
+    raise ModelLoadError(f"cannot tell the input shape of {source}: define it with keras.Input "
+                         "(functional or Sequential), or build a subclassed model with "
+                         "model.build((None, ...)) before returning it")
+
+
+def _zeros(specs: List[TensorSpec]) -> List[tf.Tensor]:
+    """A zero batch of one row (free dimensions of size 1) per input."""
+    return [tf.zeros([1 if d < 0 else d for d in s.shape], dtype=s.dtype) for s in specs]
+
+
+def _output_specs(model: keras.Model, inputs: List[TensorSpec],
+                  call: Callable[..., List[tf.Tensor]]) -> List[TensorSpec]:
+    # One call on a zero batch gives shapes and dtypes for every kind of model, and traces
+    # the compiled call now rather than on the first request.
+    zeros = _zeros(inputs)
+    try:
+        outs = call(*zeros)
+    except Exception as err:
+        raise ModelLoadError(f"the model fails on a zero input shaped "
+                             f"{[z.shape.as_list() for z in zeros]}: {type(err).__name__}: "
+                             f"{_first_line(err)}") from err
+    names = list(getattr(model, "output_names", None) or [])
+    if len(names) != len(outs):
+        names = [f"output_{i}" for i in range(len(outs))]
+    symbolic = getattr(model, "outputs", None) or []
+    specs = []
+    for i, out in enumerate(outs):
+        shape = (_shape(symbolic[i].shape) if len(symbolic) == len(outs)
+                 else (-1,) + tuple(out.shape[1:]))
+        specs.append(TensorSpec(names[i], out.dtype.name, shape))
+    return specs
