@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import unittest
-from typing import List
+from typing import Any, List, Tuple
 
 import actionlib
 import numpy as np
@@ -49,7 +49,7 @@ class TrainRun:
         self.feedback.append(fb)
         self.first.set()
 
-    def wait(self, timeout: float = 300.0) -> "tuple[int, object]":
+    def wait(self, timeout: float = 300.0) -> Tuple[int, Any]:
         self.client.wait_for_result(rospy.Duration(timeout))
         return self.client.get_state(), self.client.get_result()
 
@@ -57,6 +57,10 @@ class TrainRun:
 class NodeTest(unittest.TestCase):
     client: actionlib.SimpleActionClient
     backend: str
+    data_root: str
+    checkpoint_dir: str
+    x: np.ndarray
+    y: np.ndarray
 
     @classmethod
     def setUpClass(cls) -> None:
@@ -70,7 +74,7 @@ class NodeTest(unittest.TestCase):
         held = digits(heldout=True)
         cls.x, cls.y = held.inputs[0], held.targets[0]
 
-    def train(self, **kw: object) -> "tuple[int, object, List[TrainFeedback]]":
+    def train(self, **kw: Any) -> Tuple[int, Any, List[TrainFeedback]]:
         run = TrainRun(self.client, TrainGoal(**kw))
         state, result = run.wait()
         return state, result, run.feedback
@@ -222,7 +226,7 @@ class NodeTest(unittest.TestCase):
             pub.publish(Sample(dataset="field", inputs=[array_to_tensor(self.x[i])],
                                targets=[array_to_tensor(self.y[i:i + 1].astype(np.int64)[0])]))
         pub.publish(Sample(dataset="field", inputs=[array_to_tensor(np.zeros(63, np.float32))],
-                           targets=[array_to_tensor(np.int64(1))]))  # does not fit: refused
+                           targets=[array_to_tensor(np.asarray(1, np.int64))]))  # does not fit: refused
         path = os.path.join(self.data_root, "recorded", "field.mlbs")
         deadline = time.time() + 10
         while time.time() < deadline:  # samples arrive asynchronously
@@ -239,7 +243,7 @@ class NodeTest(unittest.TestCase):
             for i in range(30):
                 bag.write("/ml_bridge/samples",
                           Sample(inputs=[array_to_tensor(self.x[i])],
-                                 targets=[array_to_tensor(np.int64(self.y[i]))]))
+                                 targets=[array_to_tensor(np.asarray(self.y[i], np.int64))]))
         state, result, feedback = self.train(epochs=2, dataset="samples.bag")
         self.assertEqual(state, GoalStatus.SUCCEEDED, result.message)
         self.assertEqual(len(feedback), 2)
