@@ -23,6 +23,9 @@ from ml_bridge.core.model import BackendModel, ModelOptions  # noqa: E402
 from ml_bridge.core.training import Callback, TrainConfig  # noqa: E402
 from ml_bridge.core.worker import ModelWorker, WorkerResult  # noqa: E402
 
+#: Keras warns while it tries to load another model's weights, before it raises.
+KERAS_MISMATCH_WARNING = pytest.mark.filterwarnings("ignore:Skipping nested container")
+
 
 @pytest.fixture(scope="module")
 def tmp(tmp_path_factory: pytest.TempPathFactory) -> str:
@@ -220,6 +223,7 @@ def test_checkpoint_round_trip(mlp: KerasModel, tmp: str) -> None:
     np.testing.assert_array_equal(fresh.predict(x)[0], trained.predict(x)[0])
 
 
+@KERAS_MISMATCH_WARNING
 def test_bad_checkpoints_refused_and_model_unchanged(mlp: KerasModel, tmp: str) -> None:
     good = os.path.join(tmp, "good.weights.h5")
     mlp.save_checkpoint(good)
@@ -240,6 +244,7 @@ def test_bad_checkpoints_refused_and_model_unchanged(mlp: KerasModel, tmp: str) 
     np.testing.assert_array_equal(mlp.predict(x)[0], before)
 
 
+@KERAS_MISMATCH_WARNING
 def test_checkpoint_with_mismatched_shapes_rolls_back(tmp: str) -> None:
     a = load_model("tf_factories:small_functional", ModelOptions())
     path = os.path.join(tmp, "small.weights.h5")

@@ -139,6 +139,10 @@ def fit(model: "KerasModel", train: Dataset, validation: Optional[Dataset], conf
         DatasetError: the data does not fit the model (raised before any training).
     """
     config.validate()
+    for native in native_callbacks:
+        if not isinstance(native, keras.callbacks.Callback):
+            raise TrainingError(f"native callback {native!r} is a {type(native).__name__}, not a "
+                                "keras.callbacks.Callback (Keras 3)")
     x, y = model.prepare(train)
     validation_data = None
     if validation is not None:
