@@ -7,6 +7,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from keras.callbacks import Callback as KerasCallback  # noqa: E402
+
 from ml_bridge.backends.tensorflow import load_model  # noqa: E402
 from ml_bridge.backends.tensorflow.model import KerasModel  # noqa: E402
 from ml_bridge.core.datasets import Dataset, digits  # noqa: E402
@@ -55,6 +57,21 @@ class Recorder(Callback):
         return stop
 
 
+class ValidationBatches(KerasCallback):
+    """A native Keras callback counting validation batches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.train_ended = False
+
+    def on_test_batch_end(self, batch: int, logs: Any = None) -> None:
+        self.count += 1
+
+    def on_train_end(self, logs: Any = None) -> None:
+        self.train_ended = True
+
+
 @pytest.fixture(scope="module")
 def mlp() -> KerasModel:
     model = load_model("digits_mlp", ModelOptions())
@@ -93,14 +110,20 @@ def test_stop_within_a_batch(mlp: KerasModel, data: Dict[str, Dataset]) -> None:
     model = mlp.clone()
     k = BATCHES_PER_EPOCH + 9  # the 10th batch of the second epoch
     recorder = Recorder(stop_after=k + 1)
-    result = model.fit(data["train"], data["heldout"], TrainConfig(epochs=5), recorder)
+    validation_batches = ValidationBatches()
+    result = model.fit(data["train"], data["heldout"], TrainConfig(epochs=5), recorder,
+                       native_callbacks=[validation_batches])
     returned = time.perf_counter()
     assert result.stopped and result.epochs_completed == 1
     assert recorder.batch_ends == k + 1  # batches 0..k ran, not one more
     assert "epoch_end 1" not in recorder.events  # no epoch end for the partial epoch
     assert recorder.events[-1] == "train_end"
+    # Only epoch 0 was validated (297 held-out samples: 10 batches); the stop did not wait
+    # for a validation pass of the partial epoch.
+    assert validation_batches.count == 10
+    assert validation_batches.train_ended  # native callbacks get on_train_end after a stop
     assert recorder.stop_asked_at is not None
-    assert returned - recorder.stop_asked_at < 0.5  # no validation pass, no rest of epoch
+    assert returned - recorder.stop_asked_at < 1.0
 
 
 def test_stop_before_any_epoch_completes(mlp: KerasModel, data: Dict[str, Dataset]) -> None:
@@ -132,6 +155,9 @@ def test_native_keras_callbacks_are_called(mlp: KerasModel, data: Dict[str, Data
     result = model.fit(data["train"], None, TrainConfig(epochs=2, batch_size=500), Callback(),
                        native_callbacks=[native])
     assert seen == [0, 1] and result.epochs_completed == 2
+    with pytest.raises(TrainingError, match="not a keras.callbacks.Callback"):
+        model.fit(data["train"], None, TrainConfig(epochs=1), Callback(),
+                  native_callbacks=[object()])
 
 
 def test_native_early_stop_reports_stopped(mlp: KerasModel, data: Dict[str, Dataset]) -> None:
