@@ -248,6 +248,35 @@ class NodeTest(unittest.TestCase):
         self.assertEqual(state, GoalStatus.SUCCEEDED, result.message)
         self.assertEqual(len(feedback), 2)
 
+    def test_72_cli_train_predict_and_ctrl_c(self) -> None:
+        done = subprocess.run(["rosrun", "ml_bridge", "train", "--epochs", "2", "--dataset", "digits"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+        out = done.stdout.decode(errors="replace")
+        self.assertEqual(done.returncode, 0, out)
+        self.assertIn("SUCCEEDED", out)
+        self.assertIn("2/2", out)  # the progress bar reached the last epoch
+        version = info().model_version
+        # Ctrl+C cancels the goal, waits for PREEMPTED and exits 2; the served version is kept.
+        proc = subprocess.Popen(["rosrun", "ml_bridge", "train", "--epochs", "50", "--batch-size", "1",
+                                 "--dataset", "digits"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.time() + 120
+        while not info().training and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        proc.send_signal(2)  # SIGINT, as Ctrl+C
+        out = proc.communicate(timeout=120)[0].decode(errors="replace")
+        self.assertEqual(proc.returncode, 2, out)
+        self.assertIn("PREEMPTED", out)
+        self.assertEqual(info().model_version, version)
+        npy = os.path.join(self.data_root, "rows.npy")
+        np.save(npy, self.x[:3])
+        pred = subprocess.run(["rosrun", "ml_bridge", "predict", "--npy", npy],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+        text = pred.stdout.decode(errors="replace")
+        self.assertEqual(pred.returncode, 0, text)
+        self.assertEqual(text.count("row "), 3, text)
+        self.assertIn("score", text)
+
     def test_80_image_topic_header(self) -> None:
         if not rospy.get_param("~image_topic", ""):
             self.skipTest("no image topic in this launch")
