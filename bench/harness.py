@@ -5,38 +5,15 @@ once; each ml_bridge node is started as ``make demo`` does, with ``roslaunch -p 
 ml_bridge server.launch ...`` in its own process group, and stopped before the next one.
 """
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 from types import TracebackType
 from typing import IO, List, Optional, Type
 
+from ml_bridge.ros.processes import free_port, stop  # noqa: F401  (used by bench.run)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def stop(proc: "subprocess.Popen[bytes]") -> None:
-    """SIGINT to the whole process group, then SIGTERM, then SIGKILL if it lingers."""
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGINT, 15.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 class Group:

@@ -6,35 +6,13 @@ Serve digits_mlp, train it 15 epochs with a progress bar, start and cancel a sec
 import argparse
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from typing import Any, List, Optional
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _stop(proc: "subprocess.Popen[bytes]") -> None:
-    """SIGINT to the whole launch (master included), then SIGKILL if it lingers."""
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGINT, 20.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+from ml_bridge.ros.processes import free_port, stop
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -45,7 +23,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     shutil.rmtree(args.workdir, ignore_errors=True)
     os.makedirs(args.workdir)
-    port = _free_port()
+    port = free_port()
     os.environ["ROS_MASTER_URI"] = f"http://127.0.0.1:{port}"
     os.environ["ROS_HOME"] = os.path.join(args.workdir, "ros")
     log = open(os.path.join(args.workdir, "server.log"), "wb")
@@ -57,7 +35,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return _story(launch)
     finally:
-        _stop(launch)
+        stop(launch)
         log.close()
         print("== stopped the node and the master")
 
