@@ -2,7 +2,7 @@
 import os
 import textwrap
 import threading
-from typing import Iterator, List
+from typing import List
 
 import numpy as np
 import pytest
@@ -10,11 +10,13 @@ import torch
 
 from ml_bridge.backends.torch import TorchModel, load_model, save_torchscript
 from ml_bridge.core import registry
-from ml_bridge.core.datasets import Dataset, digits
+from ml_bridge.core.datasets import Dataset
 from ml_bridge.core.errors import ModelLoadError
 from ml_bridge.core.model import ModelOptions
 from ml_bridge.core.spec import TensorSpec
 from ml_bridge.core.worker import ModelWorker, WorkerResult
+
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 FACTORIES = '''
 import torch
@@ -93,18 +95,6 @@ def wrong_shape():
 '''
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_intra_op_thread() -> Iterator[None]:
-    """Tiny matrices: torch's thread pool only adds spin-waits (40x slower on a busy box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def heldout() -> Dataset:
-    return digits(heldout=True)
 
 
 @pytest.fixture()

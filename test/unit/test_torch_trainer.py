@@ -1,27 +1,21 @@
 """TorchModel.fit: accuracy, Keras hook order, stopping within a batch, keep_partial."""
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import pytest
 import torch
+from torch_fixtures import mlp, same_state, state
 
-from ml_bridge.backends.torch import TorchModel, load_model
+from ml_bridge.backends.torch import TorchModel
 from ml_bridge.core.datasets import Dataset, digits
 from ml_bridge.core.errors import DatasetError, TrainingError
-from ml_bridge.core.model import ModelBundle, ModelOptions
+from ml_bridge.core.model import ModelBundle
 from ml_bridge.core.spec import TensorSpec
 from ml_bridge.core.training import Callback, CallbackList, Logs, TrainConfig
 
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
+
 BATCHES_PER_EPOCH = 47  # ceil(1500 / 32): digits with digits_mlp's default batch size
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_intra_op_thread() -> Iterator[None]:
-    """Tiny matrices: torch's thread pool only adds spin-waits (40x slower on a busy box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -29,21 +23,6 @@ def train() -> Dataset:
     return digits()
 
 
-@pytest.fixture(scope="module")
-def heldout() -> Dataset:
-    return digits(heldout=True)
-
-
-def mlp() -> TorchModel:
-    return load_model("digits_mlp", ModelOptions())
-
-
-def state(model: TorchModel) -> Dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
-
-
-def same_state(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 class Recorder(Callback):
