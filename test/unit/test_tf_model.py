@@ -190,7 +190,7 @@ def test_factory_bundle_and_model() -> None:
     assert plain.is_classifier and plain.labels == ["x", "y", "z"]
     with pytest.raises(ModelLoadError, match="not a Keras 3"):
         load_model("tf_factories:not_a_model", ModelOptions())
-    with pytest.raises(ModelLoadError, match="has no 'missing'"):
+    with pytest.raises(ModelLoadError, match="'tf_factories' has no attribute 'missing'"):
         load_model("tf_factories:missing", ModelOptions())
     with pytest.raises(ModelLoadError, match="labels"):  # 2 labels for 3 outputs
         load_model("tf_factories:small_functional", ModelOptions(labels=["x", "y"]))

@@ -14,12 +14,12 @@ loaded from files have no labels of their own. ``options.extra`` may hold
 ``outputs_probabilities`` ("true" when output 0 already holds probabilities; .keras files
 ending in a softmax are detected) and, for SavedModels, ``signature``.
 """
-import importlib
 import os
 import re
 from typing import Any, Callable, Optional
 
 from ml_bridge.core.errors import MLBridgeError, ModelLoadError
+from ml_bridge.core.factory import import_factory, is_factory
 from ml_bridge.core.model import BackendModel, ModelBundle, ModelOptions
 
 from .core import capture, devices, framework_version, parse_device
@@ -62,8 +62,8 @@ def load_model(source: str, options: ModelOptions) -> BackendModel:
             return _from_bundle(BUILTINS[source](), source, device, options, BUILTINS[source])
     if os.path.exists(source):
         return _from_path(source, device, options)
-    if _FACTORY.match(source):
-        factory = _import_factory(source)
+    if is_factory(source):
+        factory = import_factory(source)
         with tf.device(device):
             try:
                 built = factory()
@@ -75,22 +75,6 @@ def load_model(source: str, options: ModelOptions) -> BackendModel:
             return _from_bundle(built, source, device, options, factory)
     raise ModelLoadError(f"cannot load '{source}': no such built-in model, file or directory, "
                          f"and not a package.module:callable. Use {_accepted()}.")
-
-
-def _import_factory(source: str) -> Callable[[], Any]:
-    module_name, attr = source.split(":", 1)
-    try:
-        target: Any = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ModelLoadError(f"cannot import module '{module_name}' of factory {source}: "
-                             f"{err}") from err
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise ModelLoadError(f"module '{module_name}' has no '{attr}' (factory {source})")
-        target = getattr(target, part)
-    if not callable(target):
-        raise ModelLoadError(f"{source} is a {type(target).__name__}, not a callable factory")
-    return target  # type: ignore[no-any-return]
 
 
 def _from_bundle(built: Any, source: str, device: str, options: ModelOptions,

@@ -8,7 +8,6 @@ file ``ml_bridge.json`` inside it (written by :func:`save_torchscript`)::
 
 Every entry is optional; what is missing is inferred (see :mod:`.specs`).
 """
-import importlib
 import json
 import os
 import re
@@ -21,6 +20,7 @@ from ml_bridge.backends.torch.core import parse_device
 from ml_bridge.backends.torch.model import TorchModel
 from ml_bridge.backends.torch.specs import as_specs, infer_inputs, infer_outputs
 from ml_bridge.core.errors import ModelLoadError
+from ml_bridge.core.factory import import_factory
 from ml_bridge.core.model import ModelBundle, ModelOptions
 from ml_bridge.core.spec import TensorSpec
 
@@ -70,22 +70,7 @@ def load_factory(source: str, device: torch.device, labels: Sequence[str] = ()) 
     The callable returns an nn.Module or a ModelBundle; input specs come from the module's
     ``input_spec`` attribute or are inferred from its first layer (see :mod:`.specs`).
     """
-    if not _FACTORY.match(source):
-        raise ModelLoadError(f"'{source}' is not a factory path; write it as "
-                             "'package.module:callable', e.g. 'my_pkg.models:build'")
-    module_name, attr = source.split(":", 1)
-    try:
-        target: Any = importlib.import_module(module_name)
-    except Exception as err:
-        raise ModelLoadError(f"cannot import '{module_name}' for factory '{source}': "
-                             f"{type(err).__name__}: {err}. Is its package on PYTHONPATH "
-                             "(source your workspace's devel/setup.bash)?") from err
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise ModelLoadError(f"factory '{source}': '{module_name}' has no attribute '{attr}'")
-        target = getattr(target, part)
-    if not callable(target):
-        raise ModelLoadError(f"factory '{source}' is a {type(target).__name__}, not a callable")
+    target = import_factory(source)
     try:
         made = target()
     except Exception as err:
