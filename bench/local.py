@@ -1,10 +1,11 @@
 """Figures that need no master: tensor serialization, context restore, micro-batching, and the
 in-process sides (model call, image frame, training) that the ROS figures divide by.
 """
+import queue
 import threading
 import time
 from io import BytesIO
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -13,6 +14,7 @@ from ml_bridge.core import registry
 from ml_bridge.core.context import Context
 from ml_bridge.core.model import BackendModel, ModelOptions
 from ml_bridge.core.server import ModelServer
+from ml_bridge.core.worker import ModelWorker
 
 
 def load(backend: str, model: str) -> Tuple[BackendModel, Context]:
@@ -127,6 +129,48 @@ def batching(model: BackendModel, context: Context, callers: int, calls: int, re
 
 
 # -- in-process sides of the ROS figures ---------------------------------------------------------
+def thread_handoff_times(count: int) -> List[float]:
+    """Seconds per round trip to another Python thread and back with nothing else done: a
+    SimpleQueue to a waiting thread, a Lock back. The floor of any model-thread design (two
+    thread wake-ups), without ml_bridge code.
+    """
+    requests: queue.SimpleQueue[Optional[threading.Lock]] = queue.SimpleQueue()
+
+    def serve() -> None:
+        while True:
+            done = requests.get()
+            if done is None:
+                return
+            done.release()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    def hop() -> None:
+        done = threading.Lock()
+        done.acquire()
+        requests.put(done)
+        done.acquire()
+
+    try:
+        time_calls(hop, 50)
+        return time_calls(hop, count)
+    finally:
+        requests.put(None)
+        thread.join()
+
+
+def worker_hop_times(context: Context, inputs: List[np.ndarray], count: int) -> List[float]:
+    """Seconds per ModelWorker round trip with a model that returns its input (ml_bridge's hop:
+    queue, context restore on the model thread, future)."""
+    worker = ModelWorker(context, lambda arrays: (arrays, 1))
+    try:
+        time_calls(lambda: worker.predict(inputs).result(), 50)
+        return time_calls(lambda: worker.predict(inputs).result(), count)
+    finally:
+        worker.close()
+
+
 def model_call_times(model: BackendModel, context: Context, inputs: List[np.ndarray],
                      count: int) -> List[float]:
     """Seconds per in-process model call (BackendModel.predict, context restored)."""

@@ -6,7 +6,7 @@ import os
 import threading
 import time
 from io import BytesIO
-from typing import Any, List, Tuple
+from typing import Any, List, Optional, Tuple
 
 import actionlib
 import numpy as np
@@ -51,8 +51,9 @@ def predict_overhead(group: Group, backend: str, key: str, reps: int, calls: int
         rospy.wait_for_service("/bench_echo/predict", timeout=60)
         echo = rospy.ServiceProxy("/bench_echo/predict", Predict, persistent=True)
         server = ModelServer(model, context)
-        fig = Figure(key, "<= 1.3", details={"calls_per_rep": calls, "node_ms": [], "echo_ms": [],
-                                              "model_ms": [], "model_server_ms": []})
+        parts = ("node_ms", "echo_ms", "model_ms", "model_server_ms", "worker_hop_ms",
+                 "thread_handoff_ms")
+        fig = Figure(key, "<= 1.3", details={"calls_per_rep": calls, **{p: [] for p in parts}})
         try:
             for _ in range(20):  # warm every path
                 node(inputs=request), echo(inputs=request), server.predict([x])
@@ -60,11 +61,15 @@ def predict_overhead(group: Group, backend: str, key: str, reps: int, calls: int
                 t_node = p50(time_calls(lambda: node(inputs=request), calls))
                 t_echo = p50(time_calls(lambda: echo(inputs=request), calls))
                 t_model = p50(local.model_call_times(model, context, [x], calls))
+                # The breakdown of the node's side, in-process: ModelServer.predict (validation,
+                # model-thread hop, model, class scores), the hop alone, and a bare thread hop.
                 t_server = p50(time_calls(lambda: server.predict([x]), calls))
+                t_hop = p50(local.worker_hop_times(context, [x], calls))
+                t_floor = p50(local.thread_handoff_times(calls))
                 fig.values.append((t_node - t_model) / t_echo)
-                for name, t in (("node_ms", t_node), ("echo_ms", t_echo), ("model_ms", t_model),
-                                ("model_server_ms", t_server)):
+                for name, t in zip(parts, (t_node, t_echo, t_model, t_server, t_hop, t_floor)):
                     fig.details[name].append(t * 1e3)
+            fig.details["node_handler_ms"] = _handler_p50_ms()
         finally:
             echo.close()
             server.close()
@@ -73,6 +78,24 @@ def predict_overhead(group: Group, backend: str, key: str, reps: int, calls: int
         node.close()
         if echo_proc is not None:
             group.stop(echo_proc)
+
+
+def _handler_p50_ms() -> Optional[float]:
+    """The node's own p50 time inside its ~predict handler (its /diagnostics, over its last
+    1000 requests): the round trip minus this is rospy's transport in the node."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    deadline = time.time() + 5.0
+    while time.time() < deadline:
+        try:
+            msg = rospy.wait_for_message("/diagnostics", DiagnosticArray, timeout=2.0)
+        except rospy.ROSException:
+            return None
+        for status in msg.status:
+            values = {kv.key: kv.value for kv in status.values}
+            if "latency_p50_ms" in values:
+                return float(values["latency_p50_ms"])
+    return None
 
 
 # -- 5. train_overhead_ratio, 6. cancel_latency_batches ------------------------------------------
@@ -179,10 +202,25 @@ def _stream(group: Group, name: str, topic: str, rate: float, seconds: float) ->
     return float(last[1]) / float(last[4])
 
 
-def image_figures(group: Group, topic: str, reps: int, seconds: float, rate: float) -> List[Figure]:
+def image_figures(group: Group, topic: str, reps: int, seconds: float, rate: float,
+                  threads: int = 0) -> List[Figure]:
     """The node on a 640x480 rgb8 stream vs preprocessing + model in-process, and a naive
     subscriber (queue_size 1, default buff_size, model in the callback) in the same run.
+    ``threads``: torch threads of this process's sides (the node's are set by its caller).
     """
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _image_figures(group, topic, reps, seconds, rate)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _image_figures(group: Group, topic: str, reps: int, seconds: float,
+                   rate: float) -> List[Figure]:
     model, context = local.load("torch", "image_cnn")
     preprocess = model.preprocess_image
     assert preprocess is not None

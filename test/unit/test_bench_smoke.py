@@ -56,3 +56,29 @@ def test_results_file_and_table_have_every_key(tmp_path: Path) -> None:
     assert data[KEYS[0][0]] == 2.0 and data[KEYS[1][0]] is None
     text = table(figures)
     assert all(key in text for key, _goal in KEYS)
+
+
+def test_hop_floors_tiny() -> None:
+    import numpy as np
+
+    _model, context = local.load("torch", "digits_mlp")
+    assert len(local.thread_handoff_times(3)) == 3
+    hops = local.worker_hop_times(context, [np.zeros((1, 64), np.float32)], 3)
+    assert len(hops) == 3 and all(h > 0 for h in hops)
+
+
+def test_profile_summary_reads_py_spy_collapsed_stacks(tmp_path: Path) -> None:
+    from bench.profile_predict import summarize
+
+    path = tmp_path / "stacks.txt"
+    path.write_text(
+        "thread (1): handle;run (threading.py:975);handle_predict (ml_bridge/ros/node.py:72) 3\n"
+        "thread (1): handle;run (threading.py:975);recv_buff (rospy/impl/tcpros_base.py:100) 1\n"
+        "thread (2): model;_loop (ml_bridge/core/worker.py:1);predict (model.py:5) 4\n"
+        "a stack py-spy could not finish (frames.py:1);\n")
+    text = summarize(str(path))
+    assert "thread (1): handle: 4 samples" in text and "thread (2): model: 4 samples" in text
+    assert "75.0%  handle_predict (node.py)" in text  # 3 of the handle thread's 4, self time
+    assert "100.0%  predict (model.py)" in text
+    only = summarize(str(path), threads=("model",))
+    assert "handle" not in only and "thread (2): model" in only

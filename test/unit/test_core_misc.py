@@ -8,7 +8,7 @@ import pytest
 from ml_bridge.core import registry
 from ml_bridge.core.errors import BackendError, InputError, TrainingError
 from ml_bridge.core.training import Callback, CallbackList, FitResult, Logs, StopCheck, TrainConfig
-from ml_bridge.core.vision import digits_input, rgb_input, softmax, to_gray, to_rgb
+from ml_bridge.core.vision import digits_input, rgb_input, to_gray, to_rgb, top_class
 
 
 def test_backend_names_and_aliases() -> None:
@@ -83,12 +83,21 @@ def test_fit_result_last_logs() -> None:
     assert FitResult(2, False, [{"loss": 2.0}, {"loss": 1.0}]).last_logs == {"loss": 1.0}
 
 
-def test_softmax_is_stable_and_normalised() -> None:
-    p = softmax(np.array([[1000.0, 1000.0, 0.0], [1.0, 2.0, 3.0]]))
-    assert np.all(np.isfinite(p))
-    np.testing.assert_allclose(p.sum(axis=1), 1.0)
-    np.testing.assert_allclose(p[0, :2], 0.5)
-    assert p[1].argmax() == 2
+def test_top_class_of_logits_is_the_softmax_at_the_argmax() -> None:
+    logits = np.array([[1000.0, 999.0, 0.0], [1.0, 2.0, 3.0], [-5.0, -7.0, -6.0]], np.float32)
+    ids, scores = top_class(logits, probabilities=False)
+    shifted = np.exp(logits.astype(np.float64) - logits.max(axis=1, keepdims=True))
+    full = shifted / shifted.sum(axis=1, keepdims=True)  # the full softmax, computed here
+    assert ids == [0, 2, 0]
+    assert all(np.isfinite(scores))  # no overflow at 1000
+    np.testing.assert_allclose(scores, full[np.arange(3), ids])
+    assert isinstance(ids[0], int) and isinstance(scores[0], float)
+
+
+def test_top_class_of_probabilities_is_taken_as_is() -> None:
+    ids, scores = top_class(np.array([[0.2, 0.7, 0.1]], np.float32), probabilities=True)
+    assert ids == [1]
+    np.testing.assert_allclose(scores, [0.7], rtol=1e-6)
 
 
 def test_image_preprocessing() -> None:

@@ -23,7 +23,7 @@ from ml_bridge.core.model import BackendModel, ModelOptions
 from ml_bridge.core.resolve import DatasetResolver
 from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS, TensorSpec, validate_inputs
 from ml_bridge.core.training import Callback, CallbackList, StopCheck, TrainConfig, TrainResult
-from ml_bridge.core.vision import softmax
+from ml_bridge.core.vision import top_class
 from ml_bridge.core.worker import ModelWorker, WorkerResult
 
 log = logging.getLogger(__name__)
@@ -149,12 +149,10 @@ class ModelServer:
         model = self.model
         prediction = Prediction(result.outputs, result.model_version, result.inference_ms)
         if model.is_classifier and result.outputs and result.outputs[0].ndim == 2:
-            scores = result.outputs[0].astype(np.float64)
-            ids = np.argmax(scores, axis=1)
-            probs = scores if model.outputs_probabilities else softmax(scores)
-            prediction.class_ids = [int(i) for i in ids]
-            prediction.scores = [float(p) for p in probs[np.arange(len(ids)), ids]]
+            ids, scores = top_class(result.outputs[0], model.outputs_probabilities)
             labels = model.labels
+            prediction.class_ids = ids
+            prediction.scores = scores
             prediction.labels = [labels[i] if i < len(labels) else "" for i in ids]
         return prediction
 

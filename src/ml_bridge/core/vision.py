@@ -50,8 +50,15 @@ def rgb_input(image: np.ndarray, size: Tuple[int, int], channels_first: bool) ->
     return [np.ascontiguousarray(x[None])]
 
 
-def softmax(scores: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of [N, C] scores, numerically stable."""
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    return e / e.sum(axis=1, keepdims=True)
+def top_class(scores: np.ndarray, probabilities: bool) -> Tuple[List[int], List[float]]:
+    """Per row of [N, C] scores: the arg-max class and its probability.
+
+    ``probabilities``: the scores already are probabilities; otherwise they are logits and the
+    probability is the softmax at the arg-max, 1 / sum(exp(s - max)), without the full softmax.
+    """
+    ids = scores.argmax(axis=1)
+    top = scores[np.arange(len(ids)), ids].astype(np.float64)
+    if not probabilities:
+        shifted = scores.astype(np.float64) - top[:, None]
+        top = 1.0 / np.exp(shifted).sum(axis=1)
+    return ids.tolist(), top.tolist()

@@ -5,20 +5,34 @@
 wrap cv_bridge. Every failure is one exception, :class:`ConversionError`, that says what
 was wrong.
 """
-from typing import Optional, Sequence
+import math
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 from cv_bridge import CvBridge, CvBridgeError
 from sensor_msgs.msg import Image
 
 from ml_bridge.core.errors import InputError
-from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS, check_dtype_name
+from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS, SUPPORTED_DTYPES, check_dtype_name
 from ml_bridge.msg import Tensor
 
 #: Encodings the image topic accepts, and what they are converted to for the model.
 IMAGE_ENCODINGS = {"mono8": "mono8", "mono16": "mono8", "8UC1": "mono8", "rgb8": "rgb8",
                    "bgr8": "rgb8", "rgba8": "rgb8", "bgra8": "rgb8", "8UC3": "rgb8"}
 _bridge = CvBridge()
+#: dtype name -> (numpy dtype, its little-endian form on the wire); "" is float32. Looked up
+#: per message, so the hot path builds no dtype objects.
+_WIRE: Dict[str, Tuple[np.dtype, np.dtype]] = {
+    n: (np.dtype(n), np.dtype(n).newbyteorder("<")) for n in SUPPORTED_DTYPES}
+_WIRE[""] = _WIRE["float32"]
+
+
+def _dtypes(name: str) -> Tuple[np.dtype, np.dtype]:
+    found = _WIRE.get(name)
+    if found is None:  # not supported: check_dtype_name raises the error that lists them
+        dtype = check_dtype_name(name)
+        found = (dtype, dtype.newbyteorder("<"))
+    return found
 
 
 class ConversionError(InputError):
@@ -36,19 +50,23 @@ def tensor_to_array(msg: Tensor, max_elements: int = DEFAULT_MAX_ELEMENTS) -> np
         ConversionError: unknown dtype, byte count or value count that does not match the
             shape, too many elements, or non-integral values for an integer dtype.
     """
-    label = _label(msg)
     try:
-        dtype = check_dtype_name(msg.dtype)
+        dtype, wire = _dtypes(msg.dtype)
     except InputError as err:
-        raise ConversionError(f"{label}: {err}") from err
-    shape = tuple(int(d) for d in msg.shape)
-    count = int(np.prod(shape, dtype=np.int64)) if shape else -1
+        raise ConversionError(f"{_label(msg)}: {err}") from err
+    shape = tuple(map(int, msg.shape))
+    count = math.prod(shape) if shape else -1
     if count > max_elements:
+        label = _label(msg)
         raise ConversionError(f"{label}: shape {list(shape)} has {count} elements, more than the "
                               f"limit of {max_elements}")
     data = msg.data
     if len(data):
         raw = data if isinstance(data, (bytes, bytearray)) else bytes(bytearray(data))
+        if len(raw) == count * dtype.itemsize:  # the common case, checked first
+            array = np.frombuffer(raw, dtype=wire).reshape(shape)
+            return array if wire.isnative else array.astype(dtype)
+        label = _label(msg)
         if count < 0:
             if len(raw) % dtype.itemsize:
                 raise ConversionError(f"{label}: {len(raw)} bytes is not a whole number of "
@@ -57,8 +75,9 @@ def tensor_to_array(msg: Tensor, max_elements: int = DEFAULT_MAX_ELEMENTS) -> np
         elif len(raw) != count * dtype.itemsize:
             raise ConversionError(f"{label}: {len(raw)} bytes of data, but shape {list(shape)} of "
                                   f"{dtype.name} needs {count * dtype.itemsize}")
-        array = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape)
-        return array if array.dtype.isnative else array.astype(dtype)
+        array = np.frombuffer(raw, dtype=wire).reshape(shape)
+        return array if wire.isnative else array.astype(dtype)
+    label = _label(msg)
     values = np.asarray(msg.values, dtype=np.float64)
     if count < 0:
         shape = (values.size,)
@@ -77,14 +96,14 @@ def array_to_tensor(array: np.ndarray, name: str = "", use_values: bool = False)
     """A Tensor message carrying ``array``: raw little-endian bytes, or ``values`` if asked."""
     array = np.asarray(array)
     try:
-        dtype = check_dtype_name(array.dtype.name)
+        dtype, wire = _dtypes(array.dtype.name)
     except InputError as err:
         raise ConversionError(f"output '{name}': {err}") from err
-    msg = Tensor(name=name, dtype=dtype.name, shape=[int(d) for d in array.shape])
+    msg = Tensor(name, dtype.name, list(array.shape), b"", [])
     if use_values:
         msg.values = array.astype(np.float64).ravel().tolist()
     else:
-        msg.data = np.ascontiguousarray(array, dtype=dtype.newbyteorder("<")).tobytes()
+        msg.data = np.ascontiguousarray(array, dtype=wire).tobytes()
     return msg
 
 
