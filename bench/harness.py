@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from types import TracebackType
-from typing import IO, List, Optional, Type
+from typing import IO, Dict, List, Optional, Type
 
 from ml_bridge.ros.processes import free_port, stop  # noqa: F401  (used by bench.run)
 
@@ -24,12 +24,14 @@ class Group:
         self.procs: List[subprocess.Popen[bytes]] = []
         self._logs: List[IO[bytes]] = []
 
-    def start(self, name: str, argv: List[str]) -> "subprocess.Popen[bytes]":
-        """Starts ``argv`` in a new session; output goes to ``workdir/name.log``."""
+    def start(self, name: str, argv: List[str],
+              env: Optional[Dict[str, str]] = None) -> "subprocess.Popen[bytes]":
+        """Starts ``argv`` in a new session (``env`` added to this process's environment);
+        output goes to ``workdir/name.log``."""
         log = open(os.path.join(self.workdir, f"{name}.log"), "ab")
         self._logs.append(log)
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                start_new_session=True)
+                                start_new_session=True, env={**os.environ, **(env or {})})
         self.procs.append(proc)
         return proc
 
@@ -77,15 +79,16 @@ def start_master(group: Group, port: int) -> "subprocess.Popen[bytes]":
 
 
 def start_node(group: Group, port: int, backend: str, model: str, max_batch: int = 8,
-               image: str = "") -> "subprocess.Popen[bytes]":
-    """The ml_bridge node via launch/server.launch; waits for ``/ml_bridge/info``."""
+               image: str = "", env: Optional[Dict[str, str]] = None) -> "subprocess.Popen[bytes]":
+    """The ml_bridge node via launch/server.launch (``env``: extra environment variables);
+    waits for ``/ml_bridge/info``."""
     import rospy
 
     work = os.path.join(group.workdir, f"{backend}_{model}")
     argv = ["roslaunch", "-p", str(port), "ml_bridge", "server.launch", f"backend:={backend}",
             f"model:={model}", f"max_batch:={max_batch}", f"image:={image}",
             f"checkpoint_dir:={work}/checkpoints", f"data_root:={work}/data", "output:=log"]
-    proc = group.start(f"node_{backend}_{model}", argv)
+    proc = group.start(f"node_{backend}_{model}", argv, env)
     deadline = time.time() + 120
     while True:
         try:

@@ -36,7 +36,7 @@ def node_config() -> NodeConfig:
     """The node's behaviour parameters."""
     image = rospy.get_param("~image", "")
     return NodeConfig(image=bool(image) and str(image).lower() not in ("false", "0"),
-                      image_buff_size=int(rospy.get_param("~image_buff_size", 1 << 25)),
+                      image_buff_size=int(rospy.get_param("~image_buff_size", 1 << 23)),
                       queue_size=int(rospy.get_param("~queue_size", 1)),
                       publish_outputs=bool(rospy.get_param("~publish_outputs", False)),
                       default_dataset=str(rospy.get_param("~default_dataset", "recorded")),
