@@ -3,7 +3,7 @@ SHELL := /bin/bash
 ENV := source build/env.sh &&
 BACKEND ?= torch
 
-.PHONY: setup demo test lint unit rostest doctor bench clean
+.PHONY: setup demo test lint unit rostest doctor bench profile clean
 
 setup:
 	@tools/setup.sh
@@ -28,6 +28,9 @@ doctor: setup
 
 bench: setup
 	@$(ENV) python bench/run.py
+
+profile: setup
+	@$(ENV) python -m bench.profile_predict --backend $(or $(BACKEND),torch)
 
 clean:
 	rm -rf build .venv .mypy_cache .ruff_cache .pytest_cache

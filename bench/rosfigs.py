@@ -130,9 +130,15 @@ def train_overhead(group: Group, backend: str, key: str, reps: int, epochs: int 
     try:
         goal(1)  # warm both sides (dataset cache, optimizer, first-call costs)
         local.fit_seconds(server, "digits", 1)
-        for _ in range(reps):
-            t_action = goal(epochs)
-            t_local = local.fit_seconds(server, "digits", epochs)["seconds"]
+        for rep in range(reps):
+            # alternate which side goes first: a 0.1 s run is at the mercy of the machine's
+            # moment, and a fixed order would bias the ratio
+            if rep % 2:
+                t_local = local.fit_seconds(server, "digits", epochs)["seconds"]
+                t_action = goal(epochs)
+            else:
+                t_action = goal(epochs)
+                t_local = local.fit_seconds(server, "digits", epochs)["seconds"]
             fig.values.append(t_action / t_local)
             fig.details["action_s"].append(t_action)
             fig.details["in_process_s"].append(t_local)

@@ -173,7 +173,7 @@ def _digits_node(run: Run, group: Any, port: int, reps: int, backend: str) -> No
         run.phase(f"~predict overhead ({backend} digits_mlp)", keys[:1],
                   lambda: [rosfigs.predict_overhead(group, backend, keys[0], reps, 200)])
         run.phase(f"~train overhead ({backend}, 5 epochs)", keys[1:2],
-                  lambda: [rosfigs.train_overhead(group, backend, keys[1], 3)])
+                  lambda: [rosfigs.train_overhead(group, backend, keys[1], 9)])
         if not suffix:
             run.phase("cancel latency (torch)", ["cancel_latency_batches"],
                       lambda: [rosfigs.cancel_latency("torch", 3)])
