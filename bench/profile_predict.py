@@ -8,16 +8,16 @@ writes the raw collapsed stacks to ``build/bench/profile_<backend>.txt``; the sa
 bare rospy echo service (``bench.echo``), so the two can be compared side by side.
 """
 import argparse
+import functools
 import os
 import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from io import BytesIO
-from typing import Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -34,12 +34,12 @@ def _py_spy() -> str:
     return exe
 
 
-def _hammer(call: "object", seconds: float) -> Tuple[int, float]:
+def _hammer(call: Callable[[], Any], seconds: float) -> Tuple[int, float]:
     """Calls ``call()`` back to back for ``seconds``; returns (calls, mean seconds per call)."""
     count = 0
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
-        call()  # type: ignore[operator]
+        call()
         count += 1
     return count, (time.perf_counter() - start) / max(count, 1)
 
@@ -117,10 +117,11 @@ def main() -> int:
         echo = rospy.ServiceProxy("/bench_echo/predict", Predict, persistent=True)
         results: List[str] = []
         for name, pid, target in (("node", _node_pid(node.pid), proxy), ("echo", echo_proc.pid, echo)):
-            _hammer(lambda t=target: t(inputs=request), 1.0)  # warm
+            call = functools.partial(target, inputs=request)
+            _hammer(call, 1.0)  # warm
             out = os.path.join(args.workdir, f"profile_{args.backend}_{name}.txt")
             spy = _record(pid, args.seconds, out)
-            calls, mean = _hammer(lambda t=target: t(inputs=request), args.seconds)
+            calls, mean = _hammer(call, args.seconds)
             _, err = spy.communicate(timeout=60)
             if spy.returncode != 0 or not os.path.exists(out):
                 raise SystemExit(f"py-spy failed: {err.decode(errors='replace')}")
@@ -148,5 +149,4 @@ def _node_pid(launch_pid: int) -> int:
 
 
 if __name__ == "__main__":
-    threading.current_thread().name = "main"
     sys.exit(main())

@@ -28,11 +28,11 @@ _WIRE[""] = _WIRE["float32"]
 
 
 def _dtypes(name: str) -> Tuple[np.dtype, np.dtype]:
-    found = _WIRE.get(name)
-    if found is None:  # not supported: check_dtype_name raises the error that lists them
-        dtype = check_dtype_name(name)
-        found = (dtype, dtype.newbyteorder("<"))
-    return found
+    try:
+        return _WIRE[name]
+    except KeyError:
+        check_dtype_name(name)  # raises the InputError that lists the supported dtypes
+        raise
 
 
 class ConversionError(InputError):
@@ -63,18 +63,15 @@ def tensor_to_array(msg: Tensor, max_elements: int = DEFAULT_MAX_ELEMENTS) -> np
     data = msg.data
     if len(data):
         raw = data if isinstance(data, (bytes, bytearray)) else bytes(bytearray(data))
-        if len(raw) == count * dtype.itemsize:  # the common case, checked first
-            array = np.frombuffer(raw, dtype=wire).reshape(shape)
-            return array if wire.isnative else array.astype(dtype)
-        label = _label(msg)
-        if count < 0:
+        if len(raw) != count * dtype.itemsize:  # no shape given, or a wrong byte count
+            label = _label(msg)
+            if count >= 0:
+                raise ConversionError(f"{label}: {len(raw)} bytes of data, but shape {list(shape)} "
+                                      f"of {dtype.name} needs {count * dtype.itemsize}")
             if len(raw) % dtype.itemsize:
                 raise ConversionError(f"{label}: {len(raw)} bytes is not a whole number of "
                                       f"{dtype.name} elements ({dtype.itemsize} bytes each)")
             shape = (len(raw) // dtype.itemsize,)
-        elif len(raw) != count * dtype.itemsize:
-            raise ConversionError(f"{label}: {len(raw)} bytes of data, but shape {list(shape)} of "
-                                  f"{dtype.name} needs {count * dtype.itemsize}")
         array = np.frombuffer(raw, dtype=wire).reshape(shape)
         return array if wire.isnative else array.astype(dtype)
     label = _label(msg)

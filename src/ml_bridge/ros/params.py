@@ -35,13 +35,15 @@ def load_server() -> ModelServer:
 def node_config() -> NodeConfig:
     """The node's behaviour parameters."""
     image = rospy.get_param("~image", "")
-    return NodeConfig(image=bool(image) and str(image).lower() not in ("false", "0"),
-                      image_buff_size=int(rospy.get_param("~image_buff_size", 1 << 23)),
-                      queue_size=int(rospy.get_param("~queue_size", 1)),
-                      publish_outputs=bool(rospy.get_param("~publish_outputs", False)),
-                      default_dataset=str(rospy.get_param("~default_dataset", "recorded")),
-                      max_elements=int(rospy.get_param("~max_elements", DEFAULT_MAX_ELEMENTS)),
-                      timeout=float(rospy.get_param("~timeout", 30.0)))
+    default = NodeConfig()  # the defaults live in NodeConfig only
+    return NodeConfig(
+        image=bool(image) and str(image).lower() not in ("false", "0"),
+        image_buff_size=int(rospy.get_param("~image_buff_size", default.image_buff_size)),
+        queue_size=int(rospy.get_param("~queue_size", default.queue_size)),
+        publish_outputs=bool(rospy.get_param("~publish_outputs", default.publish_outputs)),
+        default_dataset=str(rospy.get_param("~default_dataset", default.default_dataset)),
+        max_elements=int(rospy.get_param("~max_elements", default.max_elements)),
+        timeout=float(rospy.get_param("~timeout", default.timeout)))
 
 
 class RosoutHandler(logging.Handler):
