@@ -8,7 +8,8 @@ import pytest
 from ml_bridge.core import registry
 from ml_bridge.core.errors import BackendError, InputError, TrainingError
 from ml_bridge.core.training import Callback, CallbackList, FitResult, Logs, StopCheck, TrainConfig
-from ml_bridge.core.vision import digits_input, rgb_input, to_gray, to_rgb, top_class
+from ml_bridge.core.vision import digits_input, rgb_input, to_gray, to_rgb
+from ml_bridge.pipelines.classify import top_class
 
 
 def test_backend_names_and_aliases() -> None:

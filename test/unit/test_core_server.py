@@ -16,6 +16,7 @@ from ml_bridge.core.model import BackendModel
 from ml_bridge.core.server import ModelServer
 from ml_bridge.core.spec import TensorSpec
 from ml_bridge.core.training import Callback, FitResult, Logs, TrainConfig
+from ml_bridge.pipelines.classify import classify
 
 TIMEOUT = 10.0
 
@@ -151,12 +152,13 @@ def server(tmp_path: Path) -> Any:
 def test_predict_returns_version_and_classifier_results(server: ModelServer, heldout: np.ndarray) -> None:
     x = heldout[:5]
     p = server.predict([x.astype(np.float64)])  # float64 is converted to the spec's float32
+    classes = classify(p)
     scores = x @ server.model.w + server.model.b  # type: ignore[attr-defined]
     ids = scores.argmax(axis=1)
     assert p.model_version == 1 and p.outputs[0].shape == (5, 10)
-    assert p.class_ids == ids.tolist()
-    np.testing.assert_allclose(p.scores, _softmax(scores)[np.arange(5), ids], rtol=1e-5)
-    assert p.labels == [f"digit {i}" for i in ids]
+    assert classes.class_ids == ids.tolist()
+    np.testing.assert_allclose(classes.scores, _softmax(scores)[np.arange(5), ids], rtol=1e-5)
+    assert classes.labels == [f"digit {i}" for i in ids]
     assert server.info().model_version == 1 and not server.info().training
 
 
@@ -186,7 +188,7 @@ def test_fit_swaps_bumps_version_and_checkpoints(server: ModelServer, heldout: n
     assert "serving version 2" in result.message
     after = server.predict([heldout])
     assert after.model_version == 2 and not np.array_equal(after.outputs[0], before)
-    accuracy = np.mean(np.array(after.class_ids) == digits(heldout=True).targets[0])
+    accuracy = np.mean(np.array(classify(after).class_ids) == digits(heldout=True).targets[0])
     assert accuracy > 0.8
     assert server.fit("digits", epochs=1).model_version == 3
 

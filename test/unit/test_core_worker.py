@@ -84,7 +84,7 @@ def test_calls_run_on_the_model_thread_with_the_context_entered() -> None:
     for i, future in futures.items():
         result = future.result(TIMEOUT)
         np.testing.assert_array_equal(result.outputs[0], rows(1, i)[0] * 2 + 1)
-        assert result.model_version == 7 and result.inference_ms >= 0
+        assert result.served == 7 and result.inference_ms >= 0
     assert {c[0] for c in model.calls} == {"model-thread"}
     assert all(c[2] == 1 for c in model.calls)
     # negative control: the same call on this thread, without restoring, sees no context
@@ -144,7 +144,7 @@ def test_concurrent_requests_are_batched_with_identical_results() -> None:
     for request, result in zip(requests, results):
         alone, version = Model()(request)
         np.testing.assert_array_equal(result.outputs[0], alone[0])
-        assert result.outputs[0].shape == (1, 3) and result.model_version == version
+        assert result.outputs[0].shape == (1, 3) and result.served == version
     worker.close()
 
 

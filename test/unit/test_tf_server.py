@@ -12,6 +12,7 @@ from ml_bridge.core.errors import TrainingError  # noqa: E402
 from ml_bridge.core.model import ModelOptions  # noqa: E402
 from ml_bridge.core.server import ModelServer  # noqa: E402
 from ml_bridge.core.training import Callback  # noqa: E402
+from ml_bridge.pipelines.classify import classify  # noqa: E402
 
 
 class Epochs(Callback):
@@ -46,7 +47,7 @@ def test_train_swap_checkpoint_and_restart(tmp_path: Any) -> None:
         again = restarted.predict([heldout.inputs[0][:4]], 10).outputs[0]
         np.testing.assert_allclose(again, after, rtol=1e-6)
         image = np.zeros((40, 30), np.uint8)  # mono8 frame, any size
-        prediction = restarted.predict_image(image, 10)
+        prediction = classify(restarted.predict_image(image, 10))
         assert len(prediction.class_ids) == 1 and prediction.labels[0] in list("0123456789")
         assert 0.0 <= prediction.scores[0] <= 1.0
     finally:

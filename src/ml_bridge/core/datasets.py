@@ -7,6 +7,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from ml_bridge.core.errors import DatasetError
+from ml_bridge.core.vision import ImageFormat
 
 #: Samples [0:1500] of scikit-learn's digits train; [1500:1797] are the held-out set.
 DIGITS_TRAIN = slice(0, 1500)
@@ -66,7 +67,19 @@ def digits(heldout: bool = False) -> Dataset:
     return Dataset("digits:heldout" if heldout else "digits", [x[part]], [y[part]])
 
 
-BUILTIN_DATASETS: Dict[str, Callable[[], Dataset]] = {"digits": digits}
+#: A built-in dataset's builder: takes the image format of the model it is for (None for
+#: models that take no images) and returns the training part. Image datasets render frames
+#: and turn them into tensors with that format, exactly as the image pipelines will.
+DatasetBuilder = Callable[[Optional[ImageFormat]], Dataset]
+
+
+def _digits_builder(_fmt: Optional[ImageFormat]) -> Dataset:
+    return digits()
+
+
+#: Built-in dataset name -> builder. Image datasets register here when their module is
+#: imported (see :mod:`ml_bridge.core.synthetic`).
+BUILTIN_DATASETS: Dict[str, DatasetBuilder] = {"digits": _digits_builder}
 
 
 def check_name(name: str) -> str:

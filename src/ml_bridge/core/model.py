@@ -6,7 +6,7 @@ the model thread (see :mod:`ml_bridge.core.worker`), training on the caller's th
 """
 import abc
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -14,6 +14,7 @@ from ml_bridge.core.context import Context
 from ml_bridge.core.datasets import Dataset
 from ml_bridge.core.spec import TensorSpec
 from ml_bridge.core.training import Callback, FitResult, TrainConfig
+from ml_bridge.core.vision import ImageFormat
 
 #: Turns an image (H x W uint8 gray, or H x W x 3 uint8 RGB) into the model's inputs (batch 1).
 ImagePreprocess = Callable[[np.ndarray], List[np.ndarray]]
@@ -47,6 +48,32 @@ class ModelBundle:
     batch_size: int = 32
     learning_rate: float = 1e-3
     outputs_probabilities: bool = False
+    image_format: Optional[ImageFormat] = None   # vision models: what the pipelines feed it
+
+
+@dataclass(frozen=True)
+class ModelStamp:
+    """What a result needs to know about the model that produced it.
+
+    Taken once per swap and handed out with every output on the model thread, so a result
+    is never labelled with the labels or version of a model swapped in after it ran.
+    """
+
+    version: int
+    labels: Tuple[str, ...] = ()
+    output_names: Tuple[str, ...] = ()
+    outputs_probabilities: bool = False
+    is_classifier: bool = False
+
+    @classmethod
+    def of(cls, model: "BackendModel", version: int) -> "ModelStamp":
+        """The stamp of ``model`` served as ``version``."""
+        return cls(version, tuple(model.labels), tuple(s.name for s in model.outputs),
+                   bool(model.outputs_probabilities), bool(model.is_classifier))
+
+    def label(self, class_id: int) -> str:
+        """The label of ``class_id`` ("" when the model has none for it)."""
+        return self.labels[class_id] if 0 <= class_id < len(self.labels) else ""
 
 
 class BackendModel(abc.ABC):
@@ -68,6 +95,9 @@ class BackendModel(abc.ABC):
     outputs_probabilities: bool = False
     #: Image preprocessing for image topics, or None if the model takes no images.
     preprocess_image: Optional[ImagePreprocess] = None
+    #: What a vision model takes per frame (size, mean/std, colour, layout, clip length);
+    #: the image pipelines and the built-in image datasets use it. None: not a vision model.
+    image_format: Optional[ImageFormat] = None
     default_batch_size: int = 32
     default_learning_rate: float = 1e-3
     #: File name suffix of this backend's checkpoints, e.g. ".pt" or ".weights.h5".

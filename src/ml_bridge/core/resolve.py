@@ -5,6 +5,7 @@ from typing import Optional
 from ml_bridge.core.datasets import BUILTIN_DATASETS, FILE_LOADERS, Dataset, resolve_under
 from ml_bridge.core.errors import DatasetError
 from ml_bridge.core.samples import SampleStore
+from ml_bridge.core.vision import ImageFormat
 
 
 class DatasetResolver:
@@ -20,8 +21,8 @@ class DatasetResolver:
             raise DatasetError("no data root is set (~data_root), so samples cannot be recorded")
         return self._store
 
-    def load(self, name: str) -> Dataset:
-        """The dataset called ``name``.
+    def load(self, name: str, image_format: Optional[ImageFormat] = None) -> Dataset:
+        """The dataset called ``name``; built-in image datasets are made for ``image_format``.
 
         Raises:
             DatasetError: unknown name, a path outside the data root, or unreadable data.
@@ -31,7 +32,7 @@ class DatasetResolver:
             raise DatasetError("no dataset given; use 'digits', a recorded dataset name, or an "
                                ".npz/.bag file under ~data_root")
         if name in BUILTIN_DATASETS:
-            return BUILTIN_DATASETS[name]()
+            return BUILTIN_DATASETS[name](image_format)
         suffix = os.path.splitext(name)[1].lower()
         if suffix in FILE_LOADERS or os.sep in name or name.startswith("."):
             if suffix not in FILE_LOADERS:

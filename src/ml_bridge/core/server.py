@@ -3,13 +3,17 @@
 This is the Python API of ml_bridge; the ROS node is a thin layer over it::
 
     server = ModelServer.load("torch", "digits_mlp")      # in main: captures the context
-    server.predict([x]).class_ids                          # from any thread
+    prediction = server.predict([x])                       # from any thread
+    classify(prediction).class_ids                         # ml_bridge.pipelines.classify
     server.fit("digits", epochs=15, callbacks=[...])       # trains a copy, swaps it in
+
+What a result means (class ids, masks, clips, objects) is the pipelines' business
+(:mod:`ml_bridge.pipelines`); the server runs the model and says which model ran.
 """
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -19,11 +23,10 @@ from ml_bridge.core.checkpoints import CheckpointStore
 from ml_bridge.core.context import Context
 from ml_bridge.core.datasets import Dataset
 from ml_bridge.core.errors import DatasetError, InputError, TrainingError
-from ml_bridge.core.model import BackendModel, ModelOptions
+from ml_bridge.core.model import BackendModel, ModelOptions, ModelStamp
 from ml_bridge.core.resolve import DatasetResolver
 from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS, TensorSpec, validate_inputs
 from ml_bridge.core.training import Callback, CallbackList, StopCheck, TrainConfig, TrainResult
-from ml_bridge.core.vision import top_class
 from ml_bridge.core.worker import ModelWorker, WorkerResult
 
 log = logging.getLogger(__name__)
@@ -31,14 +34,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Prediction:
-    """Outputs of one predict call, with classifier results when the model has labels."""
+    """Outputs of one predict call and the model that produced them."""
 
     outputs: List[np.ndarray]
-    model_version: int
+    model: ModelStamp        # labels, output names, version: of the model that ran
     inference_ms: float
-    class_ids: List[int] = field(default_factory=list)
-    scores: List[float] = field(default_factory=list)
-    labels: List[str] = field(default_factory=list)
+
+    @property
+    def model_version(self) -> int:
+        """Version of the model that produced the outputs."""
+        return self.model.version
 
 
 @dataclass
@@ -70,8 +75,8 @@ class ModelServer:
         self.context = context
         self.max_elements = max_elements
         self.datasets = DatasetResolver(data_root)
-        # (model, version) are swapped together, as one tuple, by the model thread.
-        self._served: Tuple[BackendModel, int] = (model, 1)
+        # (model, stamp) are swapped together, as one tuple, by the model thread.
+        self._served: Tuple[BackendModel, ModelStamp] = (model, ModelStamp.of(model, 1))
         self._train_lock = threading.Lock()
         self._training = False
         self.worker = ModelWorker(context, self._run, max_batch=max_batch)
@@ -100,7 +105,7 @@ class ModelServer:
     @property
     def version(self) -> int:
         """Version of the served model: 1 at first, +1 at every swap."""
-        return self._served[1]
+        return self._served[1].version
 
     @property
     def training(self) -> bool:
@@ -109,14 +114,14 @@ class ModelServer:
 
     def info(self) -> ModelInfo:
         """What is served, for ``~info``."""
-        model, version = self._served
+        model, stamp = self._served
         return ModelInfo(model.backend, model.framework_version(), model.device, model.describe(),
-                         version, list(model.inputs), list(model.outputs), list(model.labels),
-                         self._training)
+                         stamp.version, list(model.inputs), list(model.outputs),
+                         list(model.labels), self._training)
 
-    def _run(self, inputs: List[np.ndarray]) -> Tuple[List[np.ndarray], int]:
-        model, version = self._served  # read once: one call never mixes two versions
-        return model.predict(inputs), version
+    def _run(self, inputs: List[np.ndarray]) -> Tuple[List[np.ndarray], ModelStamp]:
+        model, stamp = self._served  # read once: one call never mixes two models
+        return model.predict(inputs), stamp
 
     def predict_async(self, inputs: Sequence[np.ndarray]) -> "Callable[[Optional[float]], Prediction]":
         """Validates and queues a request; returns a function that waits for the Prediction."""
@@ -145,16 +150,9 @@ class ModelServer:
                              "use a model that takes images")
         return self.predict(preprocess(image), timeout)
 
-    def _finish(self, result: WorkerResult) -> Prediction:
-        model = self.model
-        prediction = Prediction(result.outputs, result.model_version, result.inference_ms)
-        if model.is_classifier and result.outputs and result.outputs[0].ndim == 2:
-            ids, scores = top_class(result.outputs[0], model.outputs_probabilities)
-            labels = model.labels
-            prediction.class_ids = ids
-            prediction.scores = scores
-            prediction.labels = [labels[i] if i < len(labels) else "" for i in ids]
-        return prediction
+    @staticmethod
+    def _finish(result: WorkerResult) -> Prediction:
+        return Prediction(result.outputs, result.served, result.inference_ms)
 
     # -- recorded data ------------------------------------------------------------------------
     def record(self, dataset: str, inputs: Sequence[np.ndarray],
@@ -210,7 +208,8 @@ class ModelServer:
         if not served.trainable:
             raise TrainingError(f"model '{served.describe()}' cannot be trained (frozen graph or "
                                 "SavedModel); serve a .keras, TorchScript or factory model")
-        data = self.datasets.load(dataset) if isinstance(dataset, str) else dataset
+        data = (self.datasets.load(dataset, served.image_format) if isinstance(dataset, str)
+                else dataset)
         data.check()
         with self.context:
             served.check_targets(data)
@@ -242,7 +241,7 @@ class ModelServer:
 
     def _swap(self, model: BackendModel, version: int) -> int:
         """Runs on the model thread, between two calls: the next call uses the new weights."""
-        self._served = (model, version)
+        self._served = (model, ModelStamp.of(model, version))
         return version
 
     def _restore_newest(self) -> None:
@@ -257,7 +256,7 @@ class ModelServer:
         found = self.worker.submit(lambda: self.checkpoints.load_newest(load)).result()  # type: ignore[union-attr]
         if found is not None:
             version, path = found
-            self._served = (candidate[0], version)
+            self._served = (candidate[0], ModelStamp.of(candidate[0], version))
             log.info("serving checkpoint %s (version %d)", path, version)
 
     def close(self) -> None:

@@ -1,9 +1,18 @@
-"""Image operations shared by the backends (numpy and OpenCV only)."""
-from typing import List, Tuple
+"""Image operations shared by the backends and the pipelines (numpy and OpenCV only).
+
+:class:`ImageFormat` says what a vision model takes: input size, colour order, per-channel
+mean and std (applied to pixel / 255) and layout. The same object turns frames into tensors
+for training (built-in datasets) and for serving (the image pipelines), so the two never
+disagree.
+"""
+from dataclasses import dataclass, replace
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ml_bridge.core.errors import InputError
+
+COLORS = ("rgb", "bgr", "gray")
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -29,11 +38,137 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
 
 
 def resize(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    """Resizes to (height, width) with area averaging (good for shrinking)."""
+    """Resizes to (height, width): area averaging to shrink, bilinear to enlarge."""
     import cv2
 
     height, width = size
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    if image.shape[0] == height and image.shape[1] == width:
+        return image
+    shrink = height <= image.shape[0] and width <= image.shape[1]
+    return cv2.resize(image, (width, height),
+                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+@dataclass(frozen=True)
+class ImageFormat:
+    """What a vision model takes for one frame.
+
+    Attributes:
+        size: (height, width) the frame is resized to.
+        mean: per-channel mean subtracted from pixel / 255 (one value per channel).
+        std: per-channel std that divides the result.
+        color: channel order of the tensor: ``rgb``, ``bgr`` or ``gray`` (one channel).
+        channels_first: NCHW (torch's convention) instead of NHWC (Keras's).
+        clip_length: frames per clip for clip models (0: not a clip model).
+    """
+
+    size: Tuple[int, int]
+    mean: Tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: Tuple[float, ...] = (1.0, 1.0, 1.0)
+    color: str = "rgb"
+    channels_first: bool = True
+    clip_length: int = 0
+
+    @property
+    def channels(self) -> int:
+        """Channels of the tensor: 1 for gray, else 3."""
+        return 1 if self.color == "gray" else 3
+
+    def check(self) -> "ImageFormat":
+        """Returns self if consistent; raises InputError naming the bad field otherwise."""
+        if len(self.size) != 2 or min(self.size) < 1:
+            raise InputError(f"input_size must be [height, width] of positive sizes, got "
+                             f"{list(self.size)}")
+        if self.color not in COLORS:
+            raise InputError(f"color must be one of {', '.join(COLORS)}, got '{self.color}'")
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) not in (1, self.channels):
+                raise InputError(f"{name} needs 1 or {self.channels} values for color "
+                                 f"'{self.color}', got {list(values)}")
+        if any(not s > 0 for s in self.std):
+            raise InputError(f"std values must be > 0, got {list(self.std)}")
+        if self.clip_length < 0:
+            raise InputError(f"clip_length must be >= 0, got {self.clip_length}")
+        return self
+
+    def with_overrides(self, params: Mapping[str, Any]) -> "ImageFormat":
+        """A copy with ``input_size``, ``mean``, ``std``, ``color``, ``channels_first`` and
+        ``clip_length`` taken from ``params`` where present (the node's ``~`` parameters)."""
+        changes: dict = {}
+        if params.get("input_size") not in (None, "", []):
+            changes["size"] = tuple(int(v) for v in _floats(params["input_size"], "input_size"))
+        for key in ("mean", "std"):
+            if params.get(key) not in (None, "", []):
+                changes[key] = tuple(_floats(params[key], key))
+        if params.get("color") not in (None, ""):
+            changes["color"] = str(params["color"]).strip().lower()
+        if params.get("channels_first") not in (None, ""):
+            changes["channels_first"] = _bool(params["channels_first"])
+        if params.get("clip_length") not in (None, "", 0):
+            changes["clip_length"] = int(params["clip_length"])
+        return replace(self, **changes).check()
+
+    def frame(self, image: np.ndarray) -> np.ndarray:
+        """One frame (H x W gray or H x W x 3 RGB, uint8) -> float32 [C, H, W] or [H, W, C]."""
+        x = self.frame_hwc(image)
+        return np.ascontiguousarray(x.transpose(2, 0, 1)) if self.channels_first else x
+
+    def frame_hwc(self, image: np.ndarray) -> np.ndarray:
+        """The frame resized, colour-converted and normalized, float32 H x W x C."""
+        if image.dtype != np.uint8:
+            raise InputError(f"frames must be uint8, got {image.dtype}")
+        small = resize(image, self.size)
+        if self.color == "gray":
+            small = to_gray(small)[:, :, None]
+        else:
+            small = to_rgb(small)
+            if self.color == "bgr":
+                small = small[:, :, ::-1]
+        return normalize(small, self.mean, self.std)
+
+    def batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Several frames -> float32 [N, C, H, W] or [N, H, W, C]."""
+        return np.stack([self.frame(im) for im in images])
+
+    def clip(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """T frames -> one clip, float32 [C, T, H, W] (channels first) or [T, H, W, C]."""
+        stacked = np.stack([self.frame_hwc(f) for f in frames])  # T, H, W, C
+        return np.ascontiguousarray(stacked.transpose(3, 0, 1, 2)) if self.channels_first \
+            else stacked
+
+    def input_shape(self) -> Tuple[int, ...]:
+        """Shape of one sample (no batch dimension) this format produces."""
+        h, w = self.size
+        c = self.channels
+        if self.clip_length:
+            t = self.clip_length
+            return (c, t, h, w) if self.channels_first else (t, h, w, c)
+        return (c, h, w) if self.channels_first else (h, w, c)
+
+
+def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """uint8 H x W x C -> float32 (pixel / 255 - mean) / std, per channel, in one pass."""
+    m = np.asarray(mean, np.float32)
+    s = np.asarray(std, np.float32)
+    scale = (1.0 / (255.0 * s)).astype(np.float32)
+    if not m.any():
+        return image.astype(np.float32) * scale
+    return image.astype(np.float32) * scale - (m / s).astype(np.float32)
+
+
+def _floats(value: Any, name: str) -> List[float]:
+    if isinstance(value, str):
+        value = [v for v in value.replace(",", " ").split() if v]
+    try:
+        return [float(v) for v in value]
+    except (TypeError, ValueError) as err:
+        raise InputError(f"~{name} must be a list of numbers, got {value!r}") from err
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
 
 
 def digits_input(image: np.ndarray) -> List[np.ndarray]:
@@ -44,21 +179,13 @@ def digits_input(image: np.ndarray) -> List[np.ndarray]:
 
 def rgb_input(image: np.ndarray, size: Tuple[int, int], channels_first: bool) -> List[np.ndarray]:
     """RGB resized to ``size``, pixel / 255 -> float32 [1, H, W, 3] (or [1, 3, H, W])."""
-    x = resize(to_rgb(image), size).astype(np.float32) / 255.0
-    if channels_first:
-        x = x.transpose(2, 0, 1)
-    return [np.ascontiguousarray(x[None])]
+    fmt = ImageFormat(size, channels_first=channels_first)
+    return [fmt.frame(image)[None]]
 
 
-def top_class(scores: np.ndarray, probabilities: bool) -> Tuple[List[int], List[float]]:
-    """Per row of [N, C] scores: the arg-max class and its probability.
-
-    ``probabilities``: the scores already are probabilities; otherwise they are logits and the
-    probability is the softmax at the arg-max, 1 / sum(exp(s - max)), without the full softmax.
-    """
-    ids = scores.argmax(axis=1)
-    top = scores[np.arange(len(ids)), ids].astype(np.float64)
-    if not probabilities:
-        shifted = scores.astype(np.float64) - top[:, None]
-        top = 1.0 / np.exp(shifted).sum(axis=1)
-    return ids.tolist(), top.tolist()
+def image_format_of(fmt: Optional[ImageFormat], what: str) -> ImageFormat:
+    """``fmt`` or an InputError saying that ``what`` takes no images."""
+    if fmt is None:
+        raise InputError(f"{what} has no image format (it does not take images); serve a "
+                         "vision model or set ~input_size")
+    return fmt

@@ -21,16 +21,17 @@ from ml_bridge.core.errors import MLBridgeError, ModelCallError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-#: Runs the served model on validated inputs: returns (outputs, model_version).
-PredictFn = Callable[[List[np.ndarray]], Tuple[List[np.ndarray], int]]
+#: Runs the served model on validated inputs: returns (outputs, what served them), the
+#: latter read on the model thread with the outputs (ModelServer passes a ModelStamp).
+PredictFn = Callable[[List[np.ndarray]], Tuple[List[np.ndarray], Any]]
 
 
 @dataclass
 class WorkerResult:
-    """Outputs of one request, the version that produced them and the model time."""
+    """Outputs of one request, what produced them (as the PredictFn said) and the model time."""
 
     outputs: List[np.ndarray]
-    model_version: int
+    served: Any
     inference_ms: float
     batched_with: int = 1
 
@@ -153,7 +154,7 @@ class ModelWorker:
         except BaseException as err:  # delivered to the caller, who decides
             job.future.set_exception(err)
 
-    def _call(self, inputs: List[np.ndarray]) -> Tuple[List[np.ndarray], int, float]:
+    def _call(self, inputs: List[np.ndarray]) -> Tuple[List[np.ndarray], Any, float]:
         start = time.perf_counter()
         try:
             outputs, version = self._predict_fn(inputs)

@@ -18,6 +18,7 @@ from ml_bridge.core.errors import MLBridgeError
 from ml_bridge.core.server import ModelServer
 from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS
 from ml_bridge.msg import Prediction, Sample, TensorSpec
+from ml_bridge.pipelines.classify import classify
 from ml_bridge.ros.conversions import arrays_to_tensors, image_to_array, tensor_to_array
 from ml_bridge.ros.stats import Stats
 from ml_bridge.ros.train_action import TrainActionServer
@@ -73,10 +74,11 @@ class MLBridgeNode:
         try:
             arrays = [tensor_to_array(t, self.config.max_elements) for t in req.inputs]
             pred = self.server.predict(arrays, timeout=self.config.timeout)
-            names = [s.name for s in self.server.model.outputs]
+            classes = classify(pred)
             resp = PredictResponse(True, "", pred.model_version,  # positional: the hot path
-                                   arrays_to_tensors(pred.outputs, names, use_values),
-                                   pred.class_ids, pred.scores, pred.labels)
+                                   arrays_to_tensors(pred.outputs, pred.model.output_names,
+                                                     use_values),
+                                   classes.class_ids, classes.scores, classes.labels)
         except MLBridgeError as err:
             resp = PredictResponse(success=False, message=str(err), model_version=self.server.version)
         except Exception as err:  # reported to the caller and logged; the node keeps serving
@@ -108,12 +110,12 @@ class MLBridgeNode:
             self.stats.record(0.0, False)
             rospy.logwarn_throttle(10.0, f"image skipped: {err}")
             return
+        classes = classify(pred)
         out = Prediction(header=msg.header, model_version=pred.model_version,
-                         class_ids=pred.class_ids, scores=pred.scores, labels=pred.labels,
+                         class_ids=classes.class_ids, scores=classes.scores, labels=classes.labels,
                          inference_ms=pred.inference_ms)
         if self.config.publish_outputs:
-            out.outputs = arrays_to_tensors(pred.outputs, [s.name for s in self.server.model.outputs],
-                                            False)
+            out.outputs = arrays_to_tensors(pred.outputs, pred.model.output_names, False)
         self.predictions.publish(out)
         self.stats.record((time.perf_counter() - start) * 1000.0, True)
 

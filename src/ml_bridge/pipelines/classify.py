@@ -1,0 +1,83 @@
+"""The ``classify`` pipeline: one frame -> class id, probability and label per batch row.
+
+Also home of :func:`top_class` and :func:`classify`, the classifier post-processing the
+``~predict`` service applies to every response of a classifier.
+"""
+from typing import Any, FrozenSet, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from ml_bridge.core.model import BackendModel, ImagePreprocess
+from ml_bridge.core.server import Prediction
+from ml_bridge.pipelines.base import Classes, Frame, Pipeline, Request, Result, image_format
+
+
+def top_class(scores: np.ndarray, probabilities: bool) -> Tuple[List[int], List[float]]:
+    """Per row of [N, C] scores: the arg-max class and its probability.
+
+    ``probabilities``: the scores already are probabilities; otherwise they are logits and the
+    probability is the softmax at the arg-max, 1 / sum(exp(s - max)), without the full softmax.
+    """
+    ids = scores.argmax(axis=1)
+    top = scores[np.arange(len(ids)), ids].astype(np.float64)
+    if not probabilities:
+        shifted = scores.astype(np.float64) - top[:, None]
+        top = 1.0 / np.exp(shifted).sum(axis=1)
+    return ids.tolist(), top.tolist()
+
+
+def classify(prediction: Prediction) -> Classes:
+    """Class id, probability and label per row, for a classifier whose output 0 is [N, C].
+
+    Empty for models without labels (regressors, unlabelled files) or other output shapes.
+    The labels are those of the model that produced the outputs.
+    """
+    model = prediction.model
+    if not (model.is_classifier and prediction.outputs and prediction.outputs[0].ndim == 2):
+        return Classes()
+    ids, scores = top_class(prediction.outputs[0], model.outputs_probabilities)
+    return Classes(ids, scores, [model.label(i) for i in ids])
+
+
+def rows_of(classes: Classes) -> List[dict]:
+    """Rule rows: one dict per class entry."""
+    return [{"class_id": c, "score": s, "label": lab}
+            for c, s, lab in zip(classes.class_ids, classes.scores, classes.labels)]
+
+
+class ClassifyPipeline(Pipeline[dict]):
+    """Latest frame -> the model's preprocessing -> ``~predictions`` (Prediction)."""
+
+    name = "classify"
+    outputs = ("predictions",)
+
+    def __init__(self, model: BackendModel, params: Optional[Mapping[str, Any]] = None) -> None:
+        super().__init__(model, params)
+        # The model's own preprocessing (digits_mlp: gray 8 x 8) unless the user overrides
+        # the image format, or the model has none.
+        overrides = any(self.params.get(k) not in (None, "", [])
+                        for k in ("input_size", "mean", "std", "color", "channels_first"))
+        self._preprocess: Optional[ImagePreprocess] = model.preprocess_image
+        if overrides or self._preprocess is None:
+            fmt = image_format(model, self.params)
+            self._preprocess = lambda image: [fmt.frame(image)[None]]
+
+    def new_state(self) -> dict:
+        return {}
+
+    def accept(self, frame: Frame, state: dict) -> bool:
+        state["frame"] = frame  # latest frame wins
+        return True
+
+    def request(self, state: dict) -> Optional[Request]:
+        frame = state.pop("frame", None)
+        if frame is None:
+            return None
+        assert self._preprocess is not None
+        return Request(self._preprocess(frame.image), frame)
+
+    def postprocess(self, request: Request, prediction: Prediction,
+                    wanted: FrozenSet[str]) -> Result:
+        classes = classify(prediction)
+        return Result(request.frame, prediction.model, prediction.inference_ms,
+                      {"predictions": classes}, raw=prediction.outputs, rows=rows_of(classes))
