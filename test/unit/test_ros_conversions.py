@@ -7,7 +7,18 @@ pytest.importorskip("ml_bridge.msg", reason="generated messages: run `make setup
 from io import BytesIO
 
 import genpy
-from ml_bridge.msg import Prediction, Sample, Tensor, TensorSpec, TrainFeedback, TrainGoal, TrainResult
+from ml_bridge.msg import (
+    Event,
+    ObjectPrediction,
+    ObjectPredictions,
+    Prediction,
+    Sample,
+    Tensor,
+    TensorSpec,
+    TrainFeedback,
+    TrainGoal,
+    TrainResult,
+)
 from ml_bridge.srv import GetInfoResponse, PredictRequest, PredictResponse
 
 from ml_bridge.ros.conversions import (
@@ -105,7 +116,10 @@ def test_generated_classes_have_the_contract_fields() -> None:
     assert TensorSpec._slot_types == ["string", "string", "int32[]"]
     assert Sample.__slots__ == ["dataset", "inputs", "targets"]
     assert Prediction.__slots__ == ["header", "model_version", "class_ids", "scores", "labels",
-                                    "outputs", "inference_ms"]
+                                    "outputs", "inference_ms", "window_start"]
+    assert ObjectPrediction.__slots__ == ["roi", "detection_index", "class_id", "score", "label"]
+    assert ObjectPredictions.__slots__ == ["header", "model_version", "objects", "inference_ms"]
+    assert Event.__slots__ == ["header", "rule", "bag", "keys", "values"]
     assert PredictRequest.__slots__ == ["inputs"]
     assert PredictResponse.__slots__ == ["success", "message", "model_version", "outputs",
                                          "class_ids", "scores", "labels"]
