@@ -320,3 +320,16 @@ def test_record_without_a_data_root_says_so(heldout: np.ndarray) -> None:
     with pytest.raises(DatasetError, match="no data root"):
         srv.record("mine", [heldout[0]], [np.array(0, np.int64)])
     srv.close()
+
+
+def test_results_carry_the_model_that_ran_even_if_a_swap_follows(server: ModelServer,
+                                                                   heldout: np.ndarray) -> None:
+    relabelled = server.model.clone()
+    relabelled.labels = [f"other {i}" for i in range(10)]
+    wait = server.predict_async([heldout[:3]])  # queued first: runs on the model served now
+    swapped = server.worker.submit(lambda: server._swap(relabelled, 7))  # queued right behind
+    assert swapped.result(TIMEOUT) == 7 and server.version == 7
+    prediction = wait(TIMEOUT)                  # read after the swap
+    assert prediction.model_version == 1
+    assert classify(prediction).labels[0].startswith("digit ")
+    assert classify(server.predict([heldout[:1]])).labels[0].startswith("other ")

@@ -109,6 +109,10 @@ class Pipeline(abc.ABC, Generic[S]):
     every_request: bool = False
     inputs: Sequence[str] = ("image",)
 
+    def queue_size(self) -> int:
+        """How many frames the image subscriber may queue: 1 when the latest frame wins."""
+        return 1
+
     def __init__(self, model: BackendModel, params: Optional[Mapping[str, Any]] = None) -> None:
         """Reads the pipeline's parameters (the node's ``~`` parameters) and the model's defaults.
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable, Deque, Dict, FrozenSet, List, Optional, Tuple
 
 from ml_bridge.core.errors import MLBridgeError
-from ml_bridge.pipelines.base import Frame, Pipeline, PredictFn, Result
+from ml_bridge.pipelines.base import Frame, Pipeline, PredictFn, Request, Result
 
 log = logging.getLogger(__name__)
 
@@ -165,32 +165,32 @@ class Stream:
         if not wanted:
             self._state = self.pipeline.new_state()  # nobody listens: nothing is computed
             return
-        due = False
+        pending: Optional[Request] = None
         for kind, event in events:
             try:
                 if kind == "image":
                     ready = self.pipeline.accept(event, self._state)
                 else:
                     ready = self.pipeline.accept_detections(event, self._state)
+                # Built when due, before later events change the state (a clip window must
+                # end on the frame that made it due).
+                request = self.pipeline.request(self._state) if ready else None
             except MLBridgeError as err:
                 self.stats.errors += 1
                 self._warn(f"{kind} skipped on {self.name}: {err}")
                 continue
-            if not ready:
+            if request is None:
                 continue
             if self.pipeline.every_request:
-                self._run(wanted)
+                self._run(request, wanted)
             else:
-                self.stats.skipped += int(due)
-                due = True
-        if due:
-            self._run(wanted)
+                self.stats.skipped += int(pending is not None)
+                pending = request
+        if pending is not None:
+            self._run(pending, wanted)
 
-    def _run(self, wanted: FrozenSet[str]) -> None:
+    def _run(self, request: Request, wanted: FrozenSet[str]) -> None:
         try:
-            request = self.pipeline.request(self._state)
-            if request is None:
-                return
             self.stats.requests += 1
             prediction = self._predict(request.inputs)
             result = self.pipeline.postprocess(request, prediction, wanted)

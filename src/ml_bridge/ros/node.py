@@ -1,26 +1,30 @@
-"""The ml_bridge node: ``~predict``, ``~info``, ``~train``, ``image`` -> ``~predictions``, ``~samples``.
+"""The ml_bridge node: ``~predict``, ``~info``, ``~train``, image streams, ``~samples``.
 
 The node takes a ready ModelServer (loaded, context captured, in main) so tests can hand it a
-fake one; every callback runs with the captured framework context restored.
+fake one; every callback runs with the captured framework context restored. Image topics go
+through streams (:mod:`ml_bridge.ros.streams`): one per camera, each running the pipeline
+chosen by ``~pipeline`` on a thread of its own.
 """
 import time
-from dataclasses import dataclass
-from typing import Any, Optional
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
 
 import diagnostic_updater
 import rospy
 from diagnostic_msgs.msg import DiagnosticStatus
-from sensor_msgs.msg import Image
 
 import ml_bridge.ros.bag  # noqa: F401  (registers the ".bag" dataset loader)
 from ml_bridge.core.context import in_context
-from ml_bridge.core.errors import MLBridgeError
+from ml_bridge.core.errors import InputError, MLBridgeError
 from ml_bridge.core.server import ModelServer
 from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS
-from ml_bridge.msg import Prediction, Sample, TensorSpec
+from ml_bridge.msg import Sample, TensorSpec
+from ml_bridge.pipelines import make_pipeline
 from ml_bridge.pipelines.classify import classify
-from ml_bridge.ros.conversions import arrays_to_tensors, image_to_array, tensor_to_array
+from ml_bridge.ros.conversions import arrays_to_tensors, tensor_to_array
+from ml_bridge.ros.sinks import SinkOptions
 from ml_bridge.ros.stats import Stats
+from ml_bridge.ros.streams import RosStream, camera_names
 from ml_bridge.ros.train_action import TrainActionServer
 from ml_bridge.srv import GetInfo, GetInfoRequest, GetInfoResponse, Predict, PredictRequest, PredictResponse
 
@@ -29,7 +33,11 @@ from ml_bridge.srv import GetInfo, GetInfoRequest, GetInfoResponse, Predict, Pre
 class NodeConfig:
     """The node's behaviour parameters (the ``~`` parameters that are not about the model)."""
 
-    image: bool = False                 # subscribe to `image` (remap it)
+    image: str = ""                     # image topic(s), separated by spaces ("" = none)
+    pipeline: str = "classify"          # what streams do with frames: classify, segment, ...
+    detections: str = "detections"      # detections topic(s) of the objects pipeline
+    #: The node's private parameters, for the pipeline to read its own (~input_size, ...).
+    pipeline_params: Dict[str, Any] = field(default_factory=dict)
     # 8 MB: rospy reads up to this much per recv, so it drains a backlog of several 640x480
     # frames at once and the latest wins. Bigger costs rospy a buffer of that size per read
     # (measured: 32 MB gave 0.56 of in-process fps against 0.76 for 4 MB and 8 MB, same latency).
@@ -51,12 +59,7 @@ class MLBridgeNode:
         wrap = in_context(server.context)
         self.predict_srv = rospy.Service("~predict", Predict, wrap(self.handle_predict))
         self.info_srv = rospy.Service("~info", GetInfo, wrap(self.handle_info))
-        self.predictions = rospy.Publisher("~predictions", Prediction, queue_size=1)
-        self.image_sub: Optional[rospy.Subscriber] = None
-        if self.config.image:
-            self.image_sub = rospy.Subscriber("image", Image, wrap(self.handle_image),
-                                              queue_size=self.config.queue_size,
-                                              buff_size=self.config.image_buff_size, tcp_nodelay=True)
+        self.streams: List[RosStream] = self._streams() if self.config.image.strip() else []
         self.samples_sub = rospy.Subscriber("~samples", Sample, wrap(self.handle_sample),
                                             queue_size=100)
         self.updater = diagnostic_updater.Updater()
@@ -99,25 +102,30 @@ class MLBridgeNode:
             labels=info.labels, training=info.training)
 
     # -- topics -------------------------------------------------------------------------------
-    def handle_image(self, msg: Image) -> None:
-        """Predicts on the latest frame and publishes it with the frame's header."""
-        if self.predictions.get_num_connections() == 0:
-            return  # nobody listens: no inference
-        start = time.perf_counter()
-        try:
-            pred = self.server.predict_image(image_to_array(msg), timeout=self.config.timeout)
-        except MLBridgeError as err:
-            self.stats.record(0.0, False)
-            rospy.logwarn_throttle(10.0, f"image skipped: {err}")
-            return
-        classes = classify(pred)
-        out = Prediction(header=msg.header, model_version=pred.model_version,
-                         class_ids=classes.class_ids, scores=classes.scores, labels=classes.labels,
-                         inference_ms=pred.inference_ms)
-        if self.config.publish_outputs:
-            out.outputs = arrays_to_tensors(pred.outputs, pred.model.output_names, False)
-        self.predictions.publish(out)
-        self.stats.record((time.perf_counter() - start) * 1000.0, True)
+    def _streams(self) -> List[RosStream]:
+        """One stream per image topic, all served by one pipeline object and one model.
+
+        Raises:
+            InputError: unknown pipeline, invalid pipeline parameters, a model that does not
+                suit the pipeline, or two cameras whose outputs would collide.
+        """
+        topics = self.config.image.split()
+        names = camera_names(topics)
+        detections = self.config.detections.split() or ["detections"]
+        pipeline = make_pipeline(self.config.pipeline, self.server.model,
+                                 self.config.pipeline_params)
+        if "detections" in pipeline.inputs and len(detections) not in (1, len(topics)):
+            raise InputError(f"~detections names {len(detections)} topics for {len(topics)} "
+                             "cameras; give one per camera, in the order of ~image")
+        options = SinkOptions(publish_outputs=self.config.publish_outputs)
+        streams = []
+        for i, (topic, camera) in enumerate(zip(topics, names)):
+            dets = detections[i] if len(detections) == len(topics) else (
+                f"{camera}/{detections[0]}" if camera and not detections[0].startswith("/")
+                else detections[0])
+            streams.append(RosStream(topic, camera, pipeline, self.server, self.config.timeout,
+                                     options, self.config.image_buff_size, dets))
+        return streams
 
     def handle_sample(self, msg: Sample) -> None:
         """Appends a recorded sample durably to its dataset; refuses one that does not fit."""
@@ -142,9 +150,15 @@ class MLBridgeNode:
                            ("errors", self.stats.errors), ("latency_p50_ms", f"{p50:.3f}"),
                            ("latency_p95_ms", f"{p95:.3f}")):
             stat.add(key, str(value))
+        for stream in self.streams:
+            prefix = f"stream {stream.camera or stream.topic}: "  # apart from the node's own keys
+            for key, value in stream.stats().items():
+                stat.add(f"{prefix}{key}", str(value))
         return stat
 
     def shutdown(self) -> None:
-        """Stops the timer and the model thread."""
+        """Stops the timer, the streams and the model thread."""
         self._diag_timer.shutdown()
+        for stream in self.streams:
+            stream.close()
         self.server.close()

@@ -35,9 +35,17 @@ def load_server() -> ModelServer:
 def node_config() -> NodeConfig:
     """The node's behaviour parameters."""
     image = rospy.get_param("~image", "")
+    if image is True or str(image).lower() == "true":
+        image = "image"  # the old boolean form: subscribe to `image` (remapped)
+    elif image is False or str(image).lower() in ("false", "0"):
+        image = ""
     default = NodeConfig()  # the defaults live in NodeConfig only
+    private = rospy.get_param("~", {})
     return NodeConfig(
-        image=bool(image) and str(image).lower() not in ("false", "0"),
+        image=str(image),
+        pipeline=str(rospy.get_param("~pipeline", default.pipeline)),
+        detections=str(rospy.get_param("~detections", default.detections)),
+        pipeline_params=dict(private) if isinstance(private, dict) else {},
         image_buff_size=int(rospy.get_param("~image_buff_size", default.image_buff_size)),
         queue_size=int(rospy.get_param("~queue_size", default.queue_size)),
         publish_outputs=bool(rospy.get_param("~publish_outputs", default.publish_outputs)),
@@ -71,7 +79,12 @@ def main() -> int:
     except MLBridgeError as err:
         rospy.logfatal(f"ml_bridge cannot start: {err}")
         return 1
-    node = MLBridgeNode(server, node_config())
+    try:
+        node = MLBridgeNode(server, node_config())
+    except MLBridgeError as err:
+        rospy.logfatal(f"ml_bridge cannot start: {err}")
+        server.close()
+        return 1
     info = server.info()
     rospy.loginfo("ml_bridge serving %s (%s %s on %s), version %d", info.model, info.backend,
                   info.framework_version, info.device, info.model_version)

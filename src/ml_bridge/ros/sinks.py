@@ -1,0 +1,107 @@
+"""Pipeline results -> ROS messages, one converter per output name; every message carries the
+header of the frame that produced it.
+
+A pipeline's output is published on the topic of the same name under its stream's namespace
+(``~mask``, ``~left/overlay``, ...). A new kind of output registers its message type and
+converter here with :func:`register`; the node itself does not change.
+"""
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Tuple
+
+import numpy as np
+import rospy
+from sensor_msgs.msg import Image
+
+from ml_bridge.msg import Prediction
+from ml_bridge.pipelines.base import Classes, Result
+from ml_bridge.ros.conversions import ConversionError, array_to_image, arrays_to_tensors
+
+
+@dataclass(frozen=True)
+class SinkOptions:
+    """What the converters need to know beyond the result."""
+
+    publish_outputs: bool = False   # fill Prediction.outputs with the raw model outputs
+
+
+#: Turns (result, the output's value, options) into a message.
+Converter = Callable[[Result, Any, SinkOptions], Any]
+SINKS: Dict[str, Tuple[type, Converter]] = {}
+
+
+def register(name: str, msg_type: type, converter: Converter) -> None:
+    """Makes output ``name`` publishable as ``msg_type`` built by ``converter``."""
+    SINKS[name] = (msg_type, converter)
+
+
+def sink(name: str) -> Tuple[type, Converter]:
+    """The message type and converter of output ``name``.
+
+    Raises:
+        KeyError: no sink is registered for it (a pipeline bug, not a user error).
+    """
+    return SINKS[name]
+
+
+def _stamp(seconds: float) -> rospy.Time:
+    return rospy.Time.from_sec(seconds) if seconds else rospy.Time()
+
+
+def prediction_message(result: Result, classes: Classes, options: SinkOptions) -> Prediction:
+    """``~predictions``: classes, scores, labels of the model that ran, the frame's header."""
+    msg = Prediction(header=result.frame.header, model_version=result.model_version,
+                     class_ids=classes.class_ids, scores=classes.scores, labels=classes.labels,
+                     inference_ms=result.inference_ms,
+                     window_start=_stamp(result.window_start or 0.0))
+    if options.publish_outputs:
+        msg.outputs = arrays_to_tensors(result.raw, result.model.output_names, False)
+    return msg
+
+
+def encode_like_frame(array: np.ndarray, encoding: str) -> np.ndarray:
+    """An RGB (H x W x 3) or mono (H x W) uint8 array in the channel order of ``encoding``."""
+    if array.ndim == 2:
+        if encoding in ("mono8", "8UC1"):
+            return array
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if encoding in ("mono8", "8UC1"):
+        import cv2
+
+        return cv2.cvtColor(np.ascontiguousarray(array), cv2.COLOR_RGB2GRAY)
+    if encoding in ("bgr8", "8UC3"):
+        return array[:, :, ::-1]
+    if encoding in ("rgba8", "bgra8"):
+        colour = array if encoding == "rgba8" else array[:, :, ::-1]
+        alpha = np.full(array.shape[:2] + (1,), 255, np.uint8)
+        return np.concatenate([colour, alpha], axis=2)
+    return array
+
+
+def image_message(array: np.ndarray, encoding: str, header: Any) -> Image:
+    """An Image of ``array`` (already in ``encoding``'s channel order) with ``header``."""
+    msg = array_to_image(np.ascontiguousarray(array), encoding)
+    if header is not None:
+        msg.header = header
+    return msg
+
+
+def mask_message(result: Result, mask: np.ndarray, _options: SinkOptions) -> Image:
+    """``~mask``: mono8, class id per pixel, the frame's size."""
+    return image_message(mask, "mono8", result.frame.header)
+
+
+def overlay_message(result: Result, overlay: np.ndarray, _options: SinkOptions) -> Image:
+    """``~overlay``: the frame's encoding and size."""
+    encoding = result.frame.encoding
+    if encoding not in ("mono8", "rgb8", "bgr8", "rgba8", "bgra8"):
+        encoding = "mono8" if overlay.ndim == 2 else "rgb8"
+    try:
+        return image_message(encode_like_frame(overlay, encoding), encoding, result.frame.header)
+    except ConversionError:
+        return image_message(overlay, "mono8" if overlay.ndim == 2 else "rgb8",
+                             result.frame.header)
+
+
+register("predictions", Prediction, prediction_message)
+register("mask", Image, mask_message)
+register("overlay", Image, overlay_message)
