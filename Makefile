@@ -3,13 +3,16 @@ SHELL := /bin/bash
 ENV := source build/env.sh &&
 BACKEND ?= torch
 
-.PHONY: setup demo test lint unit rostest doctor bench profile clean
+.PHONY: setup demo demo-vision test lint unit rostest doctor bench profile clean
 
 setup:
 	@tools/setup.sh
 
 demo: setup
 	@$(ENV) python scripts/demo --backend $(BACKEND)
+
+demo-vision: setup
+	@$(ENV) python -m ml_bridge.ros.demo_vision --backend $(BACKEND)
 
 test: setup
 	@$(ENV) tools/test.sh
