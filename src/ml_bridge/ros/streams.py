@@ -78,6 +78,8 @@ class RosStream:
             msg_type, _ = sinks.sink(name)
             self.publishers[name] = rospy.Publisher(prefix + name, msg_type, queue_size=10)
         self.warnings = 0
+        #: Messages published per output: an output nobody subscribes to stays at 0.
+        self.published: Dict[str, int] = {name: 0 for name in pipeline.outputs}
         self.stream = Stream(camera or topic, pipeline,
                              lambda inputs: self._predict(server, inputs, timeout),
                              self._publish, self.wanted, self._warn,
@@ -117,6 +119,7 @@ class RosStream:
                 continue
             _, convert = sinks.sink(name)
             pub.publish(convert(result, value, self.options))
+            self.published[name] += 1
         for listener in self.listeners:
             listener(self, result)
 
@@ -126,7 +129,9 @@ class RosStream:
 
     def stats(self) -> Dict[str, int]:
         """The stream's counters, for diagnostics."""
-        return self.stream.stats.as_dict()
+        counters = self.stream.stats.as_dict()
+        counters.update({f"published_{name}": n for name, n in self.published.items()})
+        return counters
 
     def close(self) -> None:
         """Unsubscribes and stops the stream's thread."""

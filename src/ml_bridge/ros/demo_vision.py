@@ -1,0 +1,197 @@
+"""``make demo-vision``: segmentation on a camera stream, on a private master.
+
+Serve ``shapes_seg`` with ``pipeline:=segment``, train it 10 epochs on ``shapes`` through the
+``~train`` action, measure the held-out mean IoU through the node itself (held-out frames
+published on the camera topic, ``~mask`` compared with their true masks), then run the
+synthetic camera and save overlay and mask PNGs under ``build/demo/``.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from ml_bridge.ros.processes import free_port, stop
+
+CAMERA = "/camera/image_raw"
+NS = "/ml_bridge"
+SHOTS = 4
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Runs the vision demo; returns 0 when every step did what it should."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--backend", default="torch", choices=["torch", "tensorflow"])
+    parser.add_argument("--workdir", default=os.path.join(os.getcwd(), "build", "demo"))
+    parser.add_argument("--epochs", type=int, default=10)
+    args = parser.parse_args(argv)
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    os.makedirs(args.workdir)
+    port = free_port()
+    os.environ["ROS_MASTER_URI"] = f"http://127.0.0.1:{port}"
+    os.environ["ROS_HOME"] = os.path.join(args.workdir, "ros")
+    log = open(os.path.join(args.workdir, "server.log"), "wb")
+    print(f"== starting a private master on port {port} and the ml_bridge node (backend "
+          f"{args.backend}, model shapes_seg, pipeline segment on {CAMERA}); log: {log.name}")
+    launch = subprocess.Popen(
+        ["roslaunch", "-p", str(port), "ml_bridge", "server.launch", f"backend:={args.backend}",
+         "model:=shapes_seg", "pipeline:=segment", f"image:={CAMERA}",
+         f"checkpoint_dir:={args.workdir}/checkpoints", f"data_root:={args.workdir}/data"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    camera: List[subprocess.Popen[bytes]] = []
+    try:
+        return _story(launch, camera, args)
+    finally:
+        for proc in camera:
+            stop(proc)
+        stop(launch)
+        log.close()
+        print("== stopped the camera, the node and the master")
+
+
+class Frames:
+    """The newest messages of one topic, and a wait for the one with a given stamp."""
+
+    def __init__(self, topic: str, msg_type: type) -> None:
+        import rospy
+
+        self.cond = threading.Condition()
+        self.by_stamp: Dict[Any, Any] = {}
+        self.order: List[Any] = []
+        self.sub = rospy.Subscriber(topic, msg_type, self._got, queue_size=50)
+
+    def _got(self, msg: Any) -> None:
+        with self.cond:
+            self.by_stamp[msg.header.stamp] = msg
+            self.order.append(msg.header.stamp)
+            self.cond.notify_all()
+
+    def wait(self, stamp: Any, timeout: float) -> Optional[Any]:
+        with self.cond:
+            self.cond.wait_for(lambda: stamp in self.by_stamp, timeout)
+            return self.by_stamp.get(stamp)
+
+
+def _wait_for_node(launch: "subprocess.Popen[bytes]") -> bool:
+    import rosgraph
+    import rospy
+
+    deadline = time.time() + 300
+    while not rosgraph.is_master_online():
+        if launch.poll() is not None or time.time() > deadline:
+            return False
+        time.sleep(0.2)
+    rospy.init_node("ml_bridge_demo_vision", disable_signals=True)
+    while True:
+        try:
+            rospy.wait_for_service(NS + "/info", timeout=1.0)
+            return True
+        except rospy.ROSException:
+            if launch.poll() is not None or time.time() > deadline:
+                return False
+
+
+def _heldout_iou(publisher: Any, masks: Frames) -> "tuple[float, float]":
+    """Mean IoU and pixel accuracy of the node's ~mask on the held-out shapes frames."""
+    import rospy
+
+    from ml_bridge.core.metrics import confusion_matrix, mean_iou, pixel_accuracy
+    from ml_bridge.core.synthetic import SHAPE_LABELS, shapes_frames
+    from ml_bridge.ros.conversions import array_to_image, image_to_array
+
+    frames, truth = shapes_frames(heldout=True)
+    total = np.zeros((len(SHAPE_LABELS), len(SHAPE_LABELS)), np.int64)
+    for i, (image, target) in enumerate(zip(frames, truth)):
+        msg = array_to_image(image, "rgb8")
+        msg.header.stamp = rospy.Time(100000 + i)
+        got = None
+        for _ in range(40):  # the first frames may go out before the connection is up
+            publisher.publish(msg)
+            got = masks.wait(msg.header.stamp, 0.5)
+            if got is not None:
+                break
+        if got is None:
+            raise RuntimeError(f"no ~mask for held-out frame {i}")
+        total += confusion_matrix(image_to_array(got), target, len(SHAPE_LABELS))
+    return mean_iou(total), pixel_accuracy(total)
+
+
+def _story(launch: "subprocess.Popen[bytes]", camera: List["subprocess.Popen[bytes]"],
+           args: argparse.Namespace) -> int:
+    import cv2
+    import rospy
+    from actionlib_msgs.msg import GoalStatus
+    from sensor_msgs.msg import Image
+
+    from ml_bridge.msg import Prediction, TrainGoal
+    from ml_bridge.ros.cli_train import TrainClient, format_metrics, state_name
+    from ml_bridge.ros.conversions import image_to_array
+    from ml_bridge.srv import GetInfo
+
+    if not _wait_for_node(launch):
+        print(f"the node did not come up; see {os.path.join(args.workdir, 'server.log')}")
+        return 1
+    info = rospy.ServiceProxy(NS + "/info", GetInfo)()
+    print(f"== serving {info.model} on {info.backend} {info.framework_version} ({info.device}), "
+          f"labels {', '.join(info.labels)}")
+    publisher = rospy.Publisher(CAMERA, Image, queue_size=2)
+    masks = Frames(NS + "/mask", Image)
+    print(f"== training {args.epochs} epochs on 'shapes' through the ~train action")
+    start = time.perf_counter()
+    state, result = TrainClient(NS).run(TrainGoal(epochs=args.epochs, dataset="shapes",
+                                                  validation_split=0.1))
+    print(f"   {state_name(state)} in {time.perf_counter() - start:.0f} s: {result.message}")
+    print(f"   loss {result.loss:.4f} "
+          f"{format_metrics(list(result.metric_names), list(result.metric_values))}")
+    ok = state == GoalStatus.SUCCEEDED
+    iou, accuracy = _heldout_iou(publisher, masks)
+    print(f"== held-out 'shapes' through the node's ~mask: mean IoU {iou:.3f}, pixel accuracy "
+          f"{accuracy:.3f}")
+    ok = ok and iou >= 0.8
+    masks.sub.unregister()
+    publisher.unregister()
+
+    print(f"== the synthetic camera on {CAMERA} (320 x 240, 10 Hz); saving {SHOTS} frames")
+    overlays = Frames(NS + "/overlay", Image)
+    masks = Frames(NS + "/mask", Image)
+    preds = Frames(NS + "/predictions", Prediction)
+    camera.append(subprocess.Popen(
+        ["rosrun", "ml_bridge", "camera", "--source", "synthetic", "--rate", "10",
+         f"image:={CAMERA}"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        start_new_session=True))
+    saved: List[str] = []
+    deadline = time.time() + 60
+    with overlays.cond:
+        overlays.cond.wait_for(lambda: len(overlays.order) >= 3 * SHOTS, 60)
+    stamps = overlays.order[::3][:SHOTS]
+    palette = np.array([[0, 0, 0], [230, 60, 60], [60, 200, 60], [60, 90, 230]], np.uint8)
+    for k, stamp in enumerate(stamps):
+        overlay = overlays.by_stamp[stamp]
+        mask = masks.wait(stamp, max(0.0, deadline - time.time()))
+        pred = preds.wait(stamp, max(0.0, deadline - time.time()))
+        if mask is None or pred is None:
+            continue
+        base = os.path.join(args.workdir, f"segment_{k}")
+        cv2.imwrite(base + "_overlay.png", cv2.cvtColor(image_to_array(overlay), cv2.COLOR_RGB2BGR))
+        ids = image_to_array(mask)
+        cv2.imwrite(base + "_mask.png", ids)  # mono8 class ids, as published
+        cv2.imwrite(base + "_mask_color.png",
+                    cv2.cvtColor(palette[np.minimum(ids, len(palette) - 1)], cv2.COLOR_RGB2BGR))
+        present = ", ".join(f"{label} {score:.2f}" for label, score in zip(pred.labels, pred.scores))
+        print(f"   frame {stamp.to_sec():.2f}: {present}")
+        saved += [base + "_overlay.png", base + "_mask.png", base + "_mask_color.png"]
+    ok = ok and len(saved) == 3 * SHOTS
+    for path in saved:
+        print(f"   {path}")
+    print(f"== held-out mean IoU {iou:.3f} (model version {result.model_version})")
+    print("== demo-vision " + ("finished: all steps as expected" if ok else "FAILED: see above"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
