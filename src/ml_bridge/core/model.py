@@ -151,6 +151,14 @@ class BackendModel(abc.ABC):
             CheckpointError: the file is corrupt, does not fit, or carries code.
         """
 
+    def weights_finite(self) -> bool:
+        """False if any weight is NaN or infinite (a diverged run); call with the context restored.
+
+        ModelServer checks it before swapping in trained weights and after loading a
+        checkpoint. The default, for models whose weights cannot be read, says True.
+        """
+        return True
+
     def framework_version(self) -> str:
         """Version of the framework, e.g. "2.13.0"."""
         return ""

@@ -22,11 +22,18 @@ from ml_bridge.core import registry
 from ml_bridge.core.checkpoints import CheckpointStore
 from ml_bridge.core.context import Context
 from ml_bridge.core.datasets import Dataset
-from ml_bridge.core.errors import DatasetError, InputError, TrainingError
+from ml_bridge.core.errors import CheckpointError, DatasetError, InputError, TrainingError
 from ml_bridge.core.model import BackendModel, ModelOptions, ModelStamp
 from ml_bridge.core.resolve import DatasetResolver
 from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS, TensorSpec, validate_inputs
-from ml_bridge.core.training import Callback, CallbackList, StopCheck, TrainConfig, TrainResult
+from ml_bridge.core.training import (
+    Callback,
+    CallbackList,
+    FiniteLoss,
+    StopCheck,
+    TrainConfig,
+    TrainResult,
+)
 from ml_bridge.core.worker import ModelWorker, WorkerResult
 
 log = logging.getLogger(__name__)
@@ -66,11 +73,12 @@ class ModelServer:
 
     def __init__(self, model: BackendModel, context: Context, max_batch: int = 1,
                  checkpoint_dir: str = "", data_root: str = "",
-                 max_elements: int = DEFAULT_MAX_ELEMENTS) -> None:
+                 max_elements: int = DEFAULT_MAX_ELEMENTS, keep_checkpoints: int = 5) -> None:
         """Takes a loaded model and the context captured on the thread that loaded it.
 
         If ``checkpoint_dir`` holds checkpoints of this model, the newest one that loads
-        cleanly is served, with its version.
+        cleanly is served, with its version. After each save, checkpoints older than the
+        newest ``keep_checkpoints`` are deleted (0 keeps all).
         """
         self.context = context
         self.max_elements = max_elements
@@ -80,7 +88,8 @@ class ModelServer:
         self._train_lock = threading.Lock()
         self._training = False
         self.worker = ModelWorker(context, self._run, max_batch=max_batch)
-        self.checkpoints = (CheckpointStore(checkpoint_dir, model.source, model.checkpoint_suffix)
+        self.checkpoints = (CheckpointStore(checkpoint_dir, model.source, model.checkpoint_suffix,
+                                            keep=keep_checkpoints)
                             if checkpoint_dir else None)
         if self.checkpoints is not None:
             self._restore_newest()
@@ -214,7 +223,8 @@ class ModelServer:
         with self.context:
             served.check_targets(data)
         train, validation = data.split(config.validation_split)
-        ours = [c for c in callbacks if isinstance(c, Callback)]
+        finite = FiniteLoss()  # stops a diverged run at the batch where its loss left the reals
+        ours = [finite] + [c for c in callbacks if isinstance(c, Callback)]
         native = [c for c in callbacks if not isinstance(c, Callback)]
         if should_stop is not None:
             ours.append(StopCheck(should_stop))
@@ -222,6 +232,13 @@ class ModelServer:
         start = time.perf_counter()
         with self.context:
             result = copy.fit(train, validation, config, CallbackList(ours), native_callbacks=native)
+            if not finite.failure and not copy.weights_finite():
+                finite.failure = (f"the weights became NaN or infinite by epoch "
+                                  f"{result.epochs_completed}")
+        if finite.failure:  # never swap in, checkpoint or keep a diverged model
+            raise TrainingError(f"training diverged: {finite.failure}; nothing was swapped in or "
+                                f"checkpointed (still serving version {self.version}). Lower the "
+                                "learning_rate or check the data for NaN or infinite values")
         logs = result.last_logs
         keep = not result.stopped or (config.keep_partial and result.epochs_completed > 0)
         if not keep:
@@ -234,6 +251,8 @@ class ModelServer:
             with self.context:
                 checkpoint = self.checkpoints.save(new_version, copy.save_checkpoint)
         version = self.worker.submit(lambda: self._swap(copy, new_version)).result()
+        if self.checkpoints is not None:
+            self.checkpoints.prune(version)  # after the swap: the served file is kept
         how = "stopped; kept" if result.stopped else "trained"
         return TrainResult(result.epochs_completed, result.stopped, True, version, checkpoint, logs,
                            f"{how} {result.epochs_completed} epoch(s) in "
@@ -251,6 +270,9 @@ class ModelServer:
         def load(path: str) -> None:
             fresh = self.model.clone()
             fresh.load_checkpoint(path)
+            if not fresh.weights_finite():
+                raise CheckpointError(f"checkpoint {path} holds NaN or infinite weights (saved "
+                                      "from a diverged run)")
             candidate[:] = [fresh]
 
         found = self.worker.submit(lambda: self.checkpoints.load_newest(load)).result()  # type: ignore[union-attr]

@@ -5,6 +5,7 @@ Hook names are Keras's (and Lightning's), so one callback object serves both bac
 ``on_batch_end(batch, logs)``, ``on_train_end`` and ``should_stop`` (polled after every batch).
 Epochs passed to hooks are 0-based, as in Keras.
 """
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -83,6 +84,40 @@ class StopCheck(Callback):
         return bool(self._check())
 
 
+class FiniteLoss(Callback):
+    """Asks to stop as soon as a loss in the logs is NaN or infinite.
+
+    Once the loss is not finite the weights are too (or soon will be), and every further
+    batch is wasted; :meth:`ModelServer.fit` turns :attr:`failure` into a TrainingError.
+    Watches ``loss`` after every batch and every ``*loss`` entry (``val_loss``) per epoch.
+    """
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        #: What went wrong, e.g. "loss became nan in epoch 2, batch 7"; "" while all is finite.
+        self.failure = ""
+
+    def on_epoch_begin(self, epoch: int, logs: Optional[Logs] = None) -> None:
+        self.epoch = epoch
+
+    def on_batch_end(self, batch: int, logs: Optional[Logs] = None) -> None:
+        self._check(logs, f"epoch {self.epoch + 1}, batch {batch + 1}")
+
+    def on_epoch_end(self, epoch: int, logs: Optional[Logs] = None) -> None:
+        self._check(logs, f"epoch {epoch + 1}")
+
+    def _check(self, logs: Optional[Logs], where: str) -> None:
+        if self.failure:
+            return
+        for key, value in (logs or {}).items():
+            if key.endswith("loss") and not math.isfinite(value):
+                self.failure = f"{key} became {value} in {where}"
+                return
+
+    def should_stop(self) -> bool:
+        return bool(self.failure)
+
+
 @dataclass
 class TrainConfig:
     """Settings of one training run; 0 means the model's default."""
@@ -99,8 +134,8 @@ class TrainConfig:
             raise TrainingError(f"epochs must be > 0, got {self.epochs}")
         if self.batch_size < 0:
             raise TrainingError(f"batch_size must be >= 0 (0 = model default), got {self.batch_size}")
-        if not self.learning_rate >= 0.0:  # also refuses NaN
-            raise TrainingError(f"learning_rate must be >= 0 (0 = model default), "
+        if not (self.learning_rate >= 0.0 and math.isfinite(self.learning_rate)):
+            raise TrainingError(f"learning_rate must be >= 0 and finite (0 = model default), "
                                 f"got {self.learning_rate}")
         if not 0.0 <= self.validation_split < 1.0:
             raise TrainingError(f"validation_split must be in [0, 1), got {self.validation_split}")

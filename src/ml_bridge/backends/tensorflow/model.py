@@ -235,6 +235,11 @@ class KerasModel(BackendModel):
             raise CheckpointError(f"cannot load checkpoint {path}: {type(err).__name__}: "
                                   f"{_first_line(err)}") from err
 
+    def weights_finite(self) -> bool:
+        """False if any floating-point weight (variables and non-trainable state) is NaN or inf."""
+        return all(bool(np.isfinite(w).all()) for w in self.model.get_weights()
+                   if np.issubdtype(np.asarray(w).dtype, np.inexact))
+
     def framework_version(self) -> str:
         """TensorFlow's version, e.g. "2.21.0"."""
         return str(tf.__version__)

@@ -237,6 +237,12 @@ class TorchModel(BackendModel):
             raise CheckpointError(f"cannot load checkpoint {path} into {self.source}: "
                                   f"{_first_line(err)}") from err
 
+    def weights_finite(self) -> bool:
+        """False if any floating-point parameter or buffer holds NaN or infinity."""
+        with torch.no_grad():
+            return all(bool(torch.isfinite(t).all()) for t in self.module.state_dict().values()
+                       if t.is_floating_point() or t.is_complex())
+
     def framework_version(self) -> str:
         """torch's version, e.g. "2.3.1"."""
         return str(torch.__version__)
