@@ -1,10 +1,12 @@
 """ml_bridge.core.samples: the durable, append-only store of recorded samples."""
+import errno
+import logging
 import os
 import struct
 import threading
 import zlib
 from pathlib import Path
-from typing import List, Tuple
+from typing import Any, List, Tuple
 
 import numpy as np
 import pytest
@@ -93,7 +95,7 @@ def test_garbage_tail_is_ignored_then_cut(tmp_path: Path, garbage: bytes) -> Non
     np.testing.assert_array_equal(store.load("a").targets[0], [0, 1, 2])
 
 
-def test_a_record_failing_its_checksum_ends_the_readable_part(tmp_path: Path) -> None:
+def test_a_last_record_failing_its_checksum_is_a_torn_tail(tmp_path: Path) -> None:
     store = SampleStore(str(tmp_path))
     fill(store, "a", 2)
     with open(store.path("a"), "r+b") as f:
@@ -150,3 +152,135 @@ def test_scalar_and_strided_arrays_keep_their_shape(tmp_path: Path) -> None:
     np.testing.assert_array_equal(data.inputs[1], [fortran])
     assert data.inputs[2].shape == (1,) and data.targets[0].shape == (1,)  # one scalar per sample
     assert data.targets[0][0] == 4
+
+
+def record_offsets(path: str) -> List[int]:
+    """Byte offset of every record of a healthy store file."""
+    with open(path, "rb") as f:
+        blob = f.read()
+    offsets, pos = [], 0
+    while pos < len(blob):
+        offsets.append(pos)
+        pos += 12 + struct.unpack_from("<4sII", blob, pos)[1]
+    return offsets
+
+
+def flip(path: str, offset: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0x5A]))
+
+
+@pytest.mark.parametrize("where, why", [(40, "checksum mismatch"), (1, "no record header"),
+                                        (7, "runs past the end"), (8, "checksum mismatch")],
+                         ids=["payload", "magic", "length", "crc"])
+def test_a_damaged_record_in_the_middle_is_skipped_with_a_warning_and_the_rest_is_read(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, where: int, why: str) -> None:
+    store = SampleStore(str(tmp_path))
+    with store.deferred_sync():
+        fill(store, "a", 1000)
+    path = store.path("a")
+    bad = record_offsets(path)[500]
+    flip(path, bad + where)
+    with caplog.at_level(logging.WARNING, logger="ml_bridge.core.samples"):
+        data = store.load("a")
+    assert len(data) == 999
+    np.testing.assert_array_equal(data.inputs[0][:, 0], [i for i in range(1000) if i != 500])
+    assert f"damaged record at byte {bad} (" in caplog.text and why in caplog.text
+    assert "recorded dataset 'a'" in caplog.text
+
+
+def test_an_append_after_mid_file_damage_removes_nothing(tmp_path: Path) -> None:
+    store = SampleStore(str(tmp_path))
+    with store.deferred_sync():
+        fill(store, "a", 1000)
+    path = store.path("a")
+    size = os.path.getsize(path)
+    flip(path, record_offsets(path)[10] + 1)
+    fresh = SampleStore(str(tmp_path))  # a restarted node: knows nothing about the file yet
+    assert fresh.append("a", *sample(1000)) == 1000  # 999 good + this one
+    assert os.path.getsize(path) > size  # appended after everything, nothing cut
+    data = fresh.load("a")
+    np.testing.assert_array_equal(data.inputs[0][:, 0], [i for i in range(1001) if i != 10])
+
+
+def test_a_torn_tail_after_a_damaged_record_is_still_cut(tmp_path: Path) -> None:
+    store = SampleStore(str(tmp_path))
+    fill(store, "a", 5)
+    path = store.path("a")
+    flip(path, record_offsets(path)[1] + 40)
+    with open(path, "ab") as f:
+        f.write(b"MLBS\x10\x00")  # a crash while writing the header of the sixth
+    fresh = SampleStore(str(tmp_path))
+    assert fresh.append("a", *sample(6)) == 5
+    np.testing.assert_array_equal(fresh.load("a").inputs[0][:, 0], [0, 2, 3, 4, 6])
+
+
+def test_appends_checksum_only_their_own_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = SampleStore(str(tmp_path))
+    with store.deferred_sync():
+        fill(store, "a", 300)
+    checksummed = [0]
+    real_crc32 = zlib.crc32
+
+    def crc32(data: Any, value: int = 0) -> int:
+        checksummed[0] += len(data)
+        return real_crc32(data, value)
+
+    monkeypatch.setattr(samples.zlib, "crc32", crc32)
+    size = os.path.getsize(store.path("a"))
+    for i in range(100):
+        store.append("a", *sample(i))
+    added = os.path.getsize(store.path("a")) - size
+    assert checksummed[0] <= added  # no append re-read the 300 records before it
+
+
+def test_a_file_another_writer_appended_to_is_rescanned(tmp_path: Path) -> None:
+    one, two = SampleStore(str(tmp_path)), SampleStore(str(tmp_path))
+    assert one.append("a", *sample(0)) == 1
+    assert two.append("a", *sample(1)) == 2
+    assert one.append("a", *sample(2)) == 3
+    np.testing.assert_array_equal(one.load("a").inputs[0][:, 0], [0, 1, 2])
+
+
+def test_deferred_sync_fsyncs_each_file_once_when_the_block_ends(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = SampleStore(str(tmp_path))
+    fill(store, "a", 1)
+    synced: List[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(samples.os, "fsync", fsync)
+    with store.deferred_sync():
+        for i in range(50):
+            store.append("a", *sample(i))
+            store.append("b", *sample(i))
+        assert synced == [store.directory]  # only the new file's directory entry, at once
+    assert sorted(synced[1:]) == [store.path("a"), store.path("b")]
+    assert len(store.load("a")) == 51 and len(store.load("b")) == 50
+
+
+@pytest.mark.parametrize("code, words", [(errno.ENOSPC, "no space left in data_root"),
+                                         (errno.EROFS, r"is not writable \(Read-only file system\)")])
+def test_a_full_or_read_only_data_root_is_a_dataset_error_and_leaves_no_torn_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, words: str) -> None:
+    store = SampleStore(str(tmp_path))
+    fill(store, "a", 2)
+    size = os.path.getsize(store.path("a"))
+
+    def fsync(fd: int) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(samples.os, "fsync", fsync)
+    with pytest.raises(DatasetError, match=f"{words}.*the sample was not recorded") as info:
+        store.append("a", *sample(9))
+    assert str(tmp_path) in str(info.value)
+    monkeypatch.undo()
+    assert os.path.getsize(store.path("a")) >= size
+    assert store.append("a", *sample(3)) == 3  # the store recovers once the disk does
