@@ -16,7 +16,7 @@ for use from Python without ROS.
 """
 import abc
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, FrozenSet, Generic, List, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Callable, Dict, FrozenSet, Generic, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
@@ -126,6 +126,16 @@ class Pipeline(abc.ABC, Generic[S]):
     def new_state(self) -> S:
         """A fresh per-stream state."""
 
+    def restart(self, state: S) -> S:
+        """The state to go on with after the stream lost events (a full queue) or nobody
+        listened: nothing of the old window may be used again. The default starts afresh; a
+        pipeline may keep its buffers and counters."""
+        return self.new_state()
+
+    def counters(self, state: S) -> Dict[str, int]:
+        """The pipeline's own per-stream counters for diagnostics (e.g. frames it dropped)."""
+        return {}
+
     @abc.abstractmethod
     def accept(self, frame: Frame, state: S) -> bool:
         """Takes a frame into the state; True when a request is due."""
@@ -190,14 +200,19 @@ def format_from_spec(model: BackendModel) -> Optional[ImageFormat]:
         first = shape[1] in (1, 3)
         c, h, w = (shape[1], shape[2], shape[3]) if first else (shape[3], shape[1], shape[2])
         if h > 0 and w > 0 and c in (1, 3):
-            return ImageFormat((h, w), color="gray" if c == 1 else "rgb", channels_first=first)
+            return _plain_format((h, w), c, first)
     if len(shape) == 5:
         first = shape[1] in (1, 3)
         c, t, h, w = (shape[1:5] if first else (shape[4], shape[1], shape[2], shape[3]))
         if h > 0 and w > 0 and c in (1, 3):
-            return ImageFormat((h, w), color="gray" if c == 1 else "rgb", channels_first=first,
-                               clip_length=max(t, 0))
+            return _plain_format((h, w), c, first, max(t, 0))
     return None
+
+
+def _plain_format(size: Tuple[int, int], channels: int, first: bool, clip: int = 0) -> ImageFormat:
+    """Pixel / 255, no mean or std, with as many mean/std values as channels (gray: one)."""
+    return ImageFormat(size, (0.0,) * channels, (1.0,) * channels,
+                       "gray" if channels == 1 else "rgb", first, clip)
 
 
 def softmax(scores: np.ndarray, axis: int) -> np.ndarray:

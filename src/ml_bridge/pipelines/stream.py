@@ -112,6 +112,12 @@ class Stream:
                 self.stats.detections_dropped += 1
             self._restart = True
 
+    def counters(self) -> Dict[str, int]:
+        """The stream's counters and the pipeline's own for this stream, by name."""
+        counters = self.stats.as_dict()
+        counters.update(self.pipeline.counters(self._state))
+        return counters
+
     def wait_idle(self, timeout: Optional[float] = None) -> bool:
         """Waits until every event handed over so far is processed (tests, shutdown)."""
         with self._cond:
@@ -145,7 +151,7 @@ class Stream:
             restart, self._restart = self._restart, False
             self._busy = True
         if restart:
-            self._state = self.pipeline.new_state()
+            self._state = self.pipeline.restart(self._state)
         return events
 
     def _loop(self) -> None:
@@ -163,7 +169,7 @@ class Stream:
     def _handle(self, events: List[Tuple[str, Any]]) -> None:
         wanted = self._wanted()
         if not wanted:
-            self._state = self.pipeline.new_state()  # nobody listens: nothing is computed
+            self._state = self.pipeline.restart(self._state)  # nobody listens: nothing computed
             return
         pending: Optional[Request] = None
         for kind, event in events:

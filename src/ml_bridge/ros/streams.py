@@ -129,7 +129,7 @@ class RosStream:
 
     def stats(self) -> Dict[str, int]:
         """The stream's counters, for diagnostics."""
-        counters = self.stream.stats.as_dict()
+        counters = self.stream.counters()
         counters.update({f"published_{name}": n for name, n in self.published.items()})
         return counters
 
