@@ -1,4 +1,8 @@
 """Message <-> numpy conversions and the generated interface classes (no master needed)."""
+import math
+import re
+from typing import List
+
 import numpy as np
 import pytest
 
@@ -27,6 +31,7 @@ from ml_bridge.ros.conversions import (
     array_to_tensor,
     image_to_array,
     tensor_to_array,
+    tensors_to_arrays,
 )
 
 
@@ -78,6 +83,67 @@ def test_data_is_little_endian_bytes() -> None:
 def test_bad_tensors_are_named(msg: Tensor, words: str) -> None:
     with pytest.raises(ConversionError, match=words.replace("[", r"\[").replace("]", r"\]")):
         tensor_to_array(msg)
+
+
+@pytest.mark.parametrize("dtype, values, words", [
+    ("uint8", [1.0, 300.0], "value 300 is out of range for dtype uint8 (0..255)"),
+    ("uint8", [-1.0], "value -1 is out of range for dtype uint8"),
+    ("int8", [128.0], "value 128 is out of range for dtype int8 (-128..127)"),
+    ("uint16", [65536.0], "out of range for dtype uint16 (0..65535)"),
+    ("int32", [2.0 ** 31], "out of range for dtype int32"),
+    ("int64", [1e30], "value 1e+30 is out of range for dtype int64"),
+    ("int64", [2.0 ** 63], "out of range for dtype int64"),  # = INT64_MAX as a float64
+    ("bool", [0.0, 2.0], "value 2 is out of range for dtype bool (0 or 1)"),
+    ("bool", [-1.0], "out of range for dtype bool"),
+    ("int32", [math.inf], "whole numbers"),
+    ("uint8", [0.5], "whole numbers"),
+])
+def test_integer_values_never_wrap(dtype: str, values: List[float], words: str) -> None:
+    with pytest.raises(ConversionError, match=re.escape(words)):
+        tensor_to_array(Tensor(name="ids", dtype=dtype, values=values))
+
+
+@pytest.mark.parametrize("dtype, values, expected", [
+    ("uint8", [0.0, 255.0], [0, 255]), ("int8", [-128.0, 127.0], [-128, 127]),
+    ("int64", [-(2.0 ** 63), 2.0 ** 62], [-(2 ** 63), 2 ** 62]), ("bool", [0.0, 1.0], [False, True]),
+    ("uint16", [65535.0], [65535]), ("int32", [], []),
+])
+def test_integer_values_at_the_limits_are_kept_exactly(dtype: str, values: List[float],
+                                                       expected: List[int]) -> None:
+    array = tensor_to_array(Tensor(dtype=dtype, values=values))
+    assert array.dtype == np.dtype(dtype) and array.tolist() == expected
+
+
+def test_bool_data_bytes_other_than_0_and_1_are_refused() -> None:
+    with pytest.raises(ConversionError, match="bool data bytes must be 0 or 1"):
+        tensor_to_array(Tensor(dtype="bool", shape=[3], data=b"\x00\x01\x02"))
+
+
+def test_the_number_of_tensors_is_checked_before_any_is_converted() -> None:
+    bad = Tensor(dtype="complex64", values=[1.0])  # would fail if it were converted
+    with pytest.raises(ConversionError, match=r"request has 3 input tensor\(s\); the model takes 1"):
+        tensors_to_arrays([bad] * 3, n_inputs=1)
+    flood = [Tensor()] * 5_000_000  # 5 M empty tensors: refused by counting, not converting
+    with pytest.raises(ConversionError, match="has 5000000 input tensor"):
+        tensors_to_arrays(flood, n_inputs=1)
+
+
+@pytest.mark.parametrize("msgs", [
+    [Tensor(shape=[6], data=bytes(24)), Tensor(shape=[5], values=[0.0] * 5)],
+    [Tensor(data=bytes(40)), Tensor(values=[0.0] * 2)],  # sizes from data / values lengths
+    [Tensor(shape=[1 << 30, 1 << 30], data=bytes(4)), Tensor(dtype="nope")],
+])
+def test_declared_elements_of_all_tensors_are_checked_before_any_is_converted(
+        msgs: List[Tensor]) -> None:
+    with pytest.raises(ConversionError, match=r"request declares more than 10 elements.*~max_elements"):
+        tensors_to_arrays(msgs, n_inputs=2, max_elements=10)
+
+
+def test_tensors_to_arrays_converts_what_passes() -> None:
+    arrays = tensors_to_arrays([Tensor(shape=[2], values=[1.0, 2.0]),
+                                array_to_tensor(np.arange(3, dtype=np.int64))], n_inputs=2)
+    assert [a.tolist() for a in arrays] == [[1.0, 2.0], [0, 1, 2]]
+    assert tensors_to_arrays([Tensor(values=[1.0])] * 3) != []  # no count given: any number
 
 
 def test_element_limit_is_checked_before_allocating() -> None:

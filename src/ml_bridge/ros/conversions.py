@@ -6,7 +6,7 @@ wrap cv_bridge. Every failure is one exception, :class:`ConversionError`, that s
 was wrong.
 """
 import math
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from cv_bridge import CvBridge, CvBridgeError
@@ -48,7 +48,8 @@ def tensor_to_array(msg: Tensor, max_elements: int = DEFAULT_MAX_ELEMENTS) -> np
 
     Raises:
         ConversionError: unknown dtype, byte count or value count that does not match the
-            shape, too many elements, or non-integral values for an integer dtype.
+            shape, too many elements, or values an integer dtype cannot hold (non-integral,
+            out of range, or not 0/1 for bool).
     """
     try:
         dtype, wire = _dtypes(msg.dtype)
@@ -72,6 +73,8 @@ def tensor_to_array(msg: Tensor, max_elements: int = DEFAULT_MAX_ELEMENTS) -> np
                 raise ConversionError(f"{label}: {len(raw)} bytes is not a whole number of "
                                       f"{dtype.name} elements ({dtype.itemsize} bytes each)")
             shape = (len(raw) // dtype.itemsize,)
+        if dtype.kind == "b" and raw and int(np.frombuffer(raw, np.uint8).max()) > 1:
+            raise ConversionError(f"{_label(msg)}: bool data bytes must be 0 or 1")
         array = np.frombuffer(raw, dtype=wire).reshape(shape)
         return array if wire.isnative else array.astype(dtype)
     label = _label(msg)
@@ -84,9 +87,66 @@ def tensor_to_array(msg: Tensor, max_elements: int = DEFAULT_MAX_ELEMENTS) -> np
         raise ConversionError(f"{label}: {values.size} values, but shape {list(shape)} needs {count}")
     if values.size > max_elements:
         raise ConversionError(f"{label}: {values.size} values, more than the limit of {max_elements}")
-    if dtype.kind in "iub" and not np.all(np.isfinite(values) & (values == np.round(values))):
-        raise ConversionError(f"{label}: values must be whole numbers for dtype {dtype.name}")
+    if dtype.kind in "iub":
+        _check_integral(values, dtype, label)
     return values.reshape(shape).astype(dtype)
+
+
+def _check_integral(values: np.ndarray, dtype: np.dtype, label: str) -> None:
+    """Refuses values an integer dtype cannot hold: numpy's cast would wrap them silently."""
+    if not np.all(np.isfinite(values) & (values == np.round(values))):
+        raise ConversionError(f"{label}: values must be whole numbers for dtype {dtype.name}")
+    if not values.size:
+        return
+    if dtype.kind == "b":
+        low, high, shown = 0.0, 2.0, "0 or 1"
+    else:  # powers of two are exact in float64, so the bounds are exact too
+        bits = 8 * dtype.itemsize
+        low = -(2.0 ** (bits - 1)) if dtype.kind == "i" else 0.0
+        high = 2.0 ** (bits - 1) if dtype.kind == "i" else 2.0 ** bits
+        shown = f"{int(low)}..{int(high) - 1}"
+    lo, hi = float(values.min()), float(values.max())
+    if lo < low or hi >= high:
+        bad = lo if lo < low else hi
+        raise ConversionError(f"{label}: value {bad:g} is out of range for dtype {dtype.name} "
+                              f"({shown})")
+
+
+def declared_elements(msg: Tensor) -> int:
+    """Elements a Tensor says it carries (shape, else data or values length), without converting."""
+    if len(msg.shape):
+        return math.prod(int(d) for d in msg.shape)
+    if len(msg.data):
+        wire = _WIRE.get(msg.dtype)
+        return len(msg.data) // (wire[0].itemsize if wire is not None else 1)
+    return len(msg.values)
+
+
+def tensors_to_arrays(msgs: Sequence[Tensor], n_inputs: Optional[int] = None,
+                      max_elements: int = DEFAULT_MAX_ELEMENTS, what: str = "request") -> List[np.ndarray]:
+    """The arrays of several Tensors, after checking their number and total size first.
+
+    The count and the declared element counts are checked before any tensor is converted, so
+    a request with millions of tensors or a huge declared shape costs nothing more here.
+
+    Args:
+        msgs: The tensors, e.g. a request's ``inputs``.
+        n_inputs: How many tensors there must be (None: any number).
+        max_elements: Limit on the elements of all tensors together.
+        what: How messages name the tensors' owner ("request", "sample inputs", ...).
+
+    Raises:
+        ConversionError: a wrong number of tensors, too many elements, or a bad tensor.
+    """
+    if n_inputs is not None and len(msgs) != n_inputs:
+        raise ConversionError(f"{what} has {len(msgs)} input tensor(s); the model takes {n_inputs}")
+    total = 0
+    for msg in msgs:
+        total += declared_elements(msg)
+        if total > max_elements:
+            raise ConversionError(f"{what} declares more than {max_elements} elements, the limit "
+                                  "(parameter ~max_elements)")
+    return [tensor_to_array(msg, max_elements) for msg in msgs]
 
 
 def array_to_tensor(array: np.ndarray, name: str = "", use_values: bool = False) -> Tensor:
