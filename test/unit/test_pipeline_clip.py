@@ -188,6 +188,7 @@ def test_results_carry_probabilities_the_last_header_and_window_start() -> None:
     last = results[-1]
     assert isinstance(last, Result) and len(seen) == 2
     assert last.frame.header == f"h{T}" and last.window_start == 7.25
+    assert last.first_header == "h1"  # ROS takes window_start from it, to the nanosecond
     classes = last.outputs["predictions"]
     expected = np.exp(3.0) / np.exp(logits[0].astype(np.float64)).sum()  # softmax, not 3.0
     assert classes.class_ids == [1] and classes.labels == ["b"]
@@ -243,3 +244,24 @@ def test_a_stream_that_falls_behind_drops_frames_restarts_the_window_and_says_so
         assert len(results) == 2
     finally:
         stream.close()
+
+
+def test_the_published_window_start_is_the_first_frames_stamp_to_the_nanosecond() -> None:
+    import rospy
+    from std_msgs.msg import Header
+
+    from ml_bridge.ros.sinks import SinkOptions, prediction_message
+
+    pipeline = ClipPipeline(clip_model())
+    # A real camera stamp: as a float it would come back 48 ns off.
+    stamps = [rospy.Time(1700000000, 300000001 + 33000000 * i) for i in range(T)]
+    state = pipeline.new_state()
+    result = None
+    for i, stamp in enumerate(stamps):
+        frame = Frame(flat(i), stamp.to_sec(), Header(seq=i, stamp=stamp, frame_id="cam"))
+        result = pipeline.run(frame, lambda x: Prediction([np.zeros((1, 3), np.float32)], STAMP,
+                                                          1.0), state)
+    assert result is not None
+    msg = prediction_message(result, result.outputs["predictions"], SinkOptions())
+    assert msg.window_start == stamps[0] and msg.header.stamp == stamps[-1]
+    assert rospy.Time.from_sec(stamps[0].to_sec()) != stamps[0]  # why the header is kept

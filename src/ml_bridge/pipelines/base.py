@@ -82,6 +82,9 @@ class Result:
     raw: List[np.ndarray] = field(default_factory=list)
     window_start: Optional[float] = None
     rows: List[Dict[str, Any]] = field(default_factory=list)
+    #: Clip windows: the first frame's header, passed through untouched like ``frame.header``
+    #: (ROS takes ``window_start`` from its stamp: a float loses nanoseconds of a real stamp).
+    first_header: Any = None
 
     @property
     def model_version(self) -> int:

@@ -14,11 +14,12 @@ previous accepted frame's):
 - a frame whose preprocessing fails empties the window as well, so a clip never skips it.
 
 Once the window holds ``~clip_length`` frames a prediction is due, then one every
-``~clip_stride`` frames. Results carry the last frame (its header) and ``window_start``,
-the first frame's stamp. Scores are probabilities (softmax of logits), as in ``classify``.
+``~clip_stride`` frames. Results carry the last frame (its header), ``window_start`` (the
+first frame's stamp) and ``first_header`` (its header). Scores are probabilities (softmax of
+logits), as in ``classify``.
 """
 from dataclasses import dataclass
-from typing import Any, Dict, FrozenSet, Mapping, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -42,6 +43,7 @@ class ClipState:
 
     ring: np.ndarray
     stamps: np.ndarray
+    headers: List[Any]                  # each frame's header, untouched (not its image)
     head: int = 0
     count: int = 0                      # frames in the window (at most T)
     full: int = 0                       # frames that ended a full window so far
@@ -96,7 +98,8 @@ class ClipPipeline(Pipeline[ClipState]):
     def new_state(self) -> ClipState:
         shape = self.fmt.input_shape()
         assert len(shape) == 4  # a clip format: [C, T, H, W] or [T, H, W, C]
-        return ClipState(np.zeros(shape, np.float32), np.zeros(self.length, np.float64))
+        return ClipState(np.zeros(shape, np.float32), np.zeros(self.length, np.float64),
+                         [None] * self.length)
 
     def restart(self, state: ClipState) -> ClipState:
         """After lost frames: the same buffers and counters, an empty window."""
@@ -132,6 +135,7 @@ class ClipPipeline(Pipeline[ClipState]):
         else:
             state.ring[slot] = pixels
         state.stamps[slot] = stamp
+        state.headers[slot] = frame.header
         state.head = (slot + 1) % self.length
         state.count = min(state.count + 1, self.length)
         state.last_stamp = stamp
@@ -154,14 +158,16 @@ class ClipPipeline(Pipeline[ClipState]):
         clip[self._along_time(0, newer)] = state.ring[self._along_time(oldest, self.length)]
         clip[self._along_time(newer, self.length)] = state.ring[self._along_time(0, oldest)]
         return Request([window], state.last_frame,
-                       {"window_start": float(state.stamps[oldest])})
+                       {"window_start": float(state.stamps[oldest]),
+                        "first_header": state.headers[oldest]})
 
     def postprocess(self, request: Request, prediction: Prediction,
                     wanted: FrozenSet[str]) -> Result:
         classes = classify(prediction)
         return Result(request.frame, prediction.model, prediction.inference_ms,
                       {"predictions": classes}, raw=prediction.outputs,
-                      window_start=request.extra["window_start"], rows=rows_of(classes))
+                      window_start=request.extra["window_start"], rows=rows_of(classes),
+                      first_header=request.extra["first_header"])
 
     def _along_time(self, start: int, stop: int) -> Tuple[slice, ...]:
         """Index of frames ``start:stop`` of a ring or clip (no batch dimension)."""

@@ -8,6 +8,7 @@ converter here with :func:`register`; the node itself does not change.
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Tuple
 
+import genpy
 import numpy as np
 import rospy
 from sensor_msgs.msg import Image
@@ -47,12 +48,18 @@ def _stamp(seconds: float) -> rospy.Time:
     return rospy.Time.from_sec(seconds) if seconds else rospy.Time()
 
 
+def _window_start(result: Result) -> genpy.Time:
+    """The stamp of a clip window's first frame, exactly as it came (zero if not a clip)."""
+    stamp = getattr(result.first_header, "stamp", None)
+    return stamp if isinstance(stamp, genpy.Time) else _stamp(result.window_start or 0.0)
+
+
 def prediction_message(result: Result, classes: Classes, options: SinkOptions) -> Prediction:
     """``~predictions``: classes, scores, labels of the model that ran, the frame's header."""
     msg = Prediction(header=result.frame.header, model_version=result.model_version,
                      class_ids=classes.class_ids, scores=classes.scores, labels=classes.labels,
                      inference_ms=result.inference_ms,
-                     window_start=_stamp(result.window_start or 0.0))
+                     window_start=_window_start(result))
     if options.publish_outputs:
         msg.outputs = arrays_to_tensors(result.raw, result.model.output_names, False)
     return msg
