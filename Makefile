@@ -36,4 +36,5 @@ profile: setup
 	@$(ENV) python -m bench.profile_predict --backend $(or $(BACKEND),torch)
 
 clean:
+	@tools/setup.sh --clean
 	rm -rf build .venv .mypy_cache .ruff_cache .pytest_cache

@@ -1,11 +1,28 @@
 #!/usr/bin/env bash
-# One-command set-up of ml_bridge, idempotent: ROS 1, the .venv, the catkin workspace.
+# One-command set-up of ml_bridge, idempotent: ROS 1, the venv, the catkin workspace.
 # Run by `make setup` (and so by `make demo` / `make test`). A second run with nothing
-# changed takes a few seconds. Everything it creates is git-ignored: .venv/ and build/.
+# changed takes a few seconds. `tools/setup.sh --clean` removes the workspace (`make clean`).
+#
+# What it creates, and where:
+#   .venv/       the virtual environment (git-ignored); ML_BRIDGE_VENV=/path uses another one
+#   the catkin workspace, OUTSIDE the source tree: ${XDG_CACHE_HOME:-~/.cache}/ml_bridge/
+#                ws-<hash of this checkout's path>. A workspace inside the package (build/ws
+#                until now) made every file of the package visible twice once the checkout sits
+#                in a user's own workspace: roslaunch "multiple files named [server.launch]".
+#   build/       env.sh (what a shell sources), catkin_make.log; git-ignored
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
-cd "$repo"
+repo=$(cd "$(dirname "$0")/.." && pwd -P)
 say() { printf '[setup] %s\n' "$*"; }
+venv=$(realpath -m "${ML_BRIDGE_VENV:-$repo/.venv}")
+ws=$(realpath -m "${XDG_CACHE_HOME:-$HOME/.cache}/ml_bridge/ws-$(printf '%s' "$repo" | sha256sum | cut -c1-16)")
+case "$ws/" in "$repo"/*) say "the workspace $ws must be outside the package $repo (set XDG_CACHE_HOME)"; exit 1;; esac
+cd "$repo"
+
+if [ "${1:-}" = "--clean" ]; then
+  say "removing the catkin workspace $ws"
+  rm -rf "$ws"
+  exit 0
+fi
 
 # 1. ROS 1: an installed Noetic, or else Debian's own ROS 1 packages (ros_comm 1.15).
 APT_PACKAGES=(ros-core-dev python3-rospy python3-actionlib python3-actionlib-tools
@@ -35,40 +52,50 @@ fi
 #    with --system-site-packages so rospy, cv_bridge and cv2 stay importable.
 if [ -n "$ros_setup" ]; then base_python=$(bash -c "source $ros_setup >/dev/null; command -v python3")
 else base_python=/usr/bin/python3; fi
-if [ ! -x .venv/bin/python ]; then
-  say "creating .venv from $base_python"
-  "$base_python" -m venv --system-site-packages .venv
+if [ ! -x "$venv/bin/python" ]; then
+  say "creating $venv from $base_python"
+  "$base_python" -m venv --system-site-packages "$venv"
 fi
 req_hash=$(sha256sum requirements.txt | cut -d' ' -f1)
-if [ "$(cat .venv/.requirements.sha256 2>/dev/null)" != "$req_hash" ]; then
-  say "installing requirements.txt into .venv (first time: a few minutes)"
-  .venv/bin/pip install -q -r requirements.txt
-  echo "$req_hash" > .venv/.requirements.sha256
+if [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$req_hash" ]; then
+  say "installing requirements.txt into $venv (first time: a few minutes)"
+  "$venv/bin/pip" install -q -r requirements.txt
+  echo "$req_hash" > "$venv/.requirements.sha256"
 fi
 
-# 3. The catkin workspace build/ws. Its src/ml_bridge holds links to the package's parts, not a
-#    link to the repository, so tools that walk the package (rosrun) never walk .venv or loop.
-pkg=build/ws/src/ml_bridge
-mkdir -p "$pkg"
+# 3. The catkin workspace $ws. Its src/ml_bridge holds links to the package's parts, not a
+#    link to the repository, so tools that walk the package (rosrun, roslaunch) never walk .venv.
+mkdir -p build "$ws/src/ml_bridge"
 for part in package.xml CMakeLists.txt setup.py msg srv action src scripts launch config test bench; do
-  [ -e "$part" ] && ln -sfn "../../../../$part" "$pkg/$part"
+  [ -e "$part" ] && ln -sfn "$repo/$part" "$ws/src/ml_bridge/$part"
 done
-build_hash=$( (cat package.xml CMakeLists.txt setup.py msg/* srv/* action/*; ls scripts test/rostest 2>/dev/null; echo "$ros_setup") | sha256sum | cut -d' ' -f1)
-if [ "$(cat build/.catkin.sha256 2>/dev/null)" != "$build_hash" ] || [ ! -f build/ws/devel/setup.bash ]; then
-  say "building the catkin workspace build/ws"
+build_hash=$( (cat package.xml CMakeLists.txt setup.py msg/* srv/* action/*; ls scripts test/rostest 2>/dev/null
+  echo "$ros_setup $venv") | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$ws/.ml_bridge.sha256" 2>/dev/null)" != "$build_hash" ] || [ ! -f "$ws/devel/setup.bash" ]; then
+  say "building the catkin workspace $ws"
   (
+    # Chain onto ROS only, never onto a workspace the calling shell had sourced (a stale
+    # build/env.sh, the user's own workspace): the dev workspace must not depend on the caller.
+    unset CMAKE_PREFIX_PATH ROS_PACKAGE_PATH PYTHONPATH LD_LIBRARY_PATH PKG_CONFIG_PATH
     [ -n "$ros_setup" ] && source "$ros_setup"
-    cd build/ws && catkin_make -DPYTHON_EXECUTABLE="$repo/.venv/bin/python" -DCATKIN_ENABLE_TESTING=ON >"$repo/build/catkin_make.log" 2>&1
+    cd "$ws" && catkin_make -DPYTHON_EXECUTABLE="$venv/bin/python" -DCATKIN_ENABLE_TESTING=ON >"$repo/build/catkin_make.log" 2>&1
   ) || { tail -40 build/catkin_make.log; say "catkin_make failed (full log: build/catkin_make.log)"; exit 1; }
-  echo "$build_hash" > build/.catkin.sha256
+  echo "$build_hash" > "$ws/.ml_bridge.sha256"
 fi
 
-# 4. build/env.sh: what a shell needs to use the package (`source build/env.sh`).
-cat > build/env.sh <<ENV
+# 4. build/env.sh: what a shell needs to use the package (`source build/env.sh`). Written
+#    aside and renamed, so a shell sourcing it meanwhile never reads half a file.
+cat > build/env.sh.tmp <<ENV
 # Generated by tools/setup.sh: source it to use ml_bridge from this checkout.
+# Catkin workspace: $ws
 ${ros_setup:+source $ros_setup}
-source "$repo/build/ws/devel/setup.bash"
-export PATH="$repo/.venv/bin:\$PATH"
+source "$ws/devel/setup.bash"
+export PATH="$venv/bin:\$PATH"
 export TF_CPP_MIN_LOG_LEVEL=\${TF_CPP_MIN_LOG_LEVEL:-2}
 ENV
+mv -f build/env.sh.tmp build/env.sh
+if [ -e build/ws ]; then  # the in-tree workspace of earlier versions: it alone made the duplicates
+  say "removing build/ws (the workspace now lives in $ws)"
+  rm -rf build/ws build/.catkin.sha256
+fi
 say "ready: source build/env.sh"
