@@ -20,6 +20,8 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable, Deque, Dict, FrozenSet, List, Optional, Tuple
 
 from ml_bridge.core.errors import MLBridgeError
+from ml_bridge.core.model import ModelStamp
+from ml_bridge.core.server import Prediction
 from ml_bridge.pipelines.base import Frame, Pipeline, PredictFn, Request, Result
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,8 @@ class Stream:
     def __init__(self, name: str, pipeline: Pipeline[Any], predict: PredictFn,
                  publish: Callable[[Result], None],
                  wanted: Optional[Callable[[], FrozenSet[str]]] = None,
-                 warn: Optional[Callable[[str], None]] = None, queue_limit: int = 64) -> None:
+                 warn: Optional[Callable[[str], None]] = None, queue_limit: int = 64,
+                 served: Optional[Callable[[], ModelStamp]] = None) -> None:
         """Starts the stream's thread.
 
         Args:
@@ -62,6 +65,8 @@ class Stream:
             wanted: the outputs someone wants now; None: all of the pipeline's outputs.
             warn: receives one line per refused event (the ROS layer throttles it).
             queue_limit: every-frame pipelines: most events waiting before the oldest drops.
+            served: the model served now, named by a result made without a model call (a
+                request without tensors: objects, a frame without detections); None: version 0.
         """
         self.name = name
         self.pipeline = pipeline
@@ -71,6 +76,7 @@ class Stream:
         everything = frozenset(pipeline.outputs)
         self._wanted = wanted or (lambda: everything)
         self._warn = warn or (lambda text: log.warning("%s", text))
+        self._served = served or (lambda: ModelStamp(0))
         self._limit = max(1, queue_limit)
         self._events: Deque[Tuple[str, Any]] = collections.deque()
         self._latest: Optional[Frame] = None
@@ -197,8 +203,11 @@ class Stream:
 
     def _run(self, request: Request, wanted: FrozenSet[str]) -> None:
         try:
-            self.stats.requests += 1
-            prediction = self._predict(request.inputs)
+            if request.inputs:
+                self.stats.requests += 1
+                prediction = self._predict(request.inputs)
+            else:  # nothing for the model (objects: no boxes): a result without a call
+                prediction = Prediction([], self._served(), 0.0)
             result = self.pipeline.postprocess(request, prediction, wanted)
         except MLBridgeError as err:
             self.stats.errors += 1

@@ -1,0 +1,324 @@
+"""The ``objects`` pipeline: a detector's boxes on a frame -> square crops -> one batch -> a
+class per object.
+
+Events of a stream come in two kinds: frames and detections (:class:`Detections`, neutral of
+any message type; :mod:`ml_bridge.ros.detections` decodes them). A detections message is
+matched to the frame with the *same* stamp, compared as integer nanoseconds:
+
+- the stream keeps its last ``~sync_queue`` frames (default 10); detections whose frame is
+  among them are due at once;
+- detections may arrive before their frame (a detector faster than the camera transport):
+  they wait in a pending list (at most ``~sync_queue`` entries) and are due when the frame
+  arrives. A pending entry expires when a later frame arrives first or the list overflows
+  (counted as ``detections_expired``);
+- detections whose frame has already gone (older than the newest frame, not in the ring) are
+  dropped at once (counted as ``detections_unmatched``);
+- detections that carry an image for every box (Detection2D ``source_img``) need no frame:
+  they are due at once, with the detections' own header.
+
+Each box becomes a square crop (:func:`square_crop`); the crops of one frame are resized with
+the shared preprocessing and run as ONE batch, and the results are split back per detection in
+input order. A box that cannot be cut (zero, negative or non-finite size, or entirely outside
+the frame) is refused on its own: it keeps its place in ``objects`` with ``class_id`` -1,
+score 0, an empty label and an empty roi, it is left out of the rule rows, it is counted
+(``objects_refused``) and logged (throttled); the other boxes of the frame are classified as
+usual. A frame whose detections hold no box publishes an empty list without a model call.
+"""
+import collections
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Deque, Dict, FrozenSet, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from ml_bridge.core.errors import InputError
+from ml_bridge.core.model import BackendModel
+from ml_bridge.core.server import Prediction
+from ml_bridge.pipelines.base import Frame, Pipeline, Request, Result, image_format, main_output
+from ml_bridge.pipelines.classify import top_class
+
+log = logging.getLogger(__name__)
+
+#: ``~sync_queue`` default: frames kept per stream for matching (and detections pending).
+DEFAULT_SYNC_QUEUE = 10
+#: Seconds between two log lines about refused boxes of one stream.
+WARN_PERIOD = 10.0
+#: Region of interest: (x_offset, y_offset, width, height) in image pixels.
+Roi = Tuple[int, int, int, int]
+#: The roi of a refused box.
+NO_ROI: Roi = (0, 0, 0, 0)
+# ROI fields are uint32: the bound for a crop given without a frame.
+_UNBOUNDED = (1 << 32) - 1
+
+
+@dataclass(frozen=True)
+class Box:
+    """One detection's box, in pixels of the frame it was detected on."""
+
+    x_center: float
+    y_center: float
+    width: float
+    height: float
+
+
+@dataclass
+class Detections:
+    """One detections message, neutral of its ROS type.
+
+    Attributes:
+        stamp_ns: the stamp of the frame the boxes belong to, in integer nanoseconds.
+        boxes: the boxes in message order (the order of ``objects``).
+        header: published with the result when no frame is needed (every crop given).
+        crops_given: per box, an image of the object supplied with the detection (Detection2D
+            ``source_img``; H x W or H x W x 3 RGB uint8) or None; None: no box has one.
+    """
+
+    stamp_ns: int
+    boxes: List[Box]
+    header: Any = None
+    crops_given: Optional[List[Optional[np.ndarray]]] = None
+
+    def self_contained(self) -> bool:
+        """True when every box brings its own image: no frame is needed."""
+        return bool(self.boxes) and self.crops_given is not None and \
+            all(c is not None for c in self.crops_given)
+
+    def given(self, index: int) -> Optional[np.ndarray]:
+        """The image supplied for box ``index``, or None."""
+        return self.crops_given[index] if self.crops_given is not None else None
+
+
+@dataclass
+class ObjectResult:
+    """One classified (or refused) detection, as ``~objects`` publishes it."""
+
+    detection_index: int
+    roi: Roi                 # the square crop that was classified; NO_ROI when refused
+    class_id: int            # -1: the box was refused
+    score: float             # probability of class_id
+    label: str
+
+
+def square_crop(box: Box, frame_w: int, frame_h: int) -> Roi:
+    """The square crop of ``box``: its shorter side widened to the longer about the centre,
+    then clamped to the frame (so at a border, or for a box larger than the frame, the crop
+    is the part of the square inside the frame).
+
+    Returns:
+        (x0, y0, width, height) in whole pixels.
+
+    Raises:
+        InputError: a size that is zero, negative or not finite, a non-finite centre, or a
+            square entirely outside the frame.
+    """
+    values = (box.x_center, box.y_center, box.width, box.height)
+    if not all(math.isfinite(v) for v in values):
+        raise InputError(f"box {_describe(box)} has a value that is not finite")
+    if not (box.width > 0 and box.height > 0):
+        raise InputError(f"box {_describe(box)} has no area (width and height must be > 0)")
+    side = max(box.width, box.height)
+    x0, x1 = _span(box.x_center, side, frame_w)
+    y0, y1 = _span(box.y_center, side, frame_h)
+    if x1 <= x0 or y1 <= y0:
+        raise InputError(f"box {_describe(box)} lies outside the {frame_w} x {frame_h} frame")
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def _span(center: float, side: float, limit: int) -> Tuple[int, int]:
+    """Whole-pixel [start, stop) of ``side`` about ``center``, clamped to [0, limit]."""
+    start = math.floor(center - side / 2.0 + 0.5)
+    stop = start + max(1, math.floor(side + 0.5))
+    return max(0, start), min(limit, stop)
+
+
+def _describe(box: Box) -> str:
+    return (f"(centre {box.x_center:g}, {box.y_center:g}, size {box.width:g} x "
+            f"{box.height:g})")
+
+
+def stamp_ns(frame: Frame) -> int:
+    """The frame's stamp in integer nanoseconds: exact from a ROS header's secs and nsecs,
+    else from ``frame.stamp`` in seconds."""
+    stamp = getattr(frame.header, "stamp", None)
+    secs, nsecs = getattr(stamp, "secs", None), getattr(stamp, "nsecs", None)
+    if isinstance(secs, int) and isinstance(nsecs, int):
+        return secs * 1_000_000_000 + nsecs
+    return int(round(float(frame.stamp) * 1e9))
+
+
+@dataclass
+class ObjectsState:
+    """One stream's frames, pending detections, due work and counters."""
+
+    frames: "collections.OrderedDict[int, Frame]" = field(default_factory=collections.OrderedDict)
+    pending: Deque[Detections] = field(default_factory=collections.deque)
+    due: Deque[Tuple[Optional[Frame], Detections]] = field(default_factory=collections.deque)
+    newest_ns: Optional[int] = None     # stamp of the newest frame seen
+    unmatched: int = 0                  # detections whose frame had gone when they came
+    expired: int = 0                    # pending detections whose frame never came
+    refused: int = 0                    # boxes that could not be cut (see square_crop)
+    refused_unlogged: int = 0           # refused since the last log line
+    last_log: float = -math.inf         # time.monotonic() of the last log line
+
+
+class ObjectsPipeline(Pipeline[ObjectsState]):
+    """Detections matched to frames by stamp -> square crops -> one batch -> ``~objects``."""
+
+    name = "objects"
+    outputs = ("objects",)
+    keeps_every_frame = True   # any frame may be the one a detections message names
+    every_request = True       # one result per detections message
+    inputs = ("image", "detections")
+
+    def __init__(self, model: BackendModel, params: Optional[Mapping[str, Any]] = None) -> None:
+        """Reads ``~sync_queue`` and the image format (the shared preprocessing).
+
+        Raises:
+            InputError: ``~sync_queue`` is not a whole number >= 1, no image format can be
+                told, or the model's output is not per-class scores [N, C].
+        """
+        super().__init__(model, params)
+        raw = self.params.get("sync_queue")
+        try:
+            self.sync_queue = DEFAULT_SYNC_QUEUE if raw in (None, "") else int(raw)
+        except (TypeError, ValueError) as err:
+            raise InputError(f"~sync_queue must be a whole number of frames, got {raw!r}") from err
+        if self.sync_queue < 1:
+            raise InputError(f"~sync_queue must be >= 1 (frames kept for matching), "
+                             f"got {self.sync_queue}")
+        self.fmt = image_format(model, self.params)
+        if model.outputs and len(model.outputs[0].shape) not in (0, 2):
+            raise InputError(f"the objects pipeline classifies crops and reads scores [N, C], "
+                             f"but {model.describe()} outputs {list(model.outputs[0].shape)}; "
+                             "serve a crop classifier")
+
+    def queue_size(self) -> int:
+        """The image subscriber holds ``~sync_queue`` frames: every frame may be matched."""
+        return self.sync_queue
+
+    def new_state(self) -> ObjectsState:
+        return ObjectsState()
+
+    def restart(self, state: ObjectsState) -> ObjectsState:
+        """After lost events the kept frames still match by stamp: nothing is discarded."""
+        return state
+
+    def counters(self, state: ObjectsState) -> Dict[str, int]:
+        """``detections_unmatched``, ``detections_expired`` and ``objects_refused``."""
+        return {"detections_unmatched": state.unmatched, "detections_expired": state.expired,
+                "objects_refused": state.refused}
+
+    def accept(self, frame: Frame, state: ObjectsState) -> bool:
+        """Keeps the frame; pending detections of its stamp become due, older ones expire."""
+        ns = stamp_ns(frame)
+        state.frames[ns] = frame
+        state.frames.move_to_end(ns)
+        while len(state.frames) > self.sync_queue:
+            state.frames.popitem(last=False)
+        if state.newest_ns is None or ns > state.newest_ns:
+            state.newest_ns = ns
+        waiting: Deque[Detections] = collections.deque()
+        for detections in state.pending:
+            if detections.stamp_ns == ns:
+                state.due.append((frame, detections))
+            elif detections.stamp_ns < ns:  # frames come in order: its frame was lost
+                state.expired += 1
+            else:
+                waiting.append(detections)
+        state.pending = waiting
+        return bool(state.due)
+
+    def accept_detections(self, detections: Any, state: ObjectsState) -> bool:
+        """Matches a :class:`Detections` to its frame, or keeps it pending (module docstring)."""
+        if not isinstance(detections, Detections):
+            raise InputError(f"the objects pipeline takes Detections, got {type(detections).__name__}")
+        if detections.self_contained():
+            state.due.append((None, detections))
+            return True
+        frame = state.frames.get(detections.stamp_ns)
+        if frame is not None:
+            state.due.append((frame, detections))
+        elif state.newest_ns is not None and detections.stamp_ns <= state.newest_ns:
+            state.unmatched += 1  # its frame is older than the ring holds, or never came
+        else:
+            state.pending.append(detections)
+            if len(state.pending) > self.sync_queue:
+                state.pending.popleft()
+                state.expired += 1
+        return bool(state.due)
+
+    def request(self, state: ObjectsState) -> Optional[Request]:
+        """All crops of the oldest due detections as one batch (no tensors: no box to run)."""
+        if not state.due:
+            return None
+        frame, detections = state.due.popleft()
+        crops: List[np.ndarray] = []
+        rois: List[Optional[Roi]] = []
+        refused: List[str] = []
+        for i, box in enumerate(detections.boxes):
+            given = detections.given(i)
+            width, height = (_UNBOUNDED, _UNBOUNDED) if frame is None else \
+                (frame.image.shape[1], frame.image.shape[0])
+            try:
+                roi = square_crop(box, width, height)
+            except InputError as err:
+                if given is None:  # nothing to classify: refused, the rest goes on
+                    rois.append(None)
+                    refused.append(f"detection {i}: {err}")
+                    continue
+                roi = NO_ROI  # its own image is classified; the box tells nothing
+            if given is None:
+                assert frame is not None  # only self-contained detections come without one
+                x0, y0, w, h = roi
+                given = frame.image[y0:y0 + h, x0:x0 + w]
+            crops.append(given)
+            rois.append(roi)
+        if refused:
+            self._log_refused(state, refused)
+        if frame is None:
+            frame = Frame(np.zeros((0, 0), np.uint8), detections.stamp_ns / 1e9, detections.header)
+        inputs = [self.fmt.batch(crops)] if crops else []
+        return Request(inputs, frame, {"rois": rois})
+
+    def postprocess(self, request: Request, prediction: Prediction,
+                    wanted: FrozenSet[str]) -> Result:
+        """Splits the batch back into one :class:`ObjectResult` per detection, in order."""
+        rois: List[Optional[Roi]] = request.extra["rois"]
+        ids: List[int] = []
+        scores: List[float] = []
+        if request.inputs:
+            out = main_output(prediction.outputs, prediction.model.output_names)
+            rows = request.inputs[0].shape[0]
+            if out.ndim != 2 or out.shape[0] != rows:
+                raise InputError(f"the objects pipeline needs scores [N, C] for {rows} crops, "
+                                 f"the model returned {list(out.shape)}; serve a crop classifier")
+            ids, scores = top_class(out, prediction.model.outputs_probabilities)
+        objects: List[ObjectResult] = []
+        rules: List[Dict[str, Any]] = []
+        row = 0
+        for i, roi in enumerate(rois):
+            if roi is None:
+                objects.append(ObjectResult(i, NO_ROI, -1, 0.0, ""))
+                continue
+            label = prediction.model.label(ids[row])
+            objects.append(ObjectResult(i, roi, ids[row], scores[row], label))
+            rules.append({"label": label, "class_id": ids[row], "score": scores[row],
+                          "detection_index": i})
+            row += 1
+        return Result(request.frame, prediction.model, prediction.inference_ms,
+                      {"objects": objects}, raw=prediction.outputs, rows=rules)
+
+    @staticmethod
+    def _log_refused(state: ObjectsState, refused: List[str]) -> None:
+        """Counts refused boxes and logs them at most once per WARN_PERIOD per stream."""
+        state.refused += len(refused)
+        state.refused_unlogged += len(refused)
+        now = time.monotonic()
+        if now - state.last_log < WARN_PERIOD:
+            return
+        log.warning("objects: %d box(es) refused (no crop, class_id -1), e.g. %s",
+                    state.refused_unlogged, refused[0])
+        state.refused_unlogged = 0
+        state.last_log = now
