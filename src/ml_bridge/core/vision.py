@@ -6,7 +6,7 @@ for training (built-in datasets) and for serving (the image pipelines), so the t
 disagree.
 """
 from dataclasses import dataclass, replace
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -126,11 +126,12 @@ class ImageFormat:
                 small = small[:, :, ::-1]
         return normalize(small, self.mean, self.std)
 
-    def batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """Several frames -> float32 [N, C, H, W] or [N, H, W, C]."""
+    def batch(self, images: Union[Sequence[np.ndarray], np.ndarray]) -> np.ndarray:
+        """Several frames (a list, or an [N, H, W(, 3)] array) -> float32 [N, C, H, W] or
+        [N, H, W, C]."""
         return np.stack([self.frame(im) for im in images])
 
-    def clip(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+    def clip(self, frames: Union[Sequence[np.ndarray], np.ndarray]) -> np.ndarray:
         """T frames -> one clip, float32 [C, T, H, W] (channels first) or [T, H, W, C]."""
         stacked = np.stack([self.frame_hwc(f) for f in frames])  # T, H, W, C
         return np.ascontiguousarray(stacked.transpose(3, 0, 1, 2)) if self.channels_first \
