@@ -59,6 +59,10 @@ class _End:
     inode: int
 
 
+class StoreWriteError(DatasetError):
+    """A sample fitted but could not be written: the data root is full, read-only or failing."""
+
+
 class SampleStore:
     """Recorded datasets under ``root``; safe to use from several threads."""
 
@@ -106,7 +110,8 @@ class SampleStore:
         """Appends one sample durably; returns the number of samples now stored.
 
         Raises:
-            DatasetError: invalid name, or the data root cannot be written (full, read-only).
+            DatasetError: invalid name.
+            StoreWriteError: the data root cannot be written (full, read-only).
         """
         path = self.path(name)
         record = _record(inputs, targets)
@@ -152,7 +157,7 @@ class SampleStore:
                 why = f"data_root ({self.root}) is not writable ({os.strerror(err.errno)})"
             else:
                 why = f"cannot write to data_root ({self.root}): {err}"
-            raise DatasetError(f"{why}; the sample was not recorded") from err
+            raise StoreWriteError(f"{why}; the sample was not recorded") from err
 
     def load(self, name: str) -> Dataset:
         """All good samples of ``name`` stacked into a Dataset; damaged records are skipped."""

@@ -5,6 +5,7 @@ fake one; every callback runs with the captured framework context restored. Imag
 through streams (:mod:`ml_bridge.ros.streams`): one per camera, each running the pipeline
 chosen by ``~pipeline`` on a thread of its own.
 """
+import concurrent.futures
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -18,10 +19,11 @@ from ml_bridge.core.context import in_context
 from ml_bridge.core.errors import InputError, MLBridgeError
 from ml_bridge.core.server import ModelServer
 from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS
-from ml_bridge.msg import Sample, TensorSpec
+from ml_bridge.msg import TensorSpec
 from ml_bridge.pipelines import make_pipeline
 from ml_bridge.pipelines.classify import classify
-from ml_bridge.ros.conversions import arrays_to_tensors, tensor_to_array
+from ml_bridge.ros.conversions import arrays_to_tensors, tensors_to_arrays
+from ml_bridge.ros.samples import SampleRecorder
 from ml_bridge.ros.sinks import SinkOptions
 from ml_bridge.ros.stats import Stats
 from ml_bridge.ros.streams import RosStream, camera_names
@@ -60,8 +62,8 @@ class MLBridgeNode:
         self.predict_srv = rospy.Service("~predict", Predict, wrap(self.handle_predict))
         self.info_srv = rospy.Service("~info", GetInfo, wrap(self.handle_info))
         self.streams: List[RosStream] = self._streams() if self.config.image.strip() else []
-        self.samples_sub = rospy.Subscriber("~samples", Sample, wrap(self.handle_sample),
-                                            queue_size=100)
+        self.samples = SampleRecorder(server, self.config.default_dataset, self.config.max_elements)
+        self.samples.start()
         self.updater = diagnostic_updater.Updater()
         self.updater.setHardwareID(f"ml_bridge/{server.model.backend}/{server.model.device}")
         self.updater.add("model", self._diagnose)
@@ -75,7 +77,8 @@ class MLBridgeNode:
         start = time.perf_counter()
         use_values = bool(req.inputs) and all(not len(t.data) and len(t.values) for t in req.inputs)
         try:
-            arrays = [tensor_to_array(t, self.config.max_elements) for t in req.inputs]
+            arrays = tensors_to_arrays(req.inputs, len(self.server.model.inputs),
+                                       self.config.max_elements)  # counts first, then converts
             pred = self.server.predict(arrays, timeout=self.config.timeout)
             classes = classify(pred)
             resp = PredictResponse(True, "", pred.model_version,  # positional: the hot path
@@ -84,6 +87,10 @@ class MLBridgeNode:
                                    classes.class_ids, classes.scores, classes.labels)
         except MLBridgeError as err:
             resp = PredictResponse(success=False, message=str(err), model_version=self.server.version)
+        except concurrent.futures.TimeoutError:
+            resp = PredictResponse(success=False, message=f"the model did not answer within ~timeout "
+                                   f"= {self.config.timeout:g} s (it is busy or stuck)",
+                                   model_version=self.server.version)
         except Exception as err:  # reported to the caller and logged; the node keeps serving
             rospy.logerr("predict failed: %s: %s", type(err).__name__, err)
             resp = PredictResponse(success=False, message=f"internal error: {type(err).__name__}: "
@@ -127,18 +134,6 @@ class MLBridgeNode:
                                      options, self.config.image_buff_size, dets))
         return streams
 
-    def handle_sample(self, msg: Sample) -> None:
-        """Appends a recorded sample durably to its dataset; refuses one that does not fit."""
-        dataset = msg.dataset or self.config.default_dataset
-        try:
-            inputs = [tensor_to_array(t, self.config.max_elements) for t in msg.inputs]
-            targets = [tensor_to_array(t, self.config.max_elements) for t in msg.targets]
-            count = self.server.record(dataset, inputs, targets)
-        except MLBridgeError as err:
-            rospy.logwarn_throttle(5.0, f"sample for '{dataset}' refused: {err}")
-            return
-        rospy.logdebug("dataset '%s' now has %d samples", dataset, count)
-
     # -- diagnostics --------------------------------------------------------------------------
     def _diagnose(self, stat: Any) -> Any:
         info = self.server.info()
@@ -154,11 +149,14 @@ class MLBridgeNode:
             prefix = f"stream {stream.camera or stream.topic}: "  # apart from the node's own keys
             for key, value in stream.stats().items():
                 stat.add(f"{prefix}{key}", str(value))
+        for key, value in self.samples.stats().items():
+            stat.add(key, str(value))
         return stat
 
     def shutdown(self) -> None:
-        """Stops the timer, the streams and the model thread."""
+        """Stops the timer, the streams, the sample writer (after what it holds) and the model thread."""
         self._diag_timer.shutdown()
         for stream in self.streams:
             stream.close()
+        self.samples.close()
         self.server.close()
