@@ -1,0 +1,304 @@
+"""Recordings of rules: a memory ring buffer of the listed topics, and bags written from it.
+
+Every topic a rule records is subscribed as ``rospy.AnyMsg``: messages stay serialized (no
+decoding cost) and are stamped with their **receive time** (``rospy.Time.now()`` on arrival):
+the bag's timeline is when the node received each message, not the header stamps. The last
+``before`` seconds (the longest ``before`` of the rules) are kept in memory, at most
+``~record_buffer_mb`` in all; past that the oldest messages are dropped and counted.
+
+When a rule fires (:meth:`Recorder.trigger`, on a stream's thread) the buffered messages from
+``before`` seconds ahead of the event are handed to the writer thread, and so is every
+message received until the rule's :class:`~ml_bridge.pipelines.schedule.Schedule` says the
+recording is over. The writer thread does all file work, so a stream never waits on a disk.
+One lock orders receive times, matches and ends: a message belongs to a recording exactly
+when its receive time is inside the recording's window.
+
+A topic the node itself subscribes to with its type (the image topic) shares rospy's
+connection with that subscriber, so it arrives decoded; it is serialized again here (a copy of
+the bytes) so the ring holds one form. The recorder passes no queue or buffer size, which in
+rospy would change them for the node's own subscriber of the same topic.
+"""
+import collections
+import io
+import logging
+import math
+import os
+import threading
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Deque, Dict, FrozenSet, List, Optional, Sequence, Tuple
+
+import rospy
+
+from ml_bridge.core.errors import InputError
+from ml_bridge.pipelines.rules import Rule
+from ml_bridge.pipelines.schedule import FIRE, Schedule
+from ml_bridge.ros.bagfile import BagFile, RawMessage, bag_path, set_aside_leftovers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Message:
+    """One received message, serialized, with its receive time (seconds)."""
+
+    topic: str
+    t: float
+    raw: RawMessage
+    header: Dict[str, str]
+
+    @property
+    def size(self) -> int:
+        return len(self.raw[1])
+
+
+def serialized(msg: Any) -> Tuple[RawMessage, Dict[str, str]]:
+    """(type, bytes, md5sum, definition) and the connection header of a received message."""
+    header: Dict[str, str] = getattr(msg, "_connection_header", None) or {}
+    if isinstance(msg, rospy.AnyMsg):
+        return (header["type"], bytes(msg._buff), header["md5sum"],
+                header.get("message_definition", "")), header
+    buff = io.BytesIO()
+    msg.serialize(buff)
+    return (msg._type, buff.getvalue(), msg._md5sum, msg._full_text), header
+
+
+class Ring:
+    """The last ``horizon`` seconds of messages, at most ``limit`` bytes (oldest dropped)."""
+
+    def __init__(self, horizon: float, limit: int) -> None:
+        self.horizon = horizon
+        self.limit = limit
+        self.bytes = 0
+        self.dropped = 0   # messages dropped because of ``limit`` (not of age)
+        self._items: Deque[Message] = collections.deque()
+
+    def add(self, msg: Message) -> None:
+        self._items.append(msg)
+        self.bytes += msg.size
+        while self._items and self._items[0].t < msg.t - self.horizon:
+            self.bytes -= self._items.popleft().size
+        while self.bytes > self.limit:
+            self.bytes -= self._items.popleft().size
+            self.dropped += 1
+
+    def since(self, start: float, topics: FrozenSet[str]) -> List[Message]:
+        """The messages of ``topics`` received at ``start`` or later, oldest first."""
+        return [m for m in self._items if m.t >= start and m.topic in topics]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass
+class Recording:
+    """One open recording: its bag and the messages waiting for the writer."""
+
+    rule: Rule
+    path: str
+    topics: FrozenSet[str]
+    pending: List[Message] = field(default_factory=list)
+    done: bool = False              # the schedule ended it: no more messages
+    bag: Optional[BagFile] = None   # opened by the writer thread
+    failed: bool = False
+
+
+@dataclass
+class RecorderStats:
+    """Counters for diagnostics."""
+
+    buffer_bytes: int = 0
+    buffer_dropped: int = 0     # messages the ring dropped because ~record_buffer_mb was full
+    recordings_started: int = 0
+    recordings_written: int = 0
+    recordings_open: int = 0
+    record_dropped: int = 0     # messages lost for a recording because the writer lagged
+    record_errors: int = 0
+
+    def as_dict(self) -> Dict[str, int]:
+        return {f.name: int(getattr(self, f.name)) for f in fields(self)}
+
+
+class Recorder:
+    """Schedules of every rule, the ring buffer, the subscribers and the writer thread."""
+
+    def __init__(self, rules: Sequence[Rule], record_dir: str, buffer_bytes: int,
+                 clock: Optional[Callable[[], float]] = None,
+                 resolve: Optional[Callable[[str], str]] = None) -> None:
+        """Nothing is subscribed or started before :meth:`start`.
+
+        Args:
+            rules: every rule (those without ``record`` are scheduled here too).
+            record_dir: where bags go (``~`` expanded); created, leftovers set aside.
+            buffer_bytes: the ring buffer's bound (and that of messages waiting to be written).
+            clock: seconds now (default: ROS time, ``rospy.get_time``).
+            resolve: topic name -> global name (default: ``rospy.resolve_name``).
+
+        Raises:
+            InputError: ``record_dir`` cannot be created.
+        """
+        resolve = resolve or rospy.resolve_name
+        self._clock = clock or rospy.get_time
+        self.schedules = {r.name: Schedule(r) for r in rules}
+        self.rule_topics = {r.name: frozenset(resolve(t) for t in r.record.topics)
+                            for r in rules if r.record is not None}
+        self.topics = sorted(set().union(*self.rule_topics.values()))
+        horizon = max([r.record.before for r in rules if r.record is not None] or [0.0])
+        self.ring = Ring(horizon, buffer_bytes)
+        self.limit = buffer_bytes
+        self.record_dir = os.path.abspath(os.path.expanduser(record_dir))
+        self.stats = RecorderStats()
+        self._cond = threading.Condition()
+        self._active: Dict[str, Recording] = {}   # rule name -> its recording, while it takes messages
+        self._open: List[Recording] = []          # recordings the writer has not closed yet
+        self._pending_bytes = 0
+        self._drop_warned = -math.inf  # receive time of the last buffer-full warning
+        self._closing = False
+        self._subscribers: List[rospy.Subscriber] = []
+        self._thread: Optional[threading.Thread] = None
+        if self.rule_topics:
+            try:
+                os.makedirs(self.record_dir, exist_ok=True)
+            except OSError as err:
+                raise InputError(f"cannot create ~record_dir {self.record_dir}: {err}; set "
+                                 "~record_dir to a writable directory") from err
+            for aside in set_aside_leftovers(self.record_dir):
+                log.warning("a recording was left unfinished by a node that did not stop cleanly; "
+                            "renamed to %s (rosbag reindex recovers what it holds)", aside)
+
+    def start(self) -> None:
+        """Subscribes to the recorded topics and starts the writer thread."""
+        if not self.rule_topics:
+            return
+        self._subscribers = [rospy.Subscriber(t, rospy.AnyMsg, self.receive, callback_args=t)
+                             for t in self.topics]
+        self._thread = threading.Thread(target=self._loop, name="ml_bridge-recorder", daemon=True)
+        self._thread.start()
+
+    # -- any thread -------------------------------------------------------------------------------
+    def receive(self, msg: Any, topic: str) -> None:
+        """A message of a recorded topic arrived (a rospy callback)."""
+        raw, header = serialized(msg)  # outside the lock: a decoded message is copied here
+        with self._cond:
+            item = Message(topic, self._clock(), raw, header)
+            dropped = self.ring.dropped
+            self.ring.add(item)
+            if self.ring.dropped > dropped and item.t >= self._drop_warned + 30.0:
+                self._drop_warned = item.t
+                log.warning("recording buffer full (%.0f MB): messages dropped before their "
+                            "time; raise ~record_buffer_mb or shorten the rules' 'before'",
+                            self.limit / (1 << 20))
+            queued = False
+            for name, rec in list(self._active.items()):
+                if topic not in rec.topics or self._ended(name, item.t):
+                    continue
+                if self._pending_bytes + item.size > self.limit:
+                    self.stats.record_dropped += 1
+                    continue
+                rec.pending.append(item)
+                self._pending_bytes += item.size
+                queued = True
+            if queued:
+                self._cond.notify_all()
+
+    def trigger(self, rule: str) -> Optional[str]:
+        """Rule ``rule`` held now. Returns None when it does nothing (cooling down, or its
+        recording goes on), else the bag the event announces ("" when it records nothing)."""
+        with self._cond:
+            now = self._clock()
+            schedule = self.schedules[rule]
+            self._ended(rule, now)
+            if schedule.match(now) != FIRE:
+                return None
+            topics = self.rule_topics.get(rule)
+            if topics is None:
+                return ""
+            path = bag_path(self.record_dir, rule, now, {r.path for r in self._open})
+            rec = Recording(schedule.rule, path, topics, self.ring.since(schedule.window_start, topics))
+            self._pending_bytes += sum(m.size for m in rec.pending)
+            self._active[rule] = rec
+            self._open.append(rec)
+            self.stats.recordings_started += 1
+            self._cond.notify_all()
+            return path
+
+    def _ended(self, rule: str, now: float) -> bool:
+        """Under the lock: True (and the recording handed over to be closed) once it is over."""
+        if rule in self._active and self.schedules[rule].poll(now):
+            self._active.pop(rule).done = True
+            self._cond.notify_all()
+        return rule not in self._active
+
+    def counters(self) -> Dict[str, int]:
+        """The recorder's counters, by name."""
+        with self._cond:
+            self.stats.buffer_bytes = self.ring.bytes
+            self.stats.buffer_dropped = self.ring.dropped
+            self.stats.recordings_open = len(self._open)
+            return self.stats.as_dict()
+
+    def close(self) -> None:
+        """Unsubscribes, ends open recordings now and writes them out (bags complete)."""
+        for sub in self._subscribers:
+            sub.unregister()
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+        with self._cond:
+            now = self._clock()
+            for rule in list(self._active):
+                self.schedules[rule].stop(now)
+                self._active.pop(rule).done = True
+        self.step()
+
+    # -- the writer thread ----------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                if self._closing:
+                    return
+                # With a recording open, wake up often enough to close it on time.
+                self._cond.wait(0.05 if self._open else None)
+            self.step()
+
+    def step(self) -> None:
+        """Writes what is waiting and closes the recordings that are over (writer thread)."""
+        with self._cond:
+            now = self._clock()
+            for rule in list(self._active):
+                self._ended(rule, now)
+            work = [(rec, rec.pending, rec.done) for rec in self._open]
+            for rec in self._open:
+                self._pending_bytes -= sum(m.size for m in rec.pending)
+                rec.pending = []
+            self._open = [rec for rec in self._open if not rec.done]
+        for rec, items, done in work:
+            if not rec.failed:
+                self._write(rec, items, done)
+
+    def _write(self, rec: Recording, items: List[Message], done: bool) -> None:
+        try:
+            if rec.bag is None:
+                rec.bag = BagFile(rec.path)
+            for item in items:
+                rec.bag.write(item.topic, item.t, item.raw, item.header)
+            if not done:
+                return
+            rec.bag.close()
+        except Exception as err:  # a full disk, a bag error: reported, the node goes on
+            rec.failed = True
+            self.stats.record_errors += 1
+            kept = f"what it holds is kept as {rec.bag.abandon()}" if rec.bag is not None else \
+                f"{rec.path} could not be created"
+            log.error("recording of rule '%s' failed (%s: %s); %s", rec.rule.name,
+                      type(err).__name__, err, kept)
+            return
+        self.stats.recordings_written += 1
+        bag = rec.bag
+        if bag.messages == 0:
+            log.warning("rule '%s' wrote %s without messages: are %s published?", rec.rule.name,
+                        bag.path, ", ".join(sorted(rec.topics)))
+        else:
+            log.info("rule '%s' wrote %s: %d messages over %.1f s", rec.rule.name, bag.path,
+                     bag.messages, (bag.last or 0.0) - (bag.first or 0.0))

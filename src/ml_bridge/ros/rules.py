@@ -1,0 +1,107 @@
+"""``~rules`` on the node: every stream result is evaluated, ``~events`` published, bags recorded.
+
+:class:`RosRules` is a stream listener (:class:`~ml_bridge.ros.streams.RosStream` calls it on
+the stream's thread after each result is published). Evaluation is
+:mod:`ml_bridge.pipelines.rules`; when a rule acts is its schedule's business and recording
+is the :class:`~ml_bridge.ros.recorder.Recorder`'s, whose writer thread does the file work.
+"""
+import math
+import threading
+from typing import Any, Dict, FrozenSet, List, Sequence, Tuple
+
+import rospy
+from std_msgs.msg import Header
+
+from ml_bridge.core.errors import InputError
+from ml_bridge.msg import Event
+from ml_bridge.pipelines.base import Result
+from ml_bridge.pipelines.rules import check_cameras, parse_rules
+from ml_bridge.ros.recorder import Recorder
+from ml_bridge.ros.streams import Listener, RosStream
+
+#: The outputs whose computation fills a result's rows (what rules look at).
+ROW_OUTPUTS = ("predictions", "objects")
+
+
+class RosRules:
+    """The node's rules, their ``~events`` publisher and their recorder."""
+
+    def __init__(self, rules: Any, record_dir: str, record_buffer_mb: Any,
+                 cameras: Sequence[str]) -> None:
+        """Validates the rules; subscribes to nothing before :meth:`start`.
+
+        Args:
+            rules: the ``~rules`` parameter as read (a list of dicts, or empty).
+            record_dir: ``~record_dir``.
+            record_buffer_mb: ``~record_buffer_mb``: the ring buffer's bound, in MiB.
+            cameras: the node's camera names ("" for a single camera; none without ``~image``).
+
+        Raises:
+            InputError: an invalid rule (named, with the field), ``~record_buffer_mb`` that is
+                not a positive number, or a ``~record_dir`` that cannot be created.
+        """
+        self.rules = parse_rules(rules)
+        check_cameras(self.rules, cameras)
+        mb = record_buffer_mb
+        if isinstance(mb, bool) or not isinstance(mb, (int, float)) or not math.isfinite(mb) or mb <= 0:
+            raise InputError(f"~record_buffer_mb must be a number of megabytes > 0, got {mb!r}")
+        self.recorder = Recorder(self.rules, record_dir, int(mb * (1 << 20)))
+        self.events = rospy.Publisher("~events", Event, queue_size=100) if self.rules else None
+        self.matches = 0   # results a rule held on (fired, extended or cooling down)
+        self.fired = 0     # events published
+        self._lock = threading.Lock()
+        if self.rules and not cameras:
+            rospy.logwarn("~rules are set but ~image is empty: no stream produces results, so "
+                          "no rule can fire")
+
+    def for_camera(self, camera: str, outputs: Sequence[str]) -> Tuple[List[Listener], FrozenSet[str]]:
+        """The listeners and ``listens_to`` for the stream of ``camera`` whose pipeline
+        publishes ``outputs``: the outputs that carry rows are computed even unsubscribed."""
+        if not any(rule.applies_to(camera) for rule in self.rules):
+            return [], frozenset()
+        rows = [name for name in outputs if name in ROW_OUTPUTS] or list(outputs[:1])
+        return [self.on_result], frozenset(rows)
+
+    def start(self) -> None:
+        """Subscribes to the recorded topics: after the streams' subscribers (see recorder)."""
+        self.recorder.start()
+
+    def on_result(self, stream: RosStream, result: Result) -> None:
+        """Evaluates every rule of the stream's camera on ``result`` (the stream's thread)."""
+        for rule in self.rules:
+            if not rule.applies_to(stream.camera):
+                continue
+            match = rule.match(result)
+            if match is None:
+                continue
+            bag = self.recorder.trigger(rule.name)
+            with self._lock:
+                self.matches += 1
+                self.fired += int(bag is not None)
+            if bag is None or self.events is None:
+                continue
+            header = result.frame.header if result.frame.header is not None else Header()
+            self.events.publish(Event(header=header, rule=rule.name, bag=bag,
+                                      keys=list(match.keys), values=list(match.values)))
+            looked = ", ".join(f"{k}={v}" for k, v in zip(match.keys, match.values))
+            rospy.loginfo("rule '%s' fired on %s (%s)%s", rule.name, stream.camera or stream.topic,
+                          looked, f"; recording {bag}" if bag else "")
+
+    def counters(self) -> Dict[str, int]:
+        """Counters for diagnostics (empty without rules)."""
+        if not self.rules:
+            return {}
+        with self._lock:
+            counters = {"rules": len(self.rules), "matches": self.matches, "events": self.fired}
+        if self.recorder.rule_topics:
+            counters.update(self.recorder.counters())
+        return counters
+
+    @property
+    def buffer_dropped(self) -> int:
+        """Messages the ring buffer dropped because it was full."""
+        return self.recorder.ring.dropped
+
+    def close(self) -> None:
+        """Ends open recordings now and writes them out complete."""
+        self.recorder.close()
