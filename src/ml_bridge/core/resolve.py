@@ -2,6 +2,11 @@
 import os
 from typing import Optional
 
+# Imported for their side effect: each registers its built-in image datasets. (ruff reports
+# only the last import of a package's submodules as unused, so only that one needs the noqa.)
+import ml_bridge.core.synthetic
+import ml_bridge.core.synthetic_crops
+import ml_bridge.core.synthetic_motion  # noqa: F401
 from ml_bridge.core.datasets import BUILTIN_DATASETS, FILE_LOADERS, Dataset, resolve_under
 from ml_bridge.core.errors import DatasetError
 from ml_bridge.core.samples import SampleStore
