@@ -1,5 +1,5 @@
 """The ``~train`` action: actionlib's SimpleActionServer over ModelServer.fit."""
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import actionlib
 import rospy
@@ -7,6 +7,7 @@ import rospy
 from ml_bridge.core.context import in_context
 from ml_bridge.core.errors import MLBridgeError
 from ml_bridge.core.server import ModelServer
+from ml_bridge.core.tensorboard_log import TensorBoardLog, run_name
 from ml_bridge.core.training import Callback
 from ml_bridge.msg import TrainAction, TrainFeedback, TrainGoal, TrainResult
 
@@ -33,8 +34,13 @@ class _Feedback(Callback):
 class TrainActionServer:
     """Trains on goals; a cancel or a new goal stops the running one within a batch."""
 
-    def __init__(self, model_server: ModelServer, name: str = "~train") -> None:
+    def __init__(self, model_server: ModelServer, name: str = "~train",
+                 tensorboard_dir: Optional[str] = None) -> None:
+        """``tensorboard_dir``: where each goal writes a TensorBoard run ("" = off, None =
+        the ``~tensorboard_dir`` parameter)."""
         self.model_server = model_server
+        self.tensorboard_dir = (str(rospy.get_param("~tensorboard_dir", "")) if tensorboard_dir is None
+                                else tensorboard_dir)
         execute = in_context(model_server.context)(self._execute)
         # auto_start=False and start() last: the callback's collaborators exist before a goal.
         self.server = actionlib.SimpleActionServer(rospy.resolve_name(name), TrainAction,
@@ -50,13 +56,17 @@ class TrainActionServer:
     def _execute(self, goal: TrainGoal) -> None:
         ms = self.model_server
         rospy.loginfo("train goal: %d epochs on '%s'", goal.epochs, goal.dataset)
+        callbacks: List[Callback] = [_Feedback(self.server, int(goal.epochs))]
+        board: Optional[TensorBoardLog] = None
         try:
+            if self.tensorboard_dir:  # one run per goal, named by the version it trains
+                board = TensorBoardLog(self.tensorboard_dir, run_name(ms.model.source, ms.version + 1))
+                callbacks.append(board)
             result = ms.fit(goal.dataset, epochs=int(goal.epochs), batch_size=int(goal.batch_size),
                             learning_rate=float(goal.learning_rate),
                             validation_split=float(goal.validation_split),
                             keep_partial=bool(goal.keep_partial),
-                            callbacks=[_Feedback(self.server, int(goal.epochs))],
-                            should_stop=self._should_stop)
+                            callbacks=callbacks, should_stop=self._should_stop)
         except MLBridgeError as err:
             rospy.logwarn("train goal aborted: %s", err)
             self.server.set_aborted(TrainResult(model_version=ms.version, message=str(err)),
@@ -68,6 +78,11 @@ class TrainActionServer:
             self.server.set_aborted(TrainResult(model_version=ms.version, message=message),
                                     text=message)
             return
+        finally:
+            if board is not None:
+                board.close()
+        if board is not None and board.path:
+            rospy.loginfo("train goal: TensorBoard run %s", board.path)
         loss, names, values = metric_lists(result.logs)
         msg = TrainResult(epochs_completed=result.epochs_completed, loss=loss, metric_names=names,
                           metric_values=values, model_version=result.model_version,
