@@ -89,7 +89,7 @@ def _from_bundle(built: Any, source: str, device: str, options: ModelOptions,
                                else probabilities),
         preprocess_image=bundle.preprocess_image, loss=bundle.loss,
         optimizer=bundle.optimizer, metrics=bundle.metrics, batch_size=bundle.batch_size,
-        learning_rate=bundle.learning_rate, rebuild=rebuild)
+        learning_rate=bundle.learning_rate, rebuild=rebuild, image_format=bundle.image_format)
 
 
 def _from_path(path: str, device: str, options: ModelOptions) -> BackendModel:

@@ -19,6 +19,7 @@ from ml_bridge.core.errors import (
 from ml_bridge.core.model import BackendModel, ImagePreprocess
 from ml_bridge.core.spec import TensorSpec, validate_inputs
 from ml_bridge.core.training import Callback, FitResult, TrainConfig
+from ml_bridge.core.vision import ImageFormat
 
 from . import trainer
 from .core import capture
@@ -42,7 +43,8 @@ class KerasModel(BackendModel):
                  preprocess_image: Optional[ImagePreprocess] = None, loss: Any = None,
                  optimizer: Any = None, metrics: Sequence[Any] = (), batch_size: int = 32,
                  learning_rate: float = 1e-3, rebuild: Optional[Callable[[], Any]] = None,
-                 specs: Optional[Sequence[List[TensorSpec]]] = None) -> None:
+                 specs: Optional[Sequence[List[TensorSpec]]] = None,
+                 image_format: Optional[ImageFormat] = None) -> None:
         """Wraps ``model``; build it, and call this, inside ``tf.device(device)``.
 
         Args:
@@ -61,6 +63,8 @@ class KerasModel(BackendModel):
             rebuild: returns a fresh model of the same architecture (used by :meth:`clone`
                 when ``keras.models.clone_model`` cannot copy a subclassed model).
             specs: (inputs, outputs) when already known (clones), to skip probing.
+            image_format: what a vision model takes per frame (pipelines and the built-in
+                image datasets use it); None for models that take no images.
 
         Raises:
             ModelLoadError: not a Keras 3 model, or its input shapes cannot be told.
@@ -85,6 +89,7 @@ class KerasModel(BackendModel):
         self.default_batch_size = int(batch_size)
         self.default_learning_rate = float(learning_rate)
         self._rebuild = rebuild
+        self.image_format = image_format
         if specs is None:
             self.inputs = _input_specs(model, source)
             self._call = self._compile_call()
@@ -138,7 +143,7 @@ class KerasModel(BackendModel):
         return KerasModel(copy, self.source, self.device, self.labels, self.outputs_probabilities,
                           self.preprocess_image, self.loss, self.optimizer, self.metrics,
                           self.default_batch_size, self.default_learning_rate, self._rebuild,
-                          specs=(self.inputs, self.outputs))
+                          specs=(self.inputs, self.outputs), image_format=self.image_format)
 
     def fit(self, train: Dataset, validation: Optional[Dataset], config: TrainConfig,
             callbacks: Callback, native_callbacks: Sequence[Any] = ()) -> FitResult:
