@@ -6,14 +6,14 @@ A pipeline's output is published on the topic of the same name under its stream'
 converter here with :func:`register`; the node itself does not change.
 """
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import genpy
 import numpy as np
 import rospy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, RegionOfInterest
 
-from ml_bridge.msg import Prediction
+from ml_bridge.msg import ObjectPrediction, ObjectPredictions, Prediction
 from ml_bridge.pipelines.base import Classes, Result
 from ml_bridge.ros.conversions import ConversionError, array_to_image, arrays_to_tensors
 
@@ -109,6 +109,21 @@ def overlay_message(result: Result, overlay: np.ndarray, _options: SinkOptions) 
                              result.frame.header)
 
 
+def objects_message(result: Result, objects: List[Any], _options: SinkOptions) -> ObjectPredictions:
+    """``~objects``: one entry per detection in input order (a pipelines.objects.ObjectResult
+    each), the frame's header, the model that ran; an empty list for a frame without boxes."""
+    entries = [ObjectPrediction(RegionOfInterest(x_offset=o.roi[0], y_offset=o.roi[1],
+                                                 width=o.roi[2], height=o.roi[3]),
+                                o.detection_index, o.class_id, o.score, o.label)
+               for o in objects]
+    msg = ObjectPredictions(model_version=result.model_version, objects=entries,
+                            inference_ms=result.inference_ms)
+    if result.frame.header is not None:
+        msg.header = result.frame.header
+    return msg
+
+
 register("predictions", Prediction, prediction_message)
 register("mask", Image, mask_message)
 register("overlay", Image, overlay_message)
+register("objects", ObjectPredictions, objects_message)

@@ -5,17 +5,21 @@ turns each message into a :class:`~ml_bridge.pipelines.base.Frame` and pushes it
 :class:`~ml_bridge.pipelines.stream.Stream`, which runs the pipeline on a thread of its own
 and publishes every result through the sinks of :mod:`ml_bridge.ros.sinks`, header copied.
 """
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional, Sequence
 
 import rospy
 from sensor_msgs.msg import Image
 
 from ml_bridge.core.errors import InputError, MLBridgeError
+from ml_bridge.core.model import ModelStamp
 from ml_bridge.core.server import ModelServer, Prediction
 from ml_bridge.pipelines.base import Frame, Pipeline, Result
 from ml_bridge.pipelines.stream import Stream
 from ml_bridge.ros import sinks
 from ml_bridge.ros.conversions import image_to_array
+
+if TYPE_CHECKING:
+    from ml_bridge.ros.detections import DetectionsSubscriber
 
 #: Called with (stream, result) after a result is published: rules and recorders listen here.
 Listener = Callable[["RosStream", Result], None]
@@ -83,16 +87,17 @@ class RosStream:
         self.stream = Stream(camera or topic, pipeline,
                              lambda inputs: self._predict(server, inputs, timeout),
                              self._publish, self.wanted, self._warn,
-                             queue_limit=max(64, pipeline.queue_size() * 2))
+                             queue_limit=max(64, pipeline.queue_size() * 2),
+                             served=lambda: ModelStamp.of(server.model, server.version))
         self.image_sub = rospy.Subscriber(topic, Image, self._on_image,
                                           queue_size=pipeline.queue_size(), buff_size=buff_size,
                                           tcp_nodelay=True)
-        self.detections_sub: Optional[rospy.Subscriber] = None
+        self.detections_sub: Optional[DetectionsSubscriber] = None
         if "detections" in pipeline.inputs:
-            from ml_bridge.ros.detections import DetectionsSubscriber
+            from ml_bridge.ros import detections  # imported only for pipelines that take them
 
-            self.detections_sub = DetectionsSubscriber(detections_topic, self.stream.push_detections,
-                                                       self._warn)
+            self.detections_sub = detections.DetectionsSubscriber(
+                detections_topic, self.stream.push_detections, self._warn)
 
     @staticmethod
     def _predict(server: ModelServer, inputs: List[Any], timeout: float) -> Prediction:
@@ -131,6 +136,8 @@ class RosStream:
         """The stream's counters, for diagnostics."""
         counters = self.stream.counters()
         counters.update({f"published_{name}": n for name, n in self.published.items()})
+        if self.detections_sub is not None:
+            counters.update(self.detections_sub.counters())
         return counters
 
     def close(self) -> None:
