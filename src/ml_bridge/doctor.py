@@ -7,8 +7,13 @@ is ``FAIL``.
 Each check is a function ``(Env) -> Result``. Modules are imported through ``Env.importer``,
 so a test can hand in a fake one (numpy 2, a cv2 whose import raises) without touching the
 real interpreter; imports are cached per Env, so the checks share them.
+
+While a check runs, file descriptor 2 goes to /dev/null: TensorFlow's C++ logging (absl,
+oneDNN, CUDA probing) writes there directly, whatever TF_CPP_MIN_LOG_LEVEL says, and would
+land between the report's lines. What a check finds reaches the report through its Result.
 """
 import argparse
+import contextlib
 import http.client
 import importlib
 import os
@@ -17,7 +22,7 @@ import time
 import xml.etree.ElementTree as ET
 import xmlrpc.client
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 #: Words in an import error that mean "built against another numpy ABI".
@@ -309,6 +314,31 @@ CHECKS: List[Check] = [check_ros, check_python, check_actionlib, check_cv_bridge
                        check_torch, check_tensorflow, check_backends, check_messages, check_master]
 
 
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Points file descriptor 2 at /dev/null for the block, then restores it.
+
+    Native libraries log to the descriptor, not to ``sys.stderr``, so only this silences them.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no descriptor 2 (a daemon): nothing to silence
+        yield
+        return
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 2)
+        finally:
+            os.close(null)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def run_checks(env: Optional[Env] = None, checks: Optional[Sequence[Check]] = None,
                on_result: Optional[Callable[[Result], None]] = None) -> List[Result]:
     """Runs ``checks`` (default: CHECKS) against ``env`` (default: this interpreter).
@@ -319,7 +349,8 @@ def run_checks(env: Optional[Env] = None, checks: Optional[Sequence[Check]] = No
     results = []
     for check in checks if checks is not None else CHECKS:
         try:
-            result = check(env)
+            with native_stderr_silenced():
+                result = check(env)
         except Exception as err:  # a defect of the doctor itself: reported, and it fails the run
             result = Result(FAIL, getattr(check, "__name__", "check"), f"the check itself raised "
                             f"{_err(err)}", "please report this with the output of doctor")
