@@ -3,7 +3,8 @@
 A recording is written to ``<name>.bag.active`` and renamed to ``<name>.bag`` once closed
 (and synced), so a file with the final name is always a complete, indexed bag. A node killed
 while writing leaves the ``.active`` file; the next start-up renames it aside to
-``<name>.bag.unfinished`` with a warning (``rosbag reindex`` recovers what it holds).
+``<name>.bag.unfinished`` with a warning (``rosbag reindex`` recovers what reached the
+disk).
 
 A writer holds an exclusive ``flock`` on its ``.active`` file while it writes: a node
 starting up in the same directory leaves a live recording of another node alone. The lock

@@ -23,6 +23,7 @@ from ml_bridge.msg import TensorSpec
 from ml_bridge.pipelines import make_pipeline
 from ml_bridge.pipelines.classify import classify
 from ml_bridge.ros.conversions import arrays_to_tensors, tensors_to_arrays
+from ml_bridge.ros.rules import RosRules
 from ml_bridge.ros.samples import SampleRecorder
 from ml_bridge.ros.sinks import SinkOptions
 from ml_bridge.ros.stats import Stats
@@ -49,6 +50,9 @@ class NodeConfig:
     default_dataset: str = "recorded"   # dataset of Samples whose `dataset` is ""
     max_elements: int = DEFAULT_MAX_ELEMENTS
     timeout: float = 30.0               # seconds a predict call may wait for the model
+    rules: Any = field(default_factory=list)  # ~rules as read; validated by RosRules
+    record_dir: str = "~/.ros/ml_bridge/recordings"  # where rules' bags go
+    record_buffer_mb: float = 256.0     # bound of the rules' pre-event ring buffer, all topics
 
 
 class MLBridgeNode:
@@ -61,7 +65,12 @@ class MLBridgeNode:
         wrap = in_context(server.context)
         self.predict_srv = rospy.Service("~predict", Predict, wrap(self.handle_predict))
         self.info_srv = rospy.Service("~info", GetInfo, wrap(self.handle_info))
+        # Rules are validated first (an invalid one stops start-up); their recorder subscribes
+        # after the streams: rospy shares a topic's connection and the first type wins.
+        self.rules = RosRules(self.config.rules, self.config.record_dir,
+                              self.config.record_buffer_mb, camera_names(self.config.image.split()))
         self.streams: List[RosStream] = self._streams() if self.config.image.strip() else []
+        self.rules.start()
         self.samples = SampleRecorder(server, self.config.default_dataset, self.config.max_elements)
         self.samples.start()
         self.updater = diagnostic_updater.Updater()
@@ -130,8 +139,10 @@ class MLBridgeNode:
             dets = detections[i] if len(detections) == len(topics) else (
                 f"{camera}/{detections[0]}" if camera and not detections[0].startswith("/")
                 else detections[0])
+            listeners, listens_to = self.rules.for_camera(camera, pipeline.outputs)
             streams.append(RosStream(topic, camera, pipeline, self.server, self.config.timeout,
-                                     options, self.config.image_buff_size, dets))
+                                     options, self.config.image_buff_size, dets, listeners,
+                                     listens_to))
         return streams
 
     # -- diagnostics --------------------------------------------------------------------------
@@ -151,6 +162,11 @@ class MLBridgeNode:
                 stat.add(f"{prefix}{key}", str(value))
         for key, value in self.samples.stats().items():
             stat.add(key, str(value))
+        for key, value in self.rules.counters().items():
+            stat.add(f"rules: {key}", str(value))
+        if self.rules.buffer_dropped:
+            stat.mergeSummary(DiagnosticStatus.WARN, "recording buffer full: messages dropped, "
+                              "raise ~record_buffer_mb")
         return stat
 
     def shutdown(self) -> None:
@@ -158,5 +174,6 @@ class MLBridgeNode:
         self._diag_timer.shutdown()
         for stream in self.streams:
             stream.close()
+        self.rules.close()  # open recordings end now and are written out complete
         self.samples.close()
         self.server.close()

@@ -163,7 +163,10 @@ def node_config() -> NodeConfig:
         publish_outputs=bool_param("publish_outputs", default.publish_outputs),
         default_dataset=dataset,
         max_elements=int_param("max_elements", default.max_elements, 1),
-        timeout=float_param("timeout", default.timeout, 0.0, "seconds"))
+        timeout=float_param("timeout", default.timeout, 0.0, "seconds"),
+        rules=_get("rules", default.rules),  # checked rule by rule when the node is built
+        record_dir=str_param("record_dir", default.record_dir) or default.record_dir,
+        record_buffer_mb=float_param("record_buffer_mb", default.record_buffer_mb, 0.0, "MiB"))
 
 
 class RosoutHandler(logging.Handler):

@@ -163,7 +163,7 @@ class Recorder:
                                  "~record_dir to a writable directory") from err
             for aside in set_aside_leftovers(self.record_dir):
                 log.warning("a recording was left unfinished by a node that did not stop cleanly; "
-                            "renamed to %s (rosbag reindex recovers what it holds)", aside)
+                            "renamed to %s (rosbag reindex recovers what reached the disk)", aside)
 
     def start(self) -> None:
         """Subscribes to the recorded topics and starts the writer thread."""
