@@ -35,9 +35,11 @@ def node(tmp_path: Path) -> Iterator[Dict[str, str]]:
         stop(launch)
 
 
-@pytest.mark.parametrize("publisher_queue", [BURST, 100])
 def test_a_burst_from_one_publisher_is_stored_completely_and_in_order(
-        node: Dict[str, str], tmp_path: Path, publisher_queue: int) -> None:
+        node: Dict[str, str], tmp_path: Path) -> None:
+    # The publisher's own queue holds the burst: what a smaller one discards when the machine
+    # is busy is lost before it is sent, where no subscriber can see it.
+    publisher_queue = BURST
     burst = subprocess.run([sys.executable, str(HERE / "sample_burst.py"), str(BURST),
                             str(publisher_queue)], env=node, capture_output=True, timeout=120)
     out = burst.stdout.decode().strip().splitlines()
