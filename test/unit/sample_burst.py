@@ -57,7 +57,7 @@ def main() -> int:
 
     with changed:
         complete = changed.wait_for(accounted, 20.0)
-        result = dict(latest)
+        result: Dict[str, object] = dict(latest)
     result.update(complete=complete, publish_s=round(published, 3),
                   total_s=round(time.monotonic() - start, 3))
     print(json.dumps(result))
