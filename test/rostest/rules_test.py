@@ -154,7 +154,7 @@ class RulesTest(unittest.TestCase):
             preds.close()
             pub.unregister()
 
-    def test_2_a_killed_recording_leaves_no_bag_and_the_next_start_sets_it_aside(self) -> None:
+    def test_2_killed_leaves_no_bag_next_start_sets_it_aside_a_clean_stop_completes_it(self) -> None:
         name, camera = "rules_kill", "/kill_cam/image_raw"
         record_dir = os.path.join(self.workdir, "kill_recordings")
         shutil.rmtree(record_dir, ignore_errors=True)
@@ -193,13 +193,27 @@ class RulesTest(unittest.TestCase):
 
         proc = start("kill_2.log")
         aside = event.bag + ".unfinished"
+        events = Inbox(f"/{name}/events", Event)
         try:
             self.assertTrue(wait_until(lambda: os.path.exists(aside), 180), os.listdir(record_dir))
             rospy.wait_for_service(f"/{name}/info", timeout=180)  # it started all the same
+            # A clean stop (SIGINT) while recording: the bag is closed complete under its name.
+            deadline = time.monotonic() + 60
+            while not events.wait_for(lambda m: True, 0.2) and time.monotonic() < deadline:
+                pub.publish(frame(255, rospy.Time.now()))
+            second = events.wait_for(lambda m: True, 0)
+            self.assertIsNotNone(second, "the rule never fired after the restart")
+            assert second is not None
+            self.assertTrue(wait_until(lambda: os.path.exists(second.bag + ".active"), 30))
         finally:
             stop(proc)
+            events.close()
             pub.unregister()
-        self.assertEqual(os.listdir(record_dir), [os.path.basename(aside)])
+        self.assertEqual(sorted(os.listdir(record_dir)),
+                         sorted([os.path.basename(aside), os.path.basename(second.bag)]))
+        with rosbag.Bag(second.bag) as bag:
+            self.assertEqual(bag.get_type_and_topic_info().topics[camera].msg_type,
+                             "sensor_msgs/Image")
         with open(os.path.join(self.workdir, "kill_2.log"), errors="replace") as log:
             self.assertIn("did not stop cleanly", log.read())
 

@@ -66,11 +66,11 @@ class MLBridgeNode:
         self.predict_srv = rospy.Service("~predict", Predict, wrap(self.handle_predict))
         self.info_srv = rospy.Service("~info", GetInfo, wrap(self.handle_info))
         # Rules are validated first (an invalid one stops start-up); their recorder subscribes
-        # after the streams: rospy shares a topic's connection and the first type wins.
+        # after every typed subscriber of the node: rospy shares a topic's connection within a
+        # process and the first subscriber's type wins (the recorder takes either form).
         self.rules = RosRules(self.config.rules, self.config.record_dir,
                               self.config.record_buffer_mb, camera_names(self.config.image.split()))
         self.streams: List[RosStream] = self._streams() if self.config.image.strip() else []
-        self.rules.start()
         self.samples = SampleRecorder(server, self.config.default_dataset, self.config.max_elements)
         self.samples.start()
         self.updater = diagnostic_updater.Updater()
@@ -79,6 +79,7 @@ class MLBridgeNode:
         self._diag_timer = rospy.Timer(rospy.Duration(1.0), lambda _: self.updater.update())
         self.train = TrainActionServer(server)
         self.train.start()  # last: everything its callback uses exists now
+        self.rules.start()
 
     # -- services -----------------------------------------------------------------------------
     def handle_predict(self, req: PredictRequest) -> PredictResponse:
