@@ -143,7 +143,7 @@ class MLBridgeNode:
             listeners, listens_to = self.rules.for_camera(camera, pipeline.outputs)
             streams.append(RosStream(topic, camera, pipeline, self.server, self.config.timeout,
                                      options, self.config.image_buff_size, dets, listeners,
-                                     listens_to))
+                                     listens_to, self.config.queue_size))
         return streams
 
     # -- diagnostics --------------------------------------------------------------------------

@@ -55,7 +55,7 @@ class RosStream:
     def __init__(self, topic: str, camera: str, pipeline: Pipeline[Any], server: ModelServer,
                  timeout: float, options: sinks.SinkOptions, buff_size: int,
                  detections_topic: str = "", listeners: Sequence[Listener] = (),
-                 listens_to: FrozenSet[str] = frozenset()) -> None:
+                 listens_to: FrozenSet[str] = frozenset(), queue_size: int = 1) -> None:
         """Publishes the pipeline's outputs under ``~<camera>/`` (``~`` when camera is "").
 
         Args:
@@ -69,6 +69,8 @@ class RosStream:
             detections_topic: the detections topic (pipelines that take detections).
             listeners: called after each result is published (rules).
             listens_to: outputs the listeners need even when nobody subscribes.
+            queue_size: the image subscriber's queue (``~queue_size``); the pipeline may need
+                more (a clip window, the frames detections are matched against).
         """
         self.topic = topic
         self.camera = camera
@@ -90,7 +92,8 @@ class RosStream:
                              queue_limit=max(64, pipeline.queue_size() * 2),
                              served=lambda: ModelStamp.of(server.model, server.version))
         self.image_sub = rospy.Subscriber(topic, Image, self._on_image,
-                                          queue_size=pipeline.queue_size(), buff_size=buff_size,
+                                          queue_size=max(queue_size, pipeline.queue_size()),
+                                          buff_size=buff_size,
                                           tcp_nodelay=True)
         self.detections_sub: Optional[DetectionsSubscriber] = None
         if "detections" in pipeline.inputs:
