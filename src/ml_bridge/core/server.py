@@ -34,7 +34,7 @@ from ml_bridge.core.training import (
     TrainConfig,
     TrainResult,
 )
-from ml_bridge.core.worker import ModelWorker, WorkerResult
+from ml_bridge.core.worker import ModelWorker, WorkerResult, runs_inline
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +73,15 @@ class ModelServer:
 
     def __init__(self, model: BackendModel, context: Context, max_batch: int = 1,
                  checkpoint_dir: str = "", data_root: str = "",
-                 max_elements: int = DEFAULT_MAX_ELEMENTS, keep_checkpoints: int = 5) -> None:
+                 max_elements: int = DEFAULT_MAX_ELEMENTS, keep_checkpoints: int = 5,
+                 model_thread: str = "auto") -> None:
         """Takes a loaded model and the context captured on the thread that loaded it.
 
         If ``checkpoint_dir`` holds checkpoints of this model, the newest one that loads
         cleanly is served, with its version. After each save, checkpoints older than the
-        newest ``keep_checkpoints`` are deleted (0 keeps all).
+        newest ``keep_checkpoints`` are deleted (0 keeps all). ``model_thread`` (auto, always,
+        never): whether :meth:`predict` may run on the caller's thread when the model is idle
+        (:func:`ml_bridge.core.worker.runs_inline`; auto: yes for CPU models).
         """
         self.context = context
         self.max_elements = max_elements
@@ -87,7 +90,8 @@ class ModelServer:
         self._served: Tuple[BackendModel, ModelStamp] = (model, ModelStamp.of(model, 1))
         self._train_lock = threading.Lock()
         self._training = False
-        self.worker = ModelWorker(context, self._run, max_batch=max_batch)
+        self.worker = ModelWorker(context, self._run, max_batch=max_batch,
+                                  inline=runs_inline(model_thread, model.device))
         self.checkpoints = (CheckpointStore(checkpoint_dir, model.source, model.checkpoint_suffix,
                                             keep=keep_checkpoints)
                             if checkpoint_dir else None)
@@ -143,13 +147,19 @@ class ModelServer:
         return wait
 
     def predict(self, inputs: Sequence[np.ndarray], timeout: Optional[float] = None) -> Prediction:
-        """Runs the model on ``inputs`` (batch first) on the model thread; any thread may call.
+        """Runs the model on ``inputs`` (batch first); any thread may call.
+
+        When the model is idle and ``model_thread`` allows it, the call runs on this thread
+        (context restored); otherwise it waits on the model thread, micro-batched with
+        concurrent requests, for at most ``timeout`` seconds.
 
         Raises:
             InputError: the inputs do not fit the model's input specs.
             ModelCallError: the framework raised while running the model.
         """
-        return self.predict_async(inputs)(timeout)
+        model = self.model
+        arrays = validate_inputs([np.asarray(a) for a in inputs], model.inputs, self.max_elements)
+        return self._finish(self.worker.run(arrays, timeout))
 
     def predict_image(self, image: np.ndarray, timeout: Optional[float] = None) -> Prediction:
         """Runs the model's image preprocessing (gray H x W or RGB H x W x 3, uint8), then predict."""

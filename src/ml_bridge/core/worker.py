@@ -1,10 +1,17 @@
-"""The model thread: every model call, from any caller thread, runs here, one at a time.
+"""The model thread: model calls run one at a time, with the captured context restored.
 
 GPU frameworks want one model driven from one thread, never concurrently. Callers get a
 :class:`concurrent.futures.Future`; errors come back through it. Concurrent predict requests
 whose inputs agree in everything but the batch dimension are concatenated into one call of at
 most ``max_batch`` rows (dynamic micro-batching: only what is already waiting is batched, so
 an idle server adds no latency) and the outputs are split back.
+
+With ``inline`` (CPU models, see ``~model_thread``), :meth:`ModelWorker.run` skips the hand-off
+when it can: if the model is idle and nothing is queued, the call runs on the caller's thread,
+with the context restored there, while the model counts as busy. Everything else still goes
+through the queue: a request that finds the model busy waits there and is batched with the
+others on the model thread, and jobs (clone, swap) run on the model thread between two calls.
+Either way at most one model call runs at any time.
 """
 import collections
 import logging
@@ -17,12 +24,14 @@ from typing import Any, Callable, Deque, List, Optional, Tuple, TypeVar, Union
 import numpy as np
 
 from ml_bridge.core.context import Context
-from ml_bridge.core.errors import MLBridgeError, ModelCallError
+from ml_bridge.core.errors import InputError, MLBridgeError, ModelCallError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: Values of ``~model_thread``: where a request runs when the model is idle.
+MODEL_THREAD_MODES = ("auto", "always", "never")
 #: Runs the served model on validated inputs: returns (outputs, what served them), the
-#: latter read on the model thread with the outputs (ModelServer passes a ModelStamp).
+#: latter read with the outputs, during the call (ModelServer passes a ModelStamp).
 PredictFn = Callable[[List[np.ndarray]], Tuple[List[np.ndarray], Any]]
 
 
@@ -50,22 +59,49 @@ class _Job:
     future: "Future[Any]"
 
 
+#: What a model-thread turn delivers once the model is free again: (future, result, error).
+_Delivery = Tuple["Future[Any]", Any, Optional[BaseException]]
+
+
+def runs_inline(model_thread: str, device: str) -> bool:
+    """Whether a request that finds the model idle runs on the caller's thread.
+
+    ``always``: no, every call goes through the model thread. ``never``: yes, on any device.
+    ``auto``: yes for CPU models (the hand-off costs more than a small model's call, and CPU
+    frameworks keep no per-thread state the context does not restore); no on a GPU, whose
+    streams and per-thread handles were not measured safe to drive from many threads.
+
+    Raises:
+        InputError: ``model_thread`` is not one of MODEL_THREAD_MODES.
+    """
+    mode = (model_thread or "auto").strip().lower()
+    if mode not in MODEL_THREAD_MODES:
+        raise InputError(f"~model_thread must be one of {', '.join(MODEL_THREAD_MODES)}, got "
+                         f"'{model_thread}' (auto: on the caller's thread for CPU models)")
+    if mode == "auto":
+        return "cpu" in (device or "cpu").lower()
+    return mode == "never"
+
+
 class WorkerStopped(MLBridgeError):
     """The model thread has been stopped; no more calls are accepted."""
 
 
 class ModelWorker:
-    """One thread that runs model calls with the captured context restored."""
+    """One thread that runs model calls with the captured context restored (and, with
+    ``inline``, callers that find the model idle run their call themselves)."""
 
     def __init__(self, context: Context, predict_fn: PredictFn, max_batch: int = 1,
-                 name: str = "ml_bridge-model") -> None:
+                 name: str = "ml_bridge-model", inline: bool = False) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.context = context
         self.max_batch = max_batch
+        self.inline = inline
         self._predict_fn = predict_fn
         self._queue: Deque[Union[_Predict, _Job]] = collections.deque()
         self._cond = threading.Condition()
+        self._busy = False  # a model call or job is running (model thread or inline caller)
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
@@ -74,6 +110,33 @@ class ModelWorker:
     def thread(self) -> threading.Thread:
         """The model thread."""
         return self._thread
+
+    @property
+    def queued(self) -> int:
+        """Requests and jobs waiting for the model thread now."""
+        return len(self._queue)
+
+    def run(self, inputs: List[np.ndarray], timeout: Optional[float] = None) -> WorkerResult:
+        """Runs a predict call on validated inputs and returns its result.
+
+        Inline and the model idle with nothing queued: on this thread, now. Otherwise queued
+        (and micro-batched) like :meth:`predict`, waiting at most ``timeout`` seconds.
+
+        Raises:
+            WorkerStopped: the worker is closed.
+            MLBridgeError: the model call failed (ModelCallError wraps framework errors).
+            concurrent.futures.TimeoutError: a queued call did not finish within ``timeout``.
+        """
+        if self.inline:
+            with self._cond:
+                if self._closed:
+                    raise WorkerStopped("the model thread has stopped (node shutting down)")
+                idle = not self._busy and not self._queue
+                if idle:
+                    self._busy = True
+            if idle:
+                return self._run_here(inputs)
+        return self.predict(inputs).result(timeout)
 
     def predict(self, inputs: List[np.ndarray]) -> "Future[WorkerResult]":
         """Queues a predict call on validated inputs (batch dimension first)."""
@@ -104,13 +167,41 @@ class ModelWorker:
             self._queue.append(item)
             self._cond.notify()
 
+    def _release(self) -> None:
+        """The model is free again; the model thread may take what waits."""
+        with self._cond:
+            self._busy = False
+            if self._queue:
+                self._cond.notify()
+
+    # -- the caller's thread (inline) -------------------------------------------------------------
+    def _run_here(self, inputs: List[np.ndarray]) -> WorkerResult:
+        """One call on this thread; the model is already marked busy for it."""
+        result: Optional[WorkerResult] = None
+        try:
+            with self.context:
+                result = WorkerResult(*self._call(inputs))
+        except MLBridgeError:
+            raise
+        except Exception as err:  # entering or leaving the context failed
+            failure = _context_failure(err)
+            if result is None:
+                raise failure from err
+            log.error("%s", failure)  # the call was answered; leaving the context failed
+        finally:
+            self._release()
+        assert result is not None  # every other way out of the try raised
+        return result
+
+    # -- the model thread ---------------------------------------------------------------------------
     def _take(self) -> Optional[List[Union[_Predict, _Job]]]:
         with self._cond:
-            while not self._queue:
-                if self._closed:
+            while not self._queue or self._busy:
+                if self._closed and not self._queue:
                     return None
                 self._cond.wait()
             first = self._queue.popleft()
+            self._busy = True
             if not isinstance(first, _Predict) or self.max_batch == 1 or first.rows == 0:
                 return [first]
             batch: List[Union[_Predict, _Job]] = [first]
@@ -130,29 +221,36 @@ class ModelWorker:
                 return
             live = [b for b in batch if b.future.set_running_or_notify_cancel()]
             if not live:
+                self._release()
                 continue
+            deliveries: List[_Delivery] = []
             try:
                 with self.context:
                     if isinstance(live[0], _Job):
-                        self._run_job(live[0])  # type: ignore[arg-type]
+                        deliveries = self._run_job(live[0])  # type: ignore[arg-type]
                     else:
-                        self._run_predict(live)  # type: ignore[arg-type]
+                        deliveries = self._run_predict(live)  # type: ignore[arg-type]
             except Exception as err:  # a context that fails must not kill the thread and hang every caller
-                failure = ModelCallError(f"restoring or leaving the framework context failed: "
-                                         f"{type(err).__name__}: {err}")
-                failure.__cause__ = err
-                pending = [item for item in live if not item.future.done()]
-                for item in pending:
-                    item.future.set_exception(failure)
-                if not pending:  # the calls were answered; leaving the context failed
+                failure = _context_failure(err)
+                if not deliveries:
+                    deliveries = [(item.future, None, failure) for item in live]
+                else:  # the calls were answered; leaving the context failed
                     log.error("%s", failure)
+            finally:
+                self._release()
+            # Answered once the model is free: a caller woken here may run its next call inline.
+            for future, value, error in deliveries:
+                if error is None:
+                    future.set_result(value)
+                else:
+                    future.set_exception(error)
 
     @staticmethod
-    def _run_job(job: _Job) -> None:
+    def _run_job(job: _Job) -> List[_Delivery]:
         try:
-            job.future.set_result(job.fn())
+            return [(job.future, job.fn(), None)]
         except BaseException as err:  # delivered to the caller, who decides
-            job.future.set_exception(err)
+            return [(job.future, None, err)]
 
     def _call(self, inputs: List[np.ndarray]) -> Tuple[List[np.ndarray], Any, float]:
         start = time.perf_counter()
@@ -164,7 +262,7 @@ class ModelWorker:
             raise ModelCallError(f"the model raised {type(err).__name__}: {err}") from err
         return outputs, version, (time.perf_counter() - start) * 1000.0
 
-    def _run_predict(self, batch: List[_Predict]) -> None:
+    def _run_predict(self, batch: List[_Predict]) -> List[_Delivery]:
         if len(batch) > 1:
             joined = [np.concatenate(parts) for parts in zip(*(b.inputs for b in batch))]
             total = sum(b.rows for b in batch)
@@ -173,16 +271,26 @@ class ModelWorker:
             except MLBridgeError:
                 outputs = []  # retried one by one below, so one bad request fails alone
             if outputs and all(o.ndim > 0 and o.shape[0] == total for o in outputs):
+                out: List[_Delivery] = []
                 start = 0
                 for b in batch:
                     part = [o[start:start + b.rows] for o in outputs]
-                    b.future.set_result(WorkerResult(part, version, ms, len(batch)))
+                    out.append((b.future, WorkerResult(part, version, ms, len(batch)), None))
                     start += b.rows
-                return
+                return out
+        out = []
         for b in batch:
             try:
                 outputs, version, ms = self._call(b.inputs)
             except MLBridgeError as err:
-                b.future.set_exception(err)
+                out.append((b.future, None, err))
                 continue
-            b.future.set_result(WorkerResult(outputs, version, ms))
+            out.append((b.future, WorkerResult(outputs, version, ms), None))
+        return out
+
+
+def _context_failure(err: BaseException) -> ModelCallError:
+    failure = ModelCallError(f"restoring or leaving the framework context failed: "
+                             f"{type(err).__name__}: {err}")
+    failure.__cause__ = err
+    return failure

@@ -16,6 +16,7 @@ from ml_bridge.core.errors import DatasetError, MLBridgeError
 from ml_bridge.core.model import ModelOptions
 from ml_bridge.core.server import ModelServer
 from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS
+from ml_bridge.core.worker import MODEL_THREAD_MODES
 from ml_bridge.ros.node import MLBridgeNode, NodeConfig
 
 #: Default of ``~keep_checkpoints``: checkpoints of the served model kept after each save.
@@ -129,7 +130,11 @@ def load_server() -> ModelServer:
                   data_root=str_param("data_root", ""),
                   max_elements=int_param("max_elements", DEFAULT_MAX_ELEMENTS, 1),
                   keep_checkpoints=int_param("keep_checkpoints", KEEP_CHECKPOINTS, 0,
-                                             "0 = keep all"))
+                                             "0 = keep all"),
+                  model_thread=str_param("model_thread", "auto").strip().lower())
+    if kwargs["model_thread"] not in MODEL_THREAD_MODES:
+        raise _bad("model_thread", "auto, always or never (auto: on the caller's thread for "
+                   "CPU models)", _get("model_thread", "auto"))
     return ModelServer.load(backend, model, options, **kwargs)
 
 

@@ -1,0 +1,348 @@
+"""The inline path of ModelWorker (``~model_thread``): a request that finds the model idle runs
+on the caller's thread, with the context restored, and never beside another model call.
+"""
+import threading
+import time
+from types import TracebackType
+from typing import Any, Callable, List, Optional, Tuple, Type
+
+import numpy as np
+import pytest
+
+from ml_bridge.core.context import Context
+from ml_bridge.core.errors import InputError, ModelCallError
+from ml_bridge.core.model import ModelOptions
+from ml_bridge.core.server import ModelServer
+from ml_bridge.core.worker import ModelWorker, WorkerStopped, runs_inline
+
+TIMEOUT = 10.0
+
+
+class DepthContext(Context):
+    """Counts, per thread, how deep it is entered: a stand-in for a framework's state."""
+
+    def __init__(self, fail_once: bool = False) -> None:
+        self._local = threading.local()
+        self.fail_once = fail_once
+
+    @property
+    def depth(self) -> int:
+        return getattr(self._local, "depth", 0)
+
+    def __enter__(self) -> "DepthContext":
+        if self.fail_once:
+            self.fail_once = False
+            raise RuntimeError("cannot restore device")
+        self._local.depth = self.depth + 1
+        return self
+
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        self._local.depth -= 1
+
+
+class Model:
+    """predict_fn double: y = 2x + 1, recording each call's thread, rows and context depth;
+    can hold its first call; notes any call that starts while another is running."""
+
+    def __init__(self, context: Optional[DepthContext] = None, hold_first: bool = False) -> None:
+        self.context = context
+        self.calls: List[Tuple[str, int, int]] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.active = 0
+        self.overlaps = 0
+        self._lock = threading.Lock()
+        if not hold_first:
+            self.release.set()
+
+    def __call__(self, inputs: List[np.ndarray]) -> Tuple[List[np.ndarray], int]:
+        with self._lock:
+            self.overlaps += int(self.active > 0)
+            self.active += 1
+        try:
+            depth = self.context.depth if self.context is not None else 0
+            self.calls.append((threading.current_thread().name, int(inputs[0].shape[0]), depth))
+            self.entered.set()
+            assert self.release.wait(TIMEOUT)
+            if (inputs[0] < 0).any():
+                raise ValueError("negative input")
+            return [inputs[0] * 2 + 1], 7
+        finally:
+            with self._lock:
+                self.active -= 1
+
+
+def rows(n: int, start: float = 0.0) -> List[np.ndarray]:
+    return [np.arange(start, start + 3 * n, dtype=np.float32).reshape(n, 3)]
+
+
+def on_thread(fn: Callable[[], Any], name: str = "caller") -> Any:
+    """Runs ``fn`` on a fresh thread named ``name``; returns its result or raises its error."""
+    out: List[Any] = []
+    errors: List[BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except BaseException as err:
+            errors.append(err)
+
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    thread.join(TIMEOUT)
+    if errors:
+        raise errors[0]
+    return out[0]
+
+
+def wait_queued(worker: ModelWorker, count: int) -> None:
+    """Waits until ``count`` items wait in the worker's queue (polls a condition)."""
+    deadline = time.monotonic() + TIMEOUT
+    while worker.queued < count:
+        assert time.monotonic() < deadline, f"{worker.queued} queued, waited for {count}"
+        time.sleep(0.001)
+
+
+def test_an_idle_model_runs_the_call_on_the_callers_thread_with_the_context_entered() -> None:
+    ctx = DepthContext()
+    model = Model(ctx)
+    worker = ModelWorker(ctx, model, inline=True, name="model-thread")
+    try:
+        result = on_thread(lambda: worker.run(rows(2)), name="caller")
+        np.testing.assert_array_equal(result.outputs[0], rows(2)[0] * 2 + 1)
+        assert result.served == 7 and result.batched_with == 1
+        assert model.calls[-1] == ("caller", 2, 1)  # the caller's thread, context entered
+        # negative control: the same call on a fresh thread without the worker sees no context
+        on_thread(lambda: model(rows(1)), name="bare")
+        assert model.calls[-1] == ("bare", 1, 0)
+    finally:
+        worker.close()
+    queued = ModelWorker(ctx, model, inline=False, name="model-thread")
+    try:
+        on_thread(lambda: queued.run(rows(1)))
+        assert model.calls[-1] == ("model-thread", 1, 1)  # without inline: the model thread
+    finally:
+        queued.close()
+
+
+def test_a_call_that_finds_the_model_busy_is_queued_and_batched_never_run_beside() -> None:
+    model = Model(hold_first=True)
+    worker = ModelWorker(Context(), model, max_batch=8, inline=True, name="model-thread")
+    results: List[Any] = [None] * 4
+
+    def caller(i: int) -> None:
+        results[i] = worker.run(rows(1, 10 * i), TIMEOUT)
+
+    first = threading.Thread(target=caller, args=(0,), name="inline")
+    first.start()
+    assert model.entered.wait(TIMEOUT)  # the first call holds the model, on its own thread
+    others = [threading.Thread(target=caller, args=(i,)) for i in range(1, 4)]
+    for t in others:
+        t.start()
+    wait_queued(worker, 3)
+    model.release.set()
+    for t in [first, *others]:
+        t.join(TIMEOUT)
+    worker.close()
+    assert model.overlaps == 0
+    assert [c[:2] for c in model.calls] == [("inline", 1), ("model-thread", 3)]
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(result.outputs[0], rows(1, 10 * i)[0] * 2 + 1)
+    assert [r.batched_with for r in results] == [1, 3, 3, 3]
+
+
+def test_a_job_queued_during_an_inline_call_runs_after_it() -> None:
+    model = Model(hold_first=True)
+    worker = ModelWorker(Context(), model, inline=True)
+    caller = threading.Thread(target=lambda: worker.run(rows(1)))
+    caller.start()
+    assert model.entered.wait(TIMEOUT)
+    job = worker.submit(lambda: (model.active, len(model.calls)))  # e.g. a swap
+    wait_queued(worker, 1)
+    later = worker.predict(rows(1, 5))  # queued behind the job
+    model.release.set()
+    caller.join(TIMEOUT)
+    assert job.result(TIMEOUT) == (0, 1)  # no model call running, the inline one finished
+    assert later.result(TIMEOUT).outputs[0][0, 0] == 11
+    assert model.overlaps == 0
+    worker.close()
+
+
+def test_a_call_that_arrives_while_a_job_runs_waits_for_it() -> None:
+    model = Model()
+    worker = ModelWorker(Context(), model, inline=True, name="model-thread")
+    running, gate = threading.Event(), threading.Event()
+
+    def hold() -> bool:  # e.g. a clone or a swap
+        running.set()
+        return gate.wait(TIMEOUT)
+
+    job = worker.submit(hold)
+    assert running.wait(TIMEOUT)
+    box: List[Any] = []
+    caller = threading.Thread(target=lambda: box.append(worker.run(rows(1), TIMEOUT)))
+    caller.start()
+    wait_queued(worker, 1)  # it queued instead of running beside the job
+    assert not model.calls
+    gate.set()
+    caller.join(TIMEOUT)
+    assert job.result(TIMEOUT) is True
+    assert model.calls == [("model-thread", 1, 0)] and box[0].outputs[0][0, 0] == 1
+    worker.close()
+
+
+class Scale:
+    """A BackendModel stand-in for ModelServer: y = scale * x, labels and version by swap."""
+
+    backend = "fake"
+    source = "scale"
+    device = "cpu"
+    checkpoint_suffix = ".npz"
+    is_classifier = True
+    outputs_probabilities = False
+    preprocess_image = None
+    image_format = None
+
+    def __init__(self, scale: float, labels: List[str], hold: Optional[Model] = None) -> None:
+        from ml_bridge.core.spec import TensorSpec
+
+        self.scale = scale
+        self.labels = labels
+        self.hold = hold
+        self.inputs = [TensorSpec("x", "float32", (-1, 2))]
+        self.outputs = [TensorSpec("y", "float32", (-1, 2))]
+
+    def predict(self, inputs: List[np.ndarray]) -> List[np.ndarray]:
+        if self.hold is not None:
+            self.hold(inputs)  # records the call and holds the first one
+        return [inputs[0] * self.scale]
+
+
+def test_a_swap_never_lands_inside_an_inline_call_and_results_carry_the_model_that_ran() -> None:
+    gate = Model(hold_first=True)
+    server = ModelServer(Scale(1.0, ["a", "b"], gate), Context(), max_batch=8)  # type: ignore[arg-type]
+    assert server.worker.inline  # auto, on a CPU model
+    replacement = Scale(3.0, ["c", "d"])
+    try:
+        x = np.ones((1, 2), np.float32)
+        box: List[Any] = []
+        caller = threading.Thread(target=lambda: box.append(server.predict([x], TIMEOUT)))
+        caller.start()
+        assert gate.entered.wait(TIMEOUT)
+        swapped = server.worker.submit(lambda: (gate.active, server._swap(replacement, 7)))  # type: ignore[arg-type]
+        wait_queued(server.worker, 1)
+        gate.release.set()
+        caller.join(TIMEOUT)
+        assert swapped.result(TIMEOUT) == (0, 7)  # the swap ran between two calls
+        ran = box[0]
+        assert ran.model_version == 1 and ran.model.labels == ("a", "b")
+        np.testing.assert_array_equal(ran.outputs[0], x)
+        after = server.predict([x], TIMEOUT)
+        assert after.model_version == 7 and after.model.labels == ("c", "d")
+        np.testing.assert_array_equal(after.outputs[0], 3 * x)
+    finally:
+        server.close()
+
+
+def test_errors_on_the_inline_path_reach_the_caller_and_free_the_model() -> None:
+    worker = ModelWorker(Context(), Model(), inline=True)
+    with pytest.raises(ModelCallError, match="ValueError: negative input"):
+        worker.run([-np.ones((1, 3), np.float32)])
+    assert worker.run(rows(1)).outputs[0][0, 0] == 1  # the model is free again
+    worker.close()
+    with pytest.raises(WorkerStopped, match="stopped"):
+        worker.run(rows(1))
+
+    broken = ModelWorker(DepthContext(fail_once=True), Model(), inline=True)
+    with pytest.raises(ModelCallError, match="restoring or leaving the framework context failed"):
+        broken.run(rows(1))
+    assert broken.run(rows(1)).outputs[0][0, 0] == 1
+    broken.close()
+
+
+@pytest.mark.parametrize("mode, device, inline", [
+    ("auto", "cpu", True), ("auto", "/CPU:0", True), ("auto", "cuda:0", False),
+    ("auto", "/GPU:0", False), ("always", "cpu", False), ("never", "cuda:0", True),
+    ("", "cpu", True), (" Always ", "cpu", False)])
+def test_model_thread_modes(mode: str, device: str, inline: bool) -> None:
+    assert runs_inline(mode, device) is inline
+
+
+def test_an_unknown_model_thread_mode_names_the_valid_ones() -> None:
+    with pytest.raises(InputError, match="~model_thread must be one of auto, always, never"):
+        runs_inline("sometimes", "cpu")
+
+
+def test_model_thread_always_keeps_every_call_on_the_model_thread() -> None:
+    gate = Model()
+    server = ModelServer(Scale(1.0, ["a", "b"], gate), Context(),  # type: ignore[arg-type]
+                         model_thread="always")
+    try:
+        on_thread(lambda: server.predict([np.ones((1, 2), np.float32)]), name="caller")
+        assert gate.calls[-1][0] == server.worker.thread.name
+    finally:
+        server.close()
+
+
+# -- real frameworks ---------------------------------------------------------------------------
+def _torch_state() -> Tuple[Context, Callable[[], Any], Any]:
+    import torch
+
+    from ml_bridge.backends.torch.core import TorchContext
+
+    torch.set_grad_enabled(False)
+    try:
+        ctx = TorchContext.capture("cpu")
+    finally:
+        torch.set_grad_enabled(True)
+    return ctx, torch.is_grad_enabled, False
+
+
+def _tf_state() -> Tuple[Context, Callable[[], Any], Any]:
+    import keras
+
+    from ml_bridge.backends.tensorflow.core import capture
+
+    def capture_mixed() -> Context:
+        keras.config.set_dtype_policy("mixed_float16")  # per thread: set on a helper thread
+        try:
+            return capture()
+        finally:
+            keras.config.set_dtype_policy("float32")
+
+    return on_thread(capture_mixed), lambda: keras.config.dtype_policy().name, "mixed_float16"
+
+
+@pytest.mark.parametrize("backend", ["torch", "tensorflow"])
+def test_the_framework_context_is_restored_on_the_inline_path(backend: str) -> None:
+    ctx, probe, captured = _torch_state() if backend == "torch" else _tf_state()
+    default = on_thread(probe)
+    assert default != captured  # negative control: a fresh thread has the framework's default
+    worker = ModelWorker(ctx, lambda xs: ([xs[0]], (threading.current_thread().name, probe())),
+                         inline=True)
+    try:
+        assert on_thread(lambda: worker.run(rows(1)).served, name="caller") == ("caller", captured)
+        assert on_thread(probe) == default  # and nothing leaked onto later threads
+    finally:
+        worker.close()
+
+
+@pytest.mark.parametrize("backend", ["torch", "tensorflow"])
+def test_inline_results_equal_the_model_threads_bit_for_bit(backend: str) -> None:
+    from ml_bridge.core import registry
+    from ml_bridge.core.datasets import digits
+
+    model = registry.load(backend).load_model("digits_mlp", ModelOptions())
+    x = digits(heldout=True).inputs[0][:5]
+    inline = ModelServer(model, model.capture_context(), model_thread="auto")
+    queued = ModelServer(model, model.capture_context(), model_thread="always")
+    try:
+        assert inline.worker.inline and not queued.worker.inline
+        got = on_thread(lambda: inline.predict([x], TIMEOUT))
+        want = on_thread(lambda: queued.predict([x], TIMEOUT))
+        np.testing.assert_array_equal(got.outputs[0], want.outputs[0])
+        assert got.model_version == want.model_version == 1
+    finally:
+        inline.close()
+        queued.close()
