@@ -8,10 +8,15 @@ every array comes from a fixed seed: nothing is downloaded and every run sees th
 The drawing functions are public so other datasets (crops of single shapes) and the synthetic
 camera reuse exactly the look the segmentation model is trained on.
 """
+import functools
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from ml_bridge.core.datasets import BUILTIN_DATASETS, Dataset
+from ml_bridge.core.errors import DatasetError
+from ml_bridge.core.vision import ImageFormat, resize
 
 #: Class ids of the ``shapes`` masks: the index of each label.
 SHAPE_LABELS = ["background", "circle", "square", "triangle"]
@@ -26,7 +31,7 @@ TRAIN_SEED = 20240611
 HELDOUT_SEED = 99170531
 
 #: Shape sizes relative to the shorter image side.
-MIN_SIZE, MAX_SIZE = 0.22, 0.5
+MIN_SIZE, MAX_SIZE = 0.25, 0.5
 #: Sub-pixel precision of OpenCV's drawing (fixed-point bits).
 _SHIFT = 4
 
@@ -62,13 +67,13 @@ def shape_points(kind: int, center: Tuple[float, float], size: float,
     """Corners (float x, y) of a square or triangle of ``size`` about ``center``.
 
     A square's side is ``size``; a triangle is equilateral with its corners on a circle of
-    diameter ``size * 1.15`` (so its area is close to a circle's of diameter ``size``).
+    diameter ``size * 1.4`` (so its area is near that of a circle of diameter ``size``).
     ``angle`` is in radians.
     """
     if kind == SQUARE:
         radius, corners, start = size / math.sqrt(2.0), 4, math.pi / 4
     elif kind == TRIANGLE:
-        radius, corners, start = size * 0.575, 3, -math.pi / 2
+        radius, corners, start = size * 0.7, 3, -math.pi / 2
     else:
         raise ValueError(f"shape kind {kind} has no corners (use {SQUARE} or {TRIANGLE})")
     phis = start + angle + np.arange(corners) * (2 * math.pi / corners)
@@ -76,7 +81,8 @@ def shape_points(kind: int, center: Tuple[float, float], size: float,
 
 
 def draw_shape(image: np.ndarray, mask: Optional[np.ndarray], kind: int,
-               center: Tuple[float, float], size: float, color: Sequence[float],
+               center: Tuple[float, float], size: float,
+               color: Union[Sequence[float], np.ndarray],
                angle: float = 0.0) -> None:
     """Draws a filled shape into ``image`` and writes ``kind`` into ``mask`` (if given).
 
@@ -121,7 +127,10 @@ def contrasting_color(rng: np.random.Generator, behind: np.ndarray,
 
 def render_scene(rng: np.random.Generator, height: int, width: int,
                  max_shapes: int = 3) -> Tuple[np.ndarray, np.ndarray]:
-    """A scene of 1..``max_shapes`` shapes (any kinds, possibly overlapping).
+    """A scene of 1..``max_shapes`` shapes of random kinds, sizes, colours and rotations.
+
+    Shapes may overlap a little and reach over the border a little, as objects do in a
+    camera's view, but each keeps most of its outline visible (so its class can be told).
 
     Returns:
         (image uint8 H x W x 3 RGB, mask uint8 H x W of class ids 0..3).
@@ -129,13 +138,146 @@ def render_scene(rng: np.random.Generator, height: int, width: int,
     image = textured_background(rng, height, width)
     mask = np.zeros((height, width), np.uint8)
     side = min(height, width)
+    placed: List[Tuple[float, float, float]] = []
     for _ in range(int(rng.integers(1, max_shapes + 1))):
         kind = int(rng.integers(1, 4))
         size = rng.uniform(MIN_SIZE, MAX_SIZE) * side
-        # Centres may sit close to the border: shapes are sometimes cut off, as in a camera.
-        x = rng.uniform(size * 0.3, width - size * 0.3)
-        y = rng.uniform(size * 0.3, height - size * 0.3)
+        for _attempt in range(10):
+            x = rng.uniform(size * 0.4, width - size * 0.4)
+            y = rng.uniform(size * 0.4, height - size * 0.4)
+            if all(math.hypot(x - px, y - py) >= 0.4 * (size + ps) for px, py, ps in placed):
+                break
+        else:
+            continue  # no room left: fewer shapes
+        placed.append((x, y, size))
         behind = image[int(y), int(x)].astype(np.float64)
         color = contrasting_color(rng, behind)
         draw_shape(image, mask, kind, (x, y), size, color, rng.uniform(0, 2 * math.pi))
     return image, mask
+
+
+def _training_scene(rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+    """One 64 x 64 training scene; half are drawn on a larger canvas of another aspect ratio
+    and squeezed to 64 x 64, as a camera frame is by the pipeline (4:3 frames make circles
+    slightly oval), so the model segments squeezed frames as well as square ones."""
+    if rng.random() < 0.5:
+        return render_scene(rng, SIZE, SIZE)
+    height = int(SIZE * rng.uniform(1.0, 3.0))
+    width = int(round(height * math.exp(rng.uniform(math.log(0.75), math.log(1.5)))))
+    image, mask = render_scene(rng, height, width)
+    return resize(image, (SIZE, SIZE)), _resize_mask(mask, (SIZE, SIZE))
+
+
+def _resize_mask(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    if mask.shape[:2] == tuple(size):
+        return mask
+    return cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def _noisy(rng: np.random.Generator, image: np.ndarray, sigma: float) -> np.ndarray:
+    noise = rng.normal(0.0, sigma, image.shape[:2] + (1,)).astype(np.float32)
+    return np.clip(image.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=2)
+def shapes_frames(heldout: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """The ``shapes`` frames and masks, rendered once per process from a fixed seed.
+
+    Args:
+        heldout: the held-out split (another seed, never trained on) instead of training.
+
+    Returns:
+        (frames uint8 [N, 64, 64, 3] RGB, masks uint8 [N, 64, 64] class ids), read-only.
+    """
+    rng = np.random.default_rng(HELDOUT_SEED if heldout else TRAIN_SEED)
+    count = HELDOUT_FRAMES if heldout else TRAIN_FRAMES
+    frames = np.empty((count, SIZE, SIZE, 3), np.uint8)
+    masks = np.empty((count, SIZE, SIZE), np.uint8)
+    for i in range(count):
+        image, masks[i] = _training_scene(rng)
+        # Light sensor noise over everything, so shapes are not perfectly flat either.
+        frames[i] = _noisy(rng, image, 4.0)
+    frames.flags.writeable = False
+    masks.flags.writeable = False
+    return frames, masks
+
+
+def _dataset(name: str, fmt: Optional[ImageFormat], heldout: bool) -> Dataset:
+    fmt = fmt if fmt is not None else ImageFormat((SIZE, SIZE), channels_first=False)
+    if fmt.clip_length:
+        raise DatasetError(f"dataset '{name}' holds single frames, but the model takes "
+                           f"{fmt.clip_length}-frame clips; train a frame model on it")
+    frames, masks = shapes_frames(heldout)
+    targets = np.stack([_resize_mask(m, fmt.size) for m in masks]).astype(np.int64)
+    return Dataset(name, [fmt.batch(frames)], [targets])
+
+
+def shapes(fmt: Optional[ImageFormat]) -> Dataset:
+    """The built-in ``shapes`` training set in the model's format.
+
+    Inputs are the frames through ``fmt`` (float32 [N, C, H, W] channels first, else
+    [N, H, W, C]); targets are int64 class ids [N, H, W] (masks resized nearest-neighbour to
+    ``fmt.size``). ``fmt`` None: 64 x 64 RGB, NHWC, pixel / 255.
+    """
+    return _dataset("shapes", fmt, heldout=False)
+
+
+def shapes_heldout(fmt: Optional[ImageFormat]) -> Dataset:
+    """The held-out ``shapes`` frames (never trained on), as :func:`shapes` makes them."""
+    return _dataset("shapes:heldout", fmt, heldout=True)
+
+
+BUILTIN_DATASETS["shapes"] = shapes
+
+
+class _Mover:
+    """One shape of a moving scene: position and angle advance each frame, bouncing off the
+    frame's edges."""
+
+    def __init__(self, rng: np.random.Generator, kind: int, height: int, width: int,
+                 background: np.ndarray) -> None:
+        side = min(height, width)
+        self.kind = kind
+        self.size = rng.uniform(MIN_SIZE + 0.05, MAX_SIZE) * side
+        self.pos = np.array([rng.uniform(0.2, 0.8) * width, rng.uniform(0.2, 0.8) * height])
+        speed = rng.uniform(0.006, 0.015) * side  # pixels per frame
+        heading = rng.uniform(0, 2 * math.pi)
+        self.velocity = speed * np.array([math.cos(heading), math.sin(heading)])
+        self.angle = rng.uniform(0, 2 * math.pi)
+        self.spin = rng.uniform(-0.03, 0.03)  # radians per frame
+        behind = background[int(self.pos[1]), int(self.pos[0])].astype(np.float64)
+        self.color = contrasting_color(rng, behind, min_distance=150.0)
+        self.limits = np.array([width, height], np.float64)
+
+    def step(self) -> None:
+        self.pos += self.velocity
+        margin = self.size * 0.4
+        for axis in (0, 1):
+            if self.pos[axis] < margin or self.pos[axis] > self.limits[axis] - margin:
+                self.velocity[axis] = -self.velocity[axis]
+                self.pos[axis] = float(np.clip(self.pos[axis], margin,
+                                               self.limits[axis] - margin))
+        self.angle += self.spin
+
+
+def moving_scenes(height: int, width: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """Endless uint8 H x W x 3 RGB frames of a circle, a square and a triangle moving
+    smoothly over a fixed textured background (the look of ``shapes``, at any frame size).
+
+    Args:
+        height: Frame height in pixels.
+        width: Frame width in pixels.
+        seed: Seed of the background, shapes, colours and motions.
+    """
+    rng = np.random.default_rng(seed)
+    background = textured_background(rng, height, width)
+    movers = [_Mover(rng, kind, height, width, background) for kind in (CIRCLE, SQUARE, TRIANGLE)]
+    while True:
+        frame = background.copy()
+        for mover in movers:
+            draw_shape(frame, None, mover.kind, (float(mover.pos[0]), float(mover.pos[1])),
+                       mover.size, mover.color, mover.angle)
+            mover.step()
+        yield frame
