@@ -88,7 +88,7 @@ def load_factory(source: str, device: torch.device, labels: Sequence[str] = ()) 
                       outputs_probabilities=bundle.outputs_probabilities,
                       preprocess_image=bundle.preprocess_image, batch_size=bundle.batch_size,
                       learning_rate=bundle.learning_rate, loss=bundle.loss,
-                      optimizer=bundle.optimizer)
+                      optimizer=bundle.optimizer, image_format=bundle.image_format)
 
 
 def load_torchscript(path: str, device: torch.device, labels: Sequence[str] = ()) -> TorchModel:
@@ -156,7 +156,7 @@ def _spec(item: Any, path: str) -> TensorSpec:
 def _check_labels(model: TorchModel) -> None:
     if not model.labels or not model.outputs:
         return
-    classes = model.outputs[0].shape[-1] if model.outputs[0].shape else -1
+    classes = model.n_classes() if len(model.outputs[0].shape) >= 2 else -1
     if classes >= 0 and classes != len(model.labels):
         raise ModelLoadError(f"{model.source}: {len(model.labels)} labels given, but output 0 "
                              f"({model.outputs[0].describe()}) has {classes} classes")

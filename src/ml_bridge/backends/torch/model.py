@@ -18,6 +18,7 @@ from ml_bridge.core.errors import (
 from ml_bridge.core.model import BackendModel, ImagePreprocess
 from ml_bridge.core.spec import TensorSpec, validate_inputs
 from ml_bridge.core.training import Callback, FitResult, TrainConfig
+from ml_bridge.core.vision import ImageFormat
 
 #: torch's loss signature: ``loss(output, target) -> scalar tensor``.
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -70,7 +71,8 @@ class TorchModel(BackendModel):
                  labels: Sequence[str] = (), outputs_probabilities: bool = False,
                  preprocess_image: Optional[ImagePreprocess] = None, batch_size: int = 32,
                  learning_rate: float = 1e-3, loss: Optional[LossFn] = None,
-                 optimizer: Optional[OptimizerFactory] = None) -> None:
+                 optimizer: Optional[OptimizerFactory] = None,
+                 image_format: Optional[ImageFormat] = None) -> None:
         """Wraps ``module``, moved to ``device`` and put in eval mode.
 
         Args:
@@ -86,6 +88,8 @@ class TorchModel(BackendModel):
             learning_rate: Default learning rate.
             loss: ``loss(output, target)``; None = cross-entropy for classifiers, else MSE.
             optimizer: ``factory(params, lr)``; None = Adam.
+            image_format: What a vision model takes per frame (pipelines and the built-in
+                image datasets use it); None for models that take no images.
         """
         self.module = module.to(device).eval()
         self.source = source
@@ -101,6 +105,7 @@ class TorchModel(BackendModel):
         self.default_learning_rate = learning_rate
         self.loss = loss
         self.optimizer = optimizer
+        self.image_format = image_format
 
     @property
     def is_script(self) -> bool:
@@ -151,9 +156,11 @@ class TorchModel(BackendModel):
         return Trainer(self, config, callbacks).fit(train, validation)
 
     def n_classes(self) -> int:
-        """Classes of a classifier: the last dimension of output 0, else the label count."""
-        if self.outputs and self.outputs[0].shape and self.outputs[0].shape[-1] > 0:
-            return int(self.outputs[0].shape[-1])
+        """Classes of a classifier: dimension 1 of output 0 ([N, C] or per-pixel [N, C, h, w]),
+        else the label count."""
+        shape = self.outputs[0].shape if self.outputs else ()
+        if len(shape) >= 2 and shape[1] > 0:
+            return int(shape[1])
         return len(self.labels)
 
     def output_shape(self, dataset: Dataset) -> Sequence[int]:
@@ -167,7 +174,8 @@ class TorchModel(BackendModel):
         """Raises DatasetError if the dataset's inputs or targets do not fit this model.
 
         A classifier takes one integer target array of class ids in [0, classes), shaped
-        [N] or [N, 1]; other models take one target array shaped like output 0.
+        [N] or [N, 1], or [N, H, W] (a class per pixel) when output 0 holds per-pixel scores
+        [N, C, H, W]; other models take one target array shaped like output 0.
         """
         dataset.check()
         try:
@@ -184,9 +192,12 @@ class TorchModel(BackendModel):
             if not np.issubdtype(target.dtype, np.integer):
                 raise DatasetError(f"{name}: classifier targets must be integer class ids, got "
                                    f"dtype {target.dtype}")
-            if not (target.ndim == 1 or (target.ndim == 2 and target.shape[1] == 1)):
-                raise DatasetError(f"{name}: classifier targets must have shape [N] or [N, 1], "
-                                   f"got {list(target.shape)}")
+            if target.ndim == 3:
+                self._check_dense(dataset, target)
+            elif not (target.ndim == 1 or (target.ndim == 2 and target.shape[1] == 1)):
+                raise DatasetError(f"{name}: classifier targets must have shape [N] or [N, 1] "
+                                   "(a class per sample) or [N, H, W] (a class per pixel), got "
+                                   f"{list(target.shape)}")
             classes = self.n_classes()
             low, high = int(target.min()), int(target.max())
             if low < 0 or high >= classes:
@@ -201,6 +212,20 @@ class TorchModel(BackendModel):
             dims = ", ".join(str(d) for d in want[1:])
             raise DatasetError(f"{name}: targets have shape {list(target.shape)}, but the model's "
                                f"output 0 is [N, {dims}]")
+
+    def _check_dense(self, dataset: Dataset, target: np.ndarray) -> None:
+        """Per-pixel targets [N, H, W] need per-pixel scores [N, C, H, W] of the same H x W."""
+        out = tuple(self.output_shape(dataset))
+        name = f"dataset '{dataset.name}'"
+        if len(out) != 4:
+            raise DatasetError(f"{name}: targets {list(target.shape)} hold a class per pixel, but "
+                               f"the model's output 0 is {list(out)}, not per-pixel class scores "
+                               "[N, C, H, W]")
+        if tuple(target.shape[1:]) != out[2:]:
+            raise DatasetError(f"{name}: targets are {target.shape[1]} x {target.shape[2]} class "
+                               f"ids per pixel, but the model's output 0 is {out[2]} x {out[3]} "
+                               f"per pixel ({list(out)}); resize the masks (nearest-neighbour) "
+                               "to the output's size")
 
     def save_checkpoint(self, path: str) -> None:
         """Writes the state dict with torch.save (the caller makes it atomic)."""

@@ -3,6 +3,10 @@
 One epoch shuffles the training set with a seeded generator (the same run twice gives the
 same weights), steps the optimizer once per batch and polls ``callbacks.should_stop()`` after
 every batch. Epochs passed to hooks are 0-based.
+
+Classifiers whose targets hold a class per pixel ([N, H, W] against scores [N, C, H, W]) train
+with per-pixel cross-entropy; their metrics, ``pixel_accuracy`` and ``mean_iou``, come from a
+confusion matrix accumulated over the whole epoch.
 """
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
@@ -13,6 +17,7 @@ import torch.nn.functional as F
 from ml_bridge.backends.torch.model import from_numpy, outputs_to_list
 from ml_bridge.core.datasets import Dataset
 from ml_bridge.core.errors import TrainingError
+from ml_bridge.core.metrics import mean_iou, pixel_accuracy
 from ml_bridge.core.training import Callback, FitResult, Logs, TrainConfig
 
 if TYPE_CHECKING:
@@ -40,6 +45,7 @@ class Trainer:
         self.callbacks = callbacks
         self.batch_size = config.batch_size or model.default_batch_size
         self.learning_rate = config.learning_rate or model.default_learning_rate
+        self.dense = False  # set by fit from the targets
 
     def fit(self, train: Dataset, validation: Optional[Dataset]) -> FitResult:
         """Runs up to ``config.epochs`` epochs; returns early (stopped) when asked to.
@@ -51,6 +57,8 @@ class Trainer:
         model.check_targets(train)
         if validation is not None:
             model.check_targets(validation)
+        # Per-pixel targets: [N, H, W] class ids (check_targets matched them to the output).
+        self.dense = model.is_classifier and train.targets[0].ndim == 3
         module = model.module
         params = [p for p in module.parameters() if p.requires_grad]
         factory = model.optimizer
@@ -73,10 +81,7 @@ class Trainer:
                     if stopped:
                         break
                     if validation is not None:
-                        val_loss, val_acc = self.evaluate(validation)
-                        logs["val_loss"] = val_loss
-                        if val_acc is not None:
-                            logs["val_accuracy"] = val_acc
+                        logs.update({f"val_{k}": v for k, v in self.evaluate(validation).items()})
                     history.append(logs)
                     if keep:
                         snapshot = _state_copy(module)
@@ -94,8 +99,8 @@ class Trainer:
         n = len(data)
         order = rng.permutation(n)
         total_loss = 0.0
-        correct = 0
         seen = 0
+        tally = self._tally()
         for batch, start in enumerate(range(0, n, self.batch_size)):
             self.callbacks.on_batch_begin(batch, {})
             idx = order[start:start + self.batch_size]
@@ -112,25 +117,23 @@ class Trainer:
             total_loss += value * rows
             seen += rows
             batch_logs: Dict[str, float] = {"loss": value, "size": float(rows)}
-            if self.model.is_classifier:
-                hits = int((output.detach().argmax(dim=1) == target).sum().item())
-                correct += hits
-                batch_logs["accuracy"] = hits / rows
+            if tally is not None:
+                batch_logs.update(tally.add(output.detach(), target))
             self.callbacks.on_batch_end(batch, batch_logs)
             if self.callbacks.should_stop():
                 return {}, True
         logs: Logs = {"loss": total_loss / seen}
-        if self.model.is_classifier:
-            logs["accuracy"] = correct / seen
+        if tally is not None:
+            logs.update(tally.logs())
         return logs, False
 
-    def evaluate(self, data: Dataset) -> Tuple[float, Optional[float]]:
-        """Mean loss and (classifiers) accuracy on ``data``, in eval mode without gradients."""
+    def evaluate(self, data: Dataset) -> Logs:
+        """``loss`` and the classifier metrics on ``data``, in eval mode without gradients."""
         module = self.model.module
         was_training = module.training
         module.eval()
         total_loss = 0.0
-        correct = 0
+        tally = self._tally()
         try:
             with torch.no_grad():
                 for start in range(0, len(data), self.batch_size):
@@ -141,14 +144,23 @@ class Trainer:
                     output = outputs_to_list(module(*inputs))[0]
                     rows = int(target.shape[0])
                     total_loss += float(self._loss(output, target).item()) * rows
-                    if self.model.is_classifier:
-                        correct += int((output.argmax(dim=1) == target).sum().item())
+                    if tally is not None:
+                        tally.add(output, target)
         finally:
             module.train(was_training)
-        n = len(data)
-        return total_loss / n, (correct / n if self.model.is_classifier else None)
+        logs: Logs = {"loss": total_loss / len(data)}
+        if tally is not None:
+            logs.update(tally.logs())
+        return logs
+
+    def _tally(self) -> Optional["_Tally"]:
+        if not self.model.is_classifier:
+            return None
+        return _Tally(self.model.n_classes(), self.dense)
 
     def _target(self, target: np.ndarray) -> torch.Tensor:
+        if self.dense:
+            return from_numpy(np.ascontiguousarray(target, dtype=np.int64), self.model.torch_device)
         if self.model.is_classifier:
             return from_numpy(target.reshape(-1).astype(np.int64), self.model.torch_device)
         return from_numpy(np.ascontiguousarray(target, dtype=np.float32), self.model.torch_device)
@@ -162,6 +174,39 @@ class Trainer:
             # Cross-entropy of probabilities: log first, as the model already applied softmax.
             return F.nll_loss(torch.log(output.float().clamp_min(1e-12)), target)
         return F.cross_entropy(output.float(), target)
+
+
+class _Tally:
+    """A classifier's metrics over an epoch: ``accuracy`` per sample or, for per-pixel
+    targets, ``pixel_accuracy`` and ``mean_iou`` from one confusion matrix of all pixels."""
+
+    def __init__(self, classes: int, dense: bool) -> None:
+        self.classes = classes
+        self.dense = dense
+        self.correct = 0
+        self.seen = 0
+        self.confusion = np.zeros((classes, classes), np.int64)
+
+    def add(self, output: torch.Tensor, target: torch.Tensor) -> Dict[str, float]:
+        """Counts one batch; returns the batch's own metric."""
+        predicted = output.argmax(dim=1)
+        if not self.dense:
+            hits = int((predicted == target).sum().item())
+            self.correct += hits
+            self.seen += int(target.numel())
+            return {"accuracy": hits / max(int(target.numel()), 1)}
+        pairs = target.reshape(-1) * self.classes + predicted.reshape(-1)
+        counts = torch.bincount(pairs, minlength=self.classes * self.classes)
+        batch = counts.cpu().numpy().reshape(self.classes, self.classes)
+        self.confusion += batch
+        return {"pixel_accuracy": pixel_accuracy(batch)}
+
+    def logs(self) -> Logs:
+        """The epoch's metrics."""
+        if not self.dense:
+            return {"accuracy": self.correct / max(self.seen, 1)}
+        return {"pixel_accuracy": pixel_accuracy(self.confusion),
+                "mean_iou": mean_iou(self.confusion)}
 
 
 def _state_copy(module: torch.nn.Module) -> Dict[str, torch.Tensor]:
