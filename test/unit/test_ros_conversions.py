@@ -151,7 +151,8 @@ def test_element_limit_is_checked_before_allocating() -> None:
         tensor_to_array(Tensor(shape=[11], values=[0.0] * 11), max_elements=10)
 
 
-@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16"])
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16",
+                                      "8UC1", "8UC3"])
 def test_image_encodings_convert_to_rgb_or_mono(encoding: str) -> None:
     rng = np.random.default_rng(1)
     rgb = rng.integers(0, 256, size=(6, 7, 3), dtype=np.uint8)
@@ -159,9 +160,10 @@ def test_image_encodings_convert_to_rgb_or_mono(encoding: str) -> None:
     source = {"rgb8": rgb, "bgr8": rgb[:, :, ::-1], "mono8": gray,
               "rgba8": np.dstack([rgb, np.full((6, 7), 255, np.uint8)]),
               "bgra8": np.dstack([rgb[:, :, ::-1], np.full((6, 7), 255, np.uint8)]),
-              "mono16": gray.astype(np.uint16) * 257}[encoding]
+              "mono16": gray.astype(np.uint16) * 257,
+              "8UC1": gray, "8UC3": rgb[:, :, ::-1]}[encoding]  # 8UC3: OpenCV's BGR order
     out = image_to_array(wire(array_to_image(np.ascontiguousarray(source), encoding)))
-    expected = gray if encoding.startswith("mono") else rgb
+    expected = gray if encoding.startswith("mono") or encoding == "8UC1" else rgb
     np.testing.assert_array_equal(out, expected)
 
 

@@ -19,12 +19,20 @@ from ml_bridge.msg import Tensor
 #: Encodings the image topic accepts, and what they are converted to for the model.
 IMAGE_ENCODINGS = {"mono8": "mono8", "mono16": "mono8", "8UC1": "mono8", "rgb8": "rgb8",
                    "bgr8": "rgb8", "rgba8": "rgb8", "bgra8": "rgb8", "8UC3": "rgb8"}
+#: Channel-agnostic encodings read as the colour encoding OpenCV gives such images: cv_bridge
+#: refuses to convert them to any colour encoding ("[8UC3] is not a color format"), and
+#: ``cv2_to_imgmsg`` of a plain OpenCV image (BGR, or one channel) labels it this way.
+_PLAIN_ENCODINGS = {"8UC1": "mono8", "8UC3": "bgr8"}
 _bridge = CvBridge()
 #: dtype name -> (numpy dtype, its little-endian form on the wire); "" is float32. Looked up
 #: per message, so the hot path builds no dtype objects.
 _WIRE: Dict[str, Tuple[np.dtype, np.dtype]] = {
     n: (np.dtype(n), np.dtype(n).newbyteorder("<")) for n in SUPPORTED_DTYPES}
 _WIRE[""] = _WIRE["float32"]
+#: The same by numpy dtype (native byte order), for outputs: numpy's ``dtype.name`` costs more
+#: than the rest of a small tensor's conversion.
+_BY_DTYPE: Dict[np.dtype, Tuple[str, np.dtype]] = {
+    np.dtype(n): (n, np.dtype(n).newbyteorder("<")) for n in SUPPORTED_DTYPES}
 
 
 def _dtypes(name: str) -> Tuple[np.dtype, np.dtype]:
@@ -152,11 +160,15 @@ def tensors_to_arrays(msgs: Sequence[Tensor], n_inputs: Optional[int] = None,
 def array_to_tensor(array: np.ndarray, name: str = "", use_values: bool = False) -> Tensor:
     """A Tensor message carrying ``array``: raw little-endian bytes, or ``values`` if asked."""
     array = np.asarray(array)
-    try:
-        dtype, wire = _dtypes(array.dtype.name)
-    except InputError as err:
-        raise ConversionError(f"output '{name}': {err}") from err
-    msg = Tensor(name, dtype.name, list(array.shape), b"", [])
+    known = _BY_DTYPE.get(array.dtype)
+    if known is None:  # another byte order, or a dtype that does not travel
+        try:
+            dtype, wire = _dtypes(array.dtype.name)
+        except InputError as err:
+            raise ConversionError(f"output '{name}': {err}") from err
+        known = (dtype.name, wire)
+    dtype_name, wire = known
+    msg = Tensor(name, dtype_name, list(array.shape), b"", [])
     if use_values:
         msg.values = array.astype(np.float64).ravel().tolist()
     else:
@@ -174,6 +186,8 @@ def arrays_to_tensors(arrays: Sequence[np.ndarray], names: Sequence[str],
 def image_to_array(msg: Image) -> np.ndarray:
     """H x W uint8 (mono encodings) or H x W x 3 uint8 RGB (colour encodings).
 
+    ``8UC1`` is read as mono8 and ``8UC3`` as bgr8 (OpenCV's channel order).
+
     Raises:
         ConversionError: unsupported encoding, or a data size that does not match the header.
     """
@@ -186,6 +200,10 @@ def image_to_array(msg: Image) -> np.ndarray:
     if len(msg.data) != msg.step * msg.height:
         raise ConversionError(f"image data has {len(msg.data)} bytes, but step {msg.step} x height "
                               f"{msg.height} = {msg.step * msg.height}")
+    plain = _PLAIN_ENCODINGS.get(msg.encoding)
+    if plain is not None:  # same bytes, relabelled: no copy of the data
+        msg = Image(header=msg.header, height=msg.height, width=msg.width, encoding=plain,
+                    is_bigendian=msg.is_bigendian, step=msg.step, data=msg.data)
     try:
         return np.asarray(_bridge.imgmsg_to_cv2(msg, desired_encoding=target))
     except (CvBridgeError, TypeError, ValueError) as err:
