@@ -9,7 +9,8 @@ import keras
 import numpy as np
 
 from ml_bridge.core.model import ModelBundle
-from ml_bridge.core.vision import digits_input, rgb_input
+from ml_bridge.core.synthetic import SHAPE_LABELS
+from ml_bridge.core.vision import ImageFormat, digits_input, rgb_input
 
 SEED = 1234
 
@@ -62,8 +63,68 @@ def image_cnn() -> ModelBundle:
                        preprocess_image=_image_input, batch_size=16, learning_rate=1e-3)
 
 
+# --- shapes_seg: per-pixel classes of the synthetic ``shapes`` scenes --------------------
+
+#: ImageNet's statistics, channels last (the torch built-in's format, NHWC).
+SEG_FORMAT = ImageFormat((64, 64), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                         channels_first=False)
+
+
+def _seg_conv(x: keras.KerasTensor, filters: int, name: str, seed: int,
+              stride: int = 1) -> keras.KerasTensor:
+    # torch's default kernel init (uniform, variance 1/(3 fan_in)): with He's the held-out
+    # IoU after 10 epochs was 0.85 against 0.90.
+    init = keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform", seed=seed)
+    x = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
+                            kernel_initializer=init, name=name)(x)
+    # torch's BatchNorm defaults (Keras's momentum 0.99 lags behind in a 600-step run,
+    # leaving the eval-mode statistics stale).
+    x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+def _seg_input(image: np.ndarray) -> List[np.ndarray]:
+    return [SEG_FORMAT.frame(image)[None]]
+
+
+def shapes_seg() -> ModelBundle:
+    """Segmenter: float32 [N, 64, 64, 3] (ImageNet-normalised RGB) -> [N, 64, 64, 4] logits of
+    background, circle, square, triangle per pixel.
+
+    The torch built-in's small U-Net: stages at 1/2, 1/4 and 1/8 of the frame, a decoder
+    joining the encoder's features of the same size, scores at 1/2 resized bilinearly.
+    Defaults (batch 32, Adam at 3e-3) train 10 epochs on ``shapes`` in about a minute on a
+    2-core CPU.
+    """
+    widths = (16, 32, 64)
+    image = keras.Input(SEG_FORMAT.input_shape(), dtype="float32", name="image")
+    x = image
+    skips = []
+    seed = SEED + 40
+    for i, width in enumerate(widths):
+        x = _seg_conv(x, width, f"down{i + 1}", seed, stride=2)
+        for j in range(2 if i else 0):  # the first stage only halves the frame
+            seed += 1
+            x = _seg_conv(x, width, f"enc{i + 1}_{j + 1}", seed)
+        skips.append(x)
+        seed += 1
+    skips.pop()
+    for i, width in reversed(list(enumerate(widths[:-1]))):
+        x = keras.layers.UpSampling2D(2, name=f"up{i + 1}")(x)
+        x = keras.layers.Concatenate(name=f"skip{i + 1}")([x, skips.pop()])
+        x = _seg_conv(x, width, f"dec{i + 1}", seed)
+        seed += 1
+    x = keras.layers.Conv2D(len(SHAPE_LABELS), 1, name="head",
+                            kernel_initializer=keras.initializers.GlorotUniform(seed=seed))(x)
+    scores = keras.layers.UpSampling2D(2, interpolation="bilinear", name="scores")(x)
+    return ModelBundle(model=keras.Model(image, scores, name="shapes_seg"), labels=SHAPE_LABELS,
+                       preprocess_image=_seg_input, batch_size=32, learning_rate=3e-3,
+                       image_format=SEG_FORMAT)
+
+
 #: Built-in model name -> builder.
 BUILTINS: Dict[str, Callable[[], ModelBundle]] = {
     "digits_mlp": digits_mlp,
     "image_cnn": image_cnn,
+    "shapes_seg": shapes_seg,
 }

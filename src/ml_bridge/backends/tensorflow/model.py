@@ -165,9 +165,11 @@ class KerasModel(BackendModel):
     def prepare(self, dataset: Dataset) -> Tuple[List[np.ndarray], List[np.ndarray]]:
         """Validated inputs and targets in the dtypes and shapes training feeds to Keras.
 
-        Classifier targets are class ids in [0, n_classes), shaped [N] or [N, 1], of an integer
+        Classifier targets are class ids in [0, n_classes), shaped [N] or [N, 1] (or [N, H, W],
+        a class per pixel, when output 0 holds per-pixel scores [N, H, W, C]), of an integer
         dtype or whole-valued floats (as ``values`` in a Tensor message arrive); they become
-        int64 [N]. Other targets must match the output's shape after the batch dimension.
+        int64 [N] (or [N, H, W]). Other targets must match the output's shape after the batch
+        dimension.
 
         Raises:
             DatasetError: naming the array and what is wrong with it.
@@ -180,19 +182,23 @@ class KerasModel(BackendModel):
         if len(dataset.targets) != len(self.outputs):
             raise DatasetError(f"dataset '{dataset.name}' has {len(dataset.targets)} target "
                                f"array(s); the model has {len(self.outputs)} output(s)")
-        targets = [self._target(dataset.name, i, t) for i, t in enumerate(dataset.targets)]
+        targets = [self._target(dataset.name, i, t, inputs) for i, t in enumerate(dataset.targets)]
         return inputs, targets
 
-    def _target(self, name: str, index: int, target: np.ndarray) -> np.ndarray:
+    def _target(self, name: str, index: int, target: np.ndarray,
+                inputs: List[np.ndarray]) -> np.ndarray:
         spec = self.outputs[index]
         where = f"dataset '{name}' target {index}"
         if target.dtype.kind not in "biuf":
             raise DatasetError(f"{where} has dtype {target.dtype}; numbers are needed")
         if self.is_classifier and index == 0:
             n_classes = spec.shape[-1] if spec.shape[-1] > 0 else len(self.labels)
-            if not (target.ndim == 1 or (target.ndim == 2 and target.shape[1] == 1)):
+            if target.ndim == 3:
+                self._check_dense(where, target, inputs)
+            elif not (target.ndim == 1 or (target.ndim == 2 and target.shape[1] == 1)):
                 raise DatasetError(f"{where} has shape {list(target.shape)}; a classifier needs "
-                                   "class ids shaped [N] or [N, 1]")
+                                   "class ids shaped [N] or [N, 1] (a class per sample) or "
+                                   "[N, H, W] (a class per pixel)")
             ids = target.reshape(-1)
             if ids.dtype.kind == "f" and not np.all(np.isfinite(ids) & (ids == np.round(ids))):
                 raise DatasetError(f"{where} holds non-integer values; a classifier needs "
@@ -201,13 +207,28 @@ class KerasModel(BackendModel):
             if low < 0 or high >= n_classes:
                 raise DatasetError(f"{where} has class ids in [{low:g}, {high:g}]; this model "
                                    f"has {n_classes} classes, ids must be in [0, {n_classes})")
-            return ids.astype(np.int64)
+            return ids.astype(np.int64).reshape(target.shape if target.ndim == 3 else (-1,))
         want = spec.shape[1:]
         if target.ndim != len(spec.shape) or any(w >= 0 and g != w
                                                  for g, w in zip(target.shape[1:], want)):
             raise DatasetError(f"{where} has shape {list(target.shape)}; the model's output is "
                                f"{spec.describe()}")
         return np.ascontiguousarray(target, dtype=spec.dtype)
+
+    def _check_dense(self, where: str, target: np.ndarray, inputs: List[np.ndarray]) -> None:
+        """Per-pixel targets [N, H, W] need per-pixel scores [N, H, W, C] of the same H x W."""
+        out = tuple(self.outputs[0].shape)
+        if len(out) == 4 and min(out[1:3]) < 0:  # free spatial size: run one sample to see
+            out = (-1,) + tuple(self.predict([a[:1] for a in inputs])[0].shape[1:])
+        if len(out) != 4:
+            raise DatasetError(f"{where} has shape {list(target.shape)}, a class per pixel, but "
+                               f"the model's output 0 is {list(out)}, not per-pixel class scores "
+                               "[N, H, W, C]")
+        if tuple(target.shape[1:]) != tuple(out[1:3]):
+            raise DatasetError(f"{where} is {target.shape[1]} x {target.shape[2]} class ids per "
+                               f"pixel, but the model's output 0 is {out[1]} x {out[2]} per "
+                               f"pixel ({list(out)}); resize the masks (nearest-neighbour) to "
+                               "the output's size")
 
     def save_checkpoint(self, path: str) -> None:
         """Writes the weights (Keras ``.weights.h5``) to ``path``.

@@ -98,7 +98,17 @@ def _optimizer(model: "KerasModel", learning_rate: float) -> Any:
                         "callable(learning_rate)")
 
 
-def _loss_and_metrics(model: "KerasModel") -> Tuple[Any, Any]:
+def _dense_metrics(model: "KerasModel") -> List[Any]:
+    """Per-pixel metrics: accuracy over pixels and mean IoU from the epoch's confusion matrix
+    (Keras accumulates it over the epoch and resets it at the next; the arg-max over the
+    class axis makes it work on logits and on probabilities alike)."""
+    spec = model.outputs[0].shape
+    classes = spec[-1] if spec[-1] > 0 else len(model.labels)
+    return [keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy"),
+            keras.metrics.MeanIoU(num_classes=classes, sparse_y_pred=False, name="mean_iou")]
+
+
+def _loss_and_metrics(model: "KerasModel", dense: bool) -> Tuple[Any, Any]:
     n_out = len(model.outputs)
     if model.loss is not None:
         loss = model.loss
@@ -110,6 +120,9 @@ def _loss_and_metrics(model: "KerasModel") -> Tuple[Any, Any]:
         loss = "mse" if n_out == 1 else ["mse"] * n_out
     if model.metrics:
         metrics: Any = list(model.metrics)
+    elif dense:
+        first_metrics = _dense_metrics(model)
+        metrics = first_metrics if n_out == 1 else [first_metrics] + [[]] * (n_out - 1)
     elif model.is_classifier:
         metrics = ["accuracy"] if n_out == 1 else [["accuracy"]] + [[]] * (n_out - 1)
     else:
@@ -128,11 +141,13 @@ def fit(model: "KerasModel", train: Dataset, validation: Optional[Dataset], conf
     Compiles with the model's optimizer, loss and metrics (default: Adam; sparse categorical
     cross-entropy on logits plus accuracy for classifiers, else mean squared error) and runs
     ``model.fit`` with ``verbose=0``. Hooks get 0-based epochs and logs of floats (``loss``,
-    ``accuracy``, ``val_loss``, ``val_accuracy``). ``callbacks.should_stop()`` is polled after
-    every batch; on a stop ``on_train_end`` still runs (for native callbacks too) and, with
-    ``config.keep_partial``, the weights go back to the end of the last completed epoch (or
-    to the start if none completed). Without keep_partial a stopped model holds the weights of
-    the interrupted batch: callers should drop it.
+    ``accuracy``, ``val_loss``, ``val_accuracy``; for targets with a class per pixel
+    ``pixel_accuracy`` and ``mean_iou`` instead of ``accuracy``, and their ``val_`` twins).
+    ``callbacks.should_stop()`` is polled after every batch; on a stop ``on_train_end`` still
+    runs (for native callbacks too) and, with ``config.keep_partial``, the weights go back to
+    the end of the last completed epoch (or to the start if none completed). Without
+    keep_partial a stopped model holds the weights of the interrupted batch: callers should
+    drop it.
 
     Raises:
         TrainingError: invalid config, or Keras/TensorFlow failed while training.
@@ -151,7 +166,9 @@ def fit(model: "KerasModel", train: Dataset, validation: Optional[Dataset], conf
     learning_rate = config.learning_rate or model.default_learning_rate
     batch_size = config.batch_size or model.default_batch_size
     keras_model = model.model
-    loss, metrics = _loss_and_metrics(model)
+    # Per-pixel targets ([N, H, W] class ids, checked against the output by prepare).
+    dense = model.is_classifier and y[0].ndim == 3
+    loss, metrics = _loss_and_metrics(model, dense)
     with tf.device(model.device):
         # No XLA: its compile time dominates the short runs a robot does, and it retraces.
         keras_model.compile(optimizer=_optimizer(model, learning_rate), loss=loss,
