@@ -236,12 +236,14 @@ class _Mover:
     """One shape of a moving scene: position and angle advance each frame, bouncing off the
     frame's edges."""
 
-    def __init__(self, rng: np.random.Generator, kind: int, height: int, width: int,
-                 background: np.ndarray) -> None:
+    def __init__(self, rng: np.random.Generator, kind: int, lane: float, height: int,
+                 width: int, background: np.ndarray) -> None:
         side = min(height, width)
         self.kind = kind
-        self.size = rng.uniform(MIN_SIZE + 0.05, MAX_SIZE) * side
-        self.pos = np.array([rng.uniform(0.2, 0.8) * width, rng.uniform(0.2, 0.8) * height])
+        self.size = rng.uniform(MIN_SIZE + 0.02, 0.4) * side
+        # Each shape starts in its own third of the frame (``lane`` in 0..1), so they begin
+        # apart; they may cross later, briefly, as objects in a camera's view do.
+        self.pos = np.array([lane * width, rng.uniform(0.35, 0.65) * height])
         speed = rng.uniform(0.006, 0.015) * side  # pixels per frame
         heading = rng.uniform(0, 2 * math.pi)
         self.velocity = speed * np.array([math.cos(heading), math.sin(heading)])
@@ -253,7 +255,7 @@ class _Mover:
 
     def step(self) -> None:
         self.pos += self.velocity
-        margin = self.size * 0.4
+        margin = self.size * 0.55  # a rotated square's corners stay (nearly) in view
         for axis in (0, 1):
             if self.pos[axis] < margin or self.pos[axis] > self.limits[axis] - margin:
                 self.velocity[axis] = -self.velocity[axis]
@@ -273,7 +275,9 @@ def moving_scenes(height: int, width: int, seed: int = 0) -> Iterator[np.ndarray
     """
     rng = np.random.default_rng(seed)
     background = textured_background(rng, height, width)
-    movers = [_Mover(rng, kind, height, width, background) for kind in (CIRCLE, SQUARE, TRIANGLE)]
+    kinds = rng.permutation([CIRCLE, SQUARE, TRIANGLE])
+    movers = [_Mover(rng, int(kind), (i + 0.5) / 3, height, width, background)
+              for i, kind in enumerate(kinds)]
     while True:
         frame = background.copy()
         for mover in movers:
