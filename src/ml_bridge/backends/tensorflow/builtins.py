@@ -10,6 +10,8 @@ import numpy as np
 
 from ml_bridge.core.model import ModelBundle
 from ml_bridge.core.synthetic import SHAPE_LABELS
+from ml_bridge.core.synthetic_crops import CROP_LABELS
+from ml_bridge.core.synthetic_motion import CLIP_LENGTH, MOTION_LABELS
 from ml_bridge.core.vision import ImageFormat, digits_input, rgb_input
 
 SEED = 1234
@@ -61,6 +63,69 @@ def image_cnn() -> ModelBundle:
     model = keras.Model(image, scores, name="image_cnn")
     return ModelBundle(model=model, labels=[f"class_{i}" for i in range(10)],
                        preprocess_image=_image_input, batch_size=16, learning_rate=1e-3)
+
+
+# --- motion_clip and shapes_crop: a 3-D CNN over clips, a 2-D CNN over crops -------------
+
+#: As the torch built-ins take them, channels last: 32 x 32 frames, pixel / 255 centred on
+#: 0.5 with std 0.25.
+CLIP_FORMAT = ImageFormat((32, 32), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+                          channels_first=False, clip_length=CLIP_LENGTH)
+CROP_FORMAT = ImageFormat((32, 32), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+                          channels_first=False)
+
+
+def _torch_like(seed: int) -> keras.initializers.Initializer:
+    # torch's default kernel init (uniform, variance 1/(3 fan_in)): smaller than He's, and
+    # with it shapes_crop generalises clearly better from 1800 crops (0.98 against 0.90).
+    return keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform", seed=seed)
+
+
+def motion_clip() -> ModelBundle:
+    """Clip classifier: float32 [N, 16, 32, 32, 3] -> [N, 4] logits of left, right, up, down.
+
+    Three 3x3x3 convolutions and global average pooling, as the torch built-in. Defaults
+    (batch 16, Adam at 2e-3) reach about 1.0 held-out accuracy on ``motion`` in 10 epochs.
+    """
+    clip = keras.Input(CLIP_FORMAT.input_shape(), dtype="float32", name="clip")
+    x = clip
+    for i, (filters, stride, pool) in enumerate(((8, (1, 2, 2), True), (16, 1, True),
+                                                 (32, 1, False))):
+        x = keras.layers.Conv3D(filters, 3, strides=stride, padding="same", activation="relu",
+                                kernel_initializer=_torch_like(SEED + 20 + i),
+                                name=f"conv{i + 1}")(x)
+        if pool:
+            x = keras.layers.MaxPooling3D(2, name=f"pool{i + 1}")(x)
+    x = keras.layers.GlobalAveragePooling3D(name="gap")(x)
+    scores = _dense(len(MOTION_LABELS), SEED + 29, "scores")(x)
+    return ModelBundle(model=keras.Model(clip, scores, name="motion_clip"), labels=MOTION_LABELS,
+                       batch_size=16, learning_rate=2e-3, image_format=CLIP_FORMAT)
+
+
+def _crop_input(image: np.ndarray) -> List[np.ndarray]:
+    return [CROP_FORMAT.frame(image)[None]]
+
+
+def shapes_crop() -> ModelBundle:
+    """Crop classifier: float32 [N, 32, 32, 3] -> [N, 3] logits of circle, square, triangle.
+
+    Three conv/pool stages and a small dense head, as the torch built-in. Defaults (batch 32,
+    Adam at 2e-3) reach about 0.98 held-out accuracy on ``shape_crops`` in 10 epochs.
+    """
+    image = keras.Input(CROP_FORMAT.input_shape(), dtype="float32", name="image")
+    x = image
+    for i, filters in enumerate((16, 32, 32)):
+        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu",
+                                kernel_initializer=_torch_like(SEED + 30 + i),
+                                name=f"conv{i + 1}")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(64, activation="relu", kernel_initializer=_torch_like(SEED + 35),
+                           name="hidden")(x)
+    scores = _dense(len(CROP_LABELS), SEED + 39, "scores")(x)
+    return ModelBundle(model=keras.Model(image, scores, name="shapes_crop"), labels=CROP_LABELS,
+                       preprocess_image=_crop_input, batch_size=32, learning_rate=2e-3,
+                       image_format=CROP_FORMAT)
 
 
 # --- shapes_seg: per-pixel classes of the synthetic ``shapes`` scenes --------------------
@@ -126,5 +191,7 @@ def shapes_seg() -> ModelBundle:
 BUILTINS: Dict[str, Callable[[], ModelBundle]] = {
     "digits_mlp": digits_mlp,
     "image_cnn": image_cnn,
+    "motion_clip": motion_clip,
+    "shapes_crop": shapes_crop,
     "shapes_seg": shapes_seg,
 }

@@ -14,6 +14,8 @@ from torch.nn import functional as F
 from ml_bridge.backends.torch.model import TorchModel
 from ml_bridge.core.spec import TensorSpec
 from ml_bridge.core.synthetic import SHAPE_LABELS
+from ml_bridge.core.synthetic_crops import CROP_LABELS
+from ml_bridge.core.synthetic_motion import CLIP_LENGTH, MOTION_LABELS
 from ml_bridge.core.vision import ImageFormat, digits_input, rgb_input
 
 DIGITS_LABELS = [str(i) for i in range(10)]
@@ -160,9 +162,70 @@ def shapes_seg(device: torch.device) -> TorchModel:
                       image_format=SEG_FORMAT)
 
 
+# --- motion_clip and shapes_crop: a 3-D CNN over clips, a 2-D CNN over crops -------------
+
+#: 32 x 32 frames are enough to see a blob's motion or a shape's outline (the datasets and
+#: pipelines resize to it); pixel / 255 centred on 0.5 with std 0.25.
+CLIP_FORMAT = ImageFormat((32, 32), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+                          channels_first=True, clip_length=CLIP_LENGTH)
+CROP_FORMAT = ImageFormat((32, 32), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+                          channels_first=True)
+
+
+def motion_clip(device: torch.device) -> TorchModel:
+    """The ``motion_clip`` classifier: float32 [N, 3, 16, 32, 32] clips -> [N, 4] logits of
+    left, right, up, down.
+
+    Three 3x3x3 convolutions see a blob's shift from frame to frame (about 5 M multiply-adds
+    per clip); global average pooling makes the answer independent of where in the frame it
+    moves. Its defaults (Adam,
+    learning rate 2e-3, batch 16) reach about 1.0 held-out accuracy on the built-in
+    ``motion`` in 10 epochs.
+    """
+    with torch.device("cpu"):
+        module = seeded_init(nn.Sequential(
+            nn.Conv3d(3, 8, 3, stride=(1, 2, 2), padding=1), nn.ReLU(),  # 16 x 16 x 16
+            nn.MaxPool3d(2),                                                 # 8 x 8 x 8
+            nn.Conv3d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool3d(2),      # 4 x 4 x 4
+            nn.Conv3d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(),
+            nn.Linear(32, len(MOTION_LABELS))), seed=3)
+    return TorchModel(module, "motion_clip", device,
+                      inputs=[TensorSpec("clip", "float32", (-1,) + CLIP_FORMAT.input_shape())],
+                      outputs=[TensorSpec("scores", "float32", (-1, len(MOTION_LABELS)))],
+                      labels=MOTION_LABELS, outputs_probabilities=False, batch_size=16,
+                      learning_rate=2e-3, image_format=CLIP_FORMAT)
+
+
+def _crop_input(image: np.ndarray) -> List[np.ndarray]:
+    return [CROP_FORMAT.frame(image)[None]]
+
+
+def shapes_crop(device: torch.device) -> TorchModel:
+    """The ``shapes_crop`` classifier: float32 [N, 3, 32, 32] crops -> [N, 3] logits of
+    circle, square, triangle.
+
+    Three conv/pool stages and a small dense head. Its defaults (Adam, learning rate 2e-3,
+    batch 32) reach about 0.98 held-out accuracy on the built-in ``shape_crops`` in 10 epochs.
+    """
+    with torch.device("cpu"):
+        module = seeded_init(nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # 16 x 16
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 8 x 8
+            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 4 x 4
+            nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(),
+            nn.Linear(64, len(CROP_LABELS))), seed=4)
+    return TorchModel(module, "shapes_crop", device,
+                      inputs=[TensorSpec("image", "float32", (-1,) + CROP_FORMAT.input_shape())],
+                      outputs=[TensorSpec("scores", "float32", (-1, len(CROP_LABELS)))],
+                      labels=CROP_LABELS, outputs_probabilities=False,
+                      preprocess_image=_crop_input, batch_size=32, learning_rate=2e-3,
+                      image_format=CROP_FORMAT)
+
 #: Built-in name -> builder taking the device.
 BUILTINS: Dict[str, Callable[[torch.device], TorchModel]] = {
     "digits_mlp": digits_mlp,
     "image_cnn": image_cnn,
     "shapes_seg": shapes_seg,
+    "motion_clip": motion_clip,
+    "shapes_crop": shapes_crop,
 }
