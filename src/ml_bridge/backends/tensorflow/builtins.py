@@ -1,4 +1,5 @@
-"""The built-in Keras models, by name: ``digits_mlp`` and ``image_cnn``.
+"""The built-in Keras models, by name: ``digits_mlp``, ``image_cnn`` and the vision models
+``shapes_seg``, ``motion_clip`` and ``shapes_crop``.
 
 Each builder returns a :class:`~ml_bridge.core.model.ModelBundle` of a freshly initialised,
 seeded model, so building twice gives the same weights.

@@ -1,4 +1,5 @@
-"""Built-in models: ``digits_mlp`` (trains in a second) and ``image_cnn`` (for benchmarks).
+"""Built-in models: ``digits_mlp`` (trains in a second), ``image_cnn`` (for benchmarks) and the
+vision models ``shapes_seg``, ``motion_clip`` and ``shapes_crop`` (train in about a minute).
 
 Weights are initialised from a fixed seed with a private generator, so a built-in is the
 same in every process and building one leaves torch's global random state alone.
