@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from types import TracebackType
-from typing import IO, Dict, List, Optional, Type
+from typing import IO, Dict, List, Optional, Sequence, Type
 
 from ml_bridge.ros.processes import free_port, stop  # noqa: F401  (used by bench.run)
 
@@ -79,16 +79,21 @@ def start_master(group: Group, port: int) -> "subprocess.Popen[bytes]":
 
 
 def start_node(group: Group, port: int, backend: str, model: str, max_batch: int = 8,
-               image: str = "", env: Optional[Dict[str, str]] = None) -> "subprocess.Popen[bytes]":
-    """The ml_bridge node via launch/server.launch (``env``: extra environment variables);
-    waits for ``/ml_bridge/info``."""
+               image: str = "", env: Optional[Dict[str, str]] = None,
+               args: Sequence[str] = ()) -> "subprocess.Popen[bytes]":
+    """The ml_bridge node via launch/server.launch (``env``: extra environment variables,
+    ``args``: more launch arguments, e.g. ``pipeline:=segment``); waits for ``/ml_bridge/info``.
+    A model from ``bench.models`` is importable: the repository root is put on PYTHONPATH."""
     import rospy
 
-    work = os.path.join(group.workdir, f"{backend}_{model}")
+    name = model.replace(":", "_").replace(".", "_")
+    work = os.path.join(group.workdir, f"{backend}_{name}")
     argv = ["roslaunch", "-p", str(port), "ml_bridge", "server.launch", f"backend:={backend}",
             f"model:={model}", f"max_batch:={max_batch}", f"image:={image}",
-            f"checkpoint_dir:={work}/checkpoints", f"data_root:={work}/data", "output:=log"]
-    proc = group.start(f"node_{backend}_{model}", argv, env)
+            f"checkpoint_dir:={work}/checkpoints", f"data_root:={work}/data", "output:=log",
+            *args]
+    path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH", "")) if p)
+    proc = group.start(f"node_{backend}_{name}", argv, {"PYTHONPATH": path, **(env or {})})
     deadline = time.time() + 120
     while True:
         try:
@@ -98,5 +103,5 @@ def start_node(group: Group, port: int, backend: str, model: str, max_batch: int
         except rospy.ROSException:
             if proc.poll() is not None or time.time() > deadline:
                 raise RuntimeError(f"the {backend} {model} node did not come up; see "
-                                   f"{group.workdir}/node_{backend}_{model}.log and "
+                                   f"{group.workdir}/node_{backend}_{name}.log and "
                                    f"{group.workdir}/ros/log") from None

@@ -11,16 +11,21 @@ import shutil
 import sys
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 if __package__ in (None, ""):  # run as `python bench/run.py`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from bench import phases
 from bench.common import Figure, missing, table, write_results
 
 #: Every key of results.json, with its goal (issue 5).
 KEYS = [
+    ("predict_vs_handwritten_latency", "<= 1.2"),
+    ("predict_vs_handwritten_latency_tf", "<= 1.2"),
+    ("predict_vs_handwritten_throughput", ">= 1.1"),
+    ("predict_vs_handwritten_throughput_tf", ">= 1.1"),
     ("predict_overhead_ratio", "<= 1.3"),
     ("predict_overhead_ratio_tf", "<= 1.3"),
     ("tensor_bytes_speedup", ">= 10"),
@@ -35,10 +40,14 @@ KEYS = [
     ("cancel_latency_batches", "<= 1 + 50 ms"),
     ("context_restore_us", "(report)"),
     ("context_restore_us_tf", "(report)"),
+    ("segment_fps_ratio", ">= 0.9"),
+    ("segment_prepost_share", "<= 0.25"),
+    ("clip_frame_cost_share", "<= 0.1"),
+    ("objects_batch_speedup", "(report)"),
+    ("cameras_scaling", "(report)"),
 ]
 GOALS = dict(KEYS)
 HERE = os.path.dirname(os.path.abspath(__file__))
-IMAGE_THREADS = 1  # torch intra-op threads for both sides of the image figures
 
 
 class Run:
@@ -93,6 +102,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--image-seconds", type=float, default=4.0)
     parser.add_argument("--image-rate", type=float, default=0.0,
                         help="camera frames per second; 0 = as fast as the publisher can")
+    parser.add_argument("--peer-seconds", type=float, default=2.0,
+                        help="seconds of each side in each repetition of the throughput figure")
     args = parser.parse_args(argv)
     shutil.rmtree(args.workdir, ignore_errors=True)
     os.makedirs(args.workdir)
@@ -125,11 +136,14 @@ def main(argv: Optional[List[str]] = None) -> int:
               ["tensor_bytes_speedup", "tensor_bytes_vs_memcpy"], tensor)
     run.phase("context restore (torch)", ["context_restore_us"], context_torch)
     run.phase("micro-batching (image_cnn, 8 callers, in-process)", ["batching_speedup"], batching)
+    run.phase("pipelines in-process (segment, clip, objects; 640x480 frames)",
+              ["segment_prepost_share", "clip_frame_cost_share", "objects_batch_speedup"],
+              lambda: phases.pipeline_figures(reps))
     # TensorFlow goes last: once it has run in this process its thread pools compete with
     # torch's (measured: in-process image_cnn frames 50x slower after a Keras fit here).
     ros_phases(run, args, reps)
     if "predict_overhead_ratio_tf" not in run.figures:
-        run.skip(["predict_overhead_ratio_tf", "train_overhead_ratio_tf"], "not reached")
+        run.skip([f"{k}_tf" for k in phases.DIGITS_KEYS], "not reached")
     tf_reason = _tf_unusable()
     if tf_reason is None:
         run.phase("context restore (tensorflow)", ["context_restore_us_tf"],
@@ -158,63 +172,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0 if any(f.values for f in figures) else 1
 
 
-def _digits_node(run: Run, group: Any, port: int, reps: int, backend: str) -> None:
-    """predict and train overhead (and, for torch, cancel latency) against a digits_mlp node."""
-    from bench import rosfigs
-    from bench.harness import start_node
-
-    suffix = "_tf" if backend == "tensorflow" else ""
-    keys = [f"predict_overhead_ratio{suffix}", f"train_overhead_ratio{suffix}"]
-    if not suffix:
-        keys.append("cancel_latency_batches")
-    node = None
-    try:
-        node = start_node(group, port, backend, "digits_mlp")
-        run.phase(f"~predict overhead ({backend} digits_mlp)", keys[:1],
-                  lambda: [rosfigs.predict_overhead(group, backend, keys[0], reps, 200)])
-        run.phase(f"~train overhead ({backend}, 5 epochs)", keys[1:2],
-                  lambda: [rosfigs.train_overhead(group, backend, keys[1], 9)])
-        if not suffix:
-            run.phase("cancel latency (torch)", ["cancel_latency_batches"],
-                      lambda: [rosfigs.cancel_latency("torch", 3)])
-    except Exception as err:
-        traceback.print_exc()
-        run.skip(keys, f"{backend} node: {type(err).__name__}: {err}")
-    finally:
-        if node is not None:
-            group.stop(node)
-
-
-def _image_node(run: Run, group: Any, port: int, args: argparse.Namespace) -> None:
-    """The image stream figures against an image_cnn node."""
-    from bench import rosfigs
-    from bench.harness import start_node
-
-    keys = [k for k, _ in KEYS if k.startswith("image_")]
-    node = None
-    try:
-        # One torch thread on both sides (node, in-process reference, naive subscriber): on two
-        # cores the other one is the camera's and rospy's. With two threads each, the camera
-        # process takes CPU from the node that the in-process reference never had to share.
-        node = start_node(group, port, "torch", "image_cnn", image="/bench/image",
-                          env={"OMP_NUM_THREADS": str(IMAGE_THREADS)})
-        run.phase("image stream (torch image_cnn, 640x480 rgb8)", keys,
-                  lambda: rosfigs.image_figures(group, "/bench/image", 5, args.image_seconds,
-                                                args.image_rate, threads=IMAGE_THREADS))
-    except Exception as err:
-        traceback.print_exc()
-        run.skip(keys, f"image node: {type(err).__name__}: {err}")
-    finally:
-        if node is not None:
-            group.stop(node)
-
-
 def ros_phases(run: Run, args: argparse.Namespace, reps: int) -> None:
     """Everything that needs the private master; every process is stopped on the way out.
     Torch first, TensorFlow last (see main)."""
     from bench.harness import Group, free_port, start_master
 
-    ros_keys = [k for k, _ in KEYS if k.startswith(("predict_", "image_", "train_", "cancel_"))]
+    ros_keys = [k for k, _ in KEYS if k.startswith(("predict_", "image_", "train_", "cancel_",
+                                                   "segment_fps", "cameras_"))]
     group = Group(args.workdir)
     try:
         port = free_port()
@@ -223,14 +187,15 @@ def ros_phases(run: Run, args: argparse.Namespace, reps: int) -> None:
 
         rospy.init_node("ml_bridge_bench", disable_signals=True)
         print(f"== private master on port {port}; logs in {args.workdir}", flush=True)
-        _digits_node(run, group, port, reps, "torch")
-        _image_node(run, group, port, args)
+        phases.digits_node(run, group, port, reps, "torch", args.peer_seconds)
+        phases.image_node(run, group, port, args)
+        phases.segment_node(run, group, port, max(3, reps - 2), args.image_seconds)
         tf_reason = _tf_unusable()
         if tf_reason is None:
-            _digits_node(run, group, port, reps, "tensorflow")
+            phases.digits_node(run, group, port, reps, "tensorflow", args.peer_seconds)
         else:
             print(f"== {tf_reason}: the _tf figures are null")
-            run.skip(["predict_overhead_ratio_tf", "train_overhead_ratio_tf"], tf_reason)
+            run.skip([f"{k}_tf" for k in phases.DIGITS_KEYS], tf_reason)
     except Exception as err:
         traceback.print_exc()
         run.skip(ros_keys, f"ROS set-up: {type(err).__name__}: {err}")

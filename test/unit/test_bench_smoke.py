@@ -82,3 +82,51 @@ def test_profile_summary_reads_py_spy_collapsed_stacks(tmp_path: Path) -> None:
     assert "100.0%  predict (model.py)" in text
     only = summarize(str(path), threads=("model",))
     assert "handle" not in only and "thread (2): model" in only
+
+
+def test_pipeline_figures_tiny() -> None:
+    from bench import pipelines
+
+    seg, seg_context = local.load("torch", "bench.models:shapes_seg_128")
+    fig = pipelines.segment_prepost(seg, seg_context, reps=1, frames=1)
+    assert fig.key == "segment_prepost_share" and _finite(fig)
+    clip, clip_context = local.load("torch", "motion_clip")
+    fig = pipelines.clip_frame_cost(clip, clip_context, reps=1, frames=1)
+    assert _finite(fig) and fig.details["preprocess_ms"][0] > 0  # timed apart from the window
+    crop, crop_context = local.load("torch", "shapes_crop")
+    fig = pipelines.objects_batch(crop, crop_context, reps=1, crops=2, frames=1)
+    assert _finite(fig)
+
+
+def test_segment_in_process_side_tiny() -> None:
+    from bench import segnode
+
+    model, context = local.load("torch", segnode.MODEL)
+    frame_s, fps = segnode.in_process(model, context, seconds=0.0)
+    assert frame_s > 0 and fps > 0
+
+
+def test_the_hand_written_peer_serves_the_same_weights() -> None:
+    import numpy as np
+    from bench.handwritten import torch_model
+
+    from ml_bridge.core.server import ModelServer
+
+    x = np.random.default_rng(0).random((2, 64), dtype=np.float32)
+    scores, ids, top = torch_model()(x)
+    ours = ModelServer(*local.load("torch", "digits_mlp"))
+    try:
+        np.testing.assert_allclose(scores, ours.predict([x]).outputs[0], rtol=1e-6)
+    finally:
+        ours.close()
+    assert ids == scores.argmax(axis=1).tolist() and all(0 < p <= 1 for p in top)
+
+
+def test_throughput_schedule_alternates_and_client_logs_add_up(tmp_path: Path) -> None:
+    from bench.client import schedule
+    from bench.peer import _windows
+
+    assert schedule(["a", "b"], 3) == [(0, "a"), (0, "b"), (1, "b"), (1, "a"), (2, "a"), (2, "b")]
+    for name, lines in (("c0", "window 0 /a 10\nwindow 0 /b 7\n"), ("c1", "noise\nwindow 0 /a 5\n")):
+        (tmp_path / f"{name}.log").write_text(lines)
+    assert _windows(str(tmp_path), ["c0", "c1"]) == {(0, "/a"): 15, (0, "/b"): 7}

@@ -100,7 +100,7 @@ class ModelWorker:
         self.inline = inline
         self._predict_fn = predict_fn
         self._queue: Deque[Union[_Predict, _Job]] = collections.deque()
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
         self._busy = False  # a model call or job is running (model thread or inline caller)
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)

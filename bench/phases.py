@@ -1,0 +1,136 @@
+"""The phases of ``make bench`` that need more than a function call: the nodes on the private
+master (digits_mlp with the hand-written peer, image_cnn, the four-camera segment node) and
+the in-process pipeline figures. Each records its figures in a :class:`bench.run.Run`.
+"""
+import argparse
+import traceback
+from typing import TYPE_CHECKING, Any, List
+
+from bench.common import Figure
+
+if TYPE_CHECKING:
+    from bench.run import Run
+
+#: Keys measured against the digits_mlp node of each backend ("" torch, "_tf" tensorflow).
+DIGITS_KEYS = ("predict_vs_handwritten_latency", "predict_vs_handwritten_throughput",
+               "predict_overhead_ratio", "train_overhead_ratio")
+IMAGE_THREADS = 1  # torch intra-op threads for both sides of the image and pipeline figures
+PEER_CLIENTS = 8  # client processes of the throughput figure
+
+
+def pipeline_figures(reps: int) -> List[Figure]:
+    """segment_prepost_share, clip_frame_cost_share and objects_batch_speedup, in-process
+    (torch, one intra-op thread as in the stream figures)."""
+    import torch
+
+    from bench import local, pipelines
+    from bench.segnode import MODEL
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(IMAGE_THREADS)
+    try:
+        seg, seg_context = local.load("torch", MODEL)
+        figures = [pipelines.segment_prepost(seg, seg_context, reps, 20)]
+        clip, clip_context = local.load("torch", "motion_clip")
+        figures.append(pipelines.clip_frame_cost(clip, clip_context, reps, 40))
+        crop, crop_context = local.load("torch", "shapes_crop")
+        figures.append(pipelines.objects_batch(crop, crop_context, reps, 8, 20))
+        return figures
+    finally:
+        torch.set_num_threads(before)
+
+
+def digits_node(run: "Run", group: Any, port: int, reps: int, backend: str,
+                peer_seconds: float) -> None:
+    """The peer figures, predict and train overhead (and, for torch, cancel latency) against
+    a digits_mlp node; the hand-written node runs beside it for the peer figures."""
+    from bench import rosfigs
+    from bench.harness import start_node
+
+    suffix = "_tf" if backend == "tensorflow" else ""
+    latency, throughput, overhead, train = (f"{k}{suffix}" for k in DIGITS_KEYS)
+    keys = [latency, throughput, overhead, train]
+    if not suffix:
+        keys.append("cancel_latency_batches")
+    node = None
+    try:
+        node = start_node(group, port, backend, "digits_mlp")
+        run.phase(f"~predict vs the hand-written node ({backend} digits_mlp)",
+                  [latency, throughput], lambda: _peer(group, backend, suffix, reps, peer_seconds))
+        run.phase(f"~predict overhead ({backend} digits_mlp)", [overhead],
+                  lambda: [rosfigs.predict_overhead(group, backend, overhead, reps, 200)])
+        run.phase(f"~train overhead ({backend}, 5 epochs)", [train],
+                  lambda: [rosfigs.train_overhead(group, backend, train, 9)])
+        if not suffix:
+            run.phase("cancel latency (torch)", ["cancel_latency_batches"],
+                      lambda: [rosfigs.cancel_latency("torch", 3)])
+    except Exception as err:
+        traceback.print_exc()
+        run.skip(keys, f"{backend} node: {type(err).__name__}: {err}")
+    finally:
+        if node is not None:
+            group.stop(node)
+
+
+def _peer(group: Any, backend: str, suffix: str, reps: int, seconds: float) -> List[Figure]:
+    """Both peer figures with the hand-written node up beside ours."""
+    from bench import peer
+
+    handwritten = peer.start_handwritten(group, backend)
+    try:
+        return [peer.latency(f"predict_vs_handwritten_latency{suffix}", reps, 400),
+                peer.throughput(group, f"predict_vs_handwritten_throughput{suffix}", reps,
+                                PEER_CLIENTS, seconds)]
+    finally:
+        group.stop(handwritten)
+
+
+def segment_node(run: "Run", group: Any, port: int, reps: int, seconds: float) -> None:
+    """segment_fps_ratio and cameras_scaling against a four-camera segment node."""
+    import torch
+
+    from bench import local, segnode
+    from bench.harness import start_node
+
+    keys = ["segment_fps_ratio", "cameras_scaling"]
+    node = None
+    before = torch.get_num_threads()
+    try:
+        node = start_node(group, port, "torch", segnode.MODEL, image=" ".join(segnode.CAMERAS),
+                          env={"OMP_NUM_THREADS": str(IMAGE_THREADS)}, args=["pipeline:=segment"])
+        torch.set_num_threads(IMAGE_THREADS)
+        model, context = local.load("torch", segnode.MODEL)
+        run.phase("segment stream (shapes_seg at 128x128, 640x480 rgb8, 1 and 4 cameras)", keys,
+                  lambda: segnode.segment_figures(group, model, context, reps, seconds))
+    except Exception as err:
+        traceback.print_exc()
+        run.skip(keys, f"segment node: {type(err).__name__}: {err}")
+    finally:
+        torch.set_num_threads(before)
+        if node is not None:
+            group.stop(node)
+
+
+def image_node(run: "Run", group: Any, port: int, args: argparse.Namespace) -> None:
+    """The image stream figures against an image_cnn node."""
+    from bench import rosfigs
+    from bench.harness import start_node
+
+    keys = ["image_fps_ratio", "image_latency_ratio", "image_fps_ratio_naive",
+            "image_latency_ratio_naive"]
+    node = None
+    try:
+        # One torch thread on both sides (node, in-process reference, naive subscriber): on two
+        # cores the other one is the camera's and rospy's. With two threads each, the camera
+        # process takes CPU from the node that the in-process reference never had to share.
+        node = start_node(group, port, "torch", "image_cnn", image="/bench/image",
+                          env={"OMP_NUM_THREADS": str(IMAGE_THREADS)})
+        run.phase("image stream (torch image_cnn, 640x480 rgb8)", keys,
+                  lambda: rosfigs.image_figures(group, "/bench/image", 5, args.image_seconds,
+                                                args.image_rate, threads=IMAGE_THREADS))
+    except Exception as err:
+        traceback.print_exc()
+        run.skip(keys, f"image node: {type(err).__name__}: {err}")
+    finally:
+        if node is not None:
+            group.stop(node)

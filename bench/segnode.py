@@ -1,0 +1,122 @@
+"""Stream figures of the segment pipeline against a node with four cameras on the private master.
+
+The node serves ``bench.models:shapes_seg_128`` with ``pipeline:=segment`` on four image topics
+(outputs under ``~cam0/`` .. ``~cam3/``). The benchmark subscribes to each camera's ``mask`` and
+``predictions`` (so both are computed and published) and counts predictions per camera:
+
+- segment_fps_ratio: one camera publishing 640 x 480 rgb8 at 1.5x the in-process rate; the
+  node's rate / the same pipeline run in-process (frame -> request -> model -> mask and classes);
+- cameras_scaling: the four cameras publishing at that rate each, from one process; the sum of
+  the four cameras' rates / the single camera's rate measured in the same repetition.
+"""
+import time
+from typing import Dict, FrozenSet, List, Tuple
+
+import numpy as np
+import rospy
+from ml_bridge.msg import Prediction as PredictionMsg
+from sensor_msgs.msg import Image
+
+from bench.common import Figure, p50
+from bench.harness import Group
+from bench.pipelines import camera_frame
+from bench.rosfigs import _rates, _stream, _wait_connected
+from ml_bridge.core.context import Context
+from ml_bridge.core.model import BackendModel, ModelStamp
+from ml_bridge.core.server import Prediction
+from ml_bridge.pipelines.base import Frame
+
+MODEL = "bench.models:shapes_seg_128"
+CAMERAS = ["/cam0/image", "/cam1/image", "/cam2/image", "/cam3/image"]
+#: What the benchmark subscribes to, per camera; the in-process side computes the same.
+WANTED: FrozenSet[str] = frozenset({"mask", "predictions"})
+
+
+def in_process(model: BackendModel, context: Context, seconds: float) -> Tuple[float, float]:
+    """(p50 seconds per frame, frames per second) of the segment pipeline run in-process on a
+    640 x 480 frame for ``seconds`` (the wanted outputs only, as the node computes them)."""
+    from ml_bridge.pipelines.segment import SegmentPipeline
+
+    pipeline = SegmentPipeline(model, {})
+    stamp = ModelStamp.of(model, 1)
+    image = camera_frame()
+
+    def predict(inputs: List[np.ndarray]) -> Prediction:
+        return Prediction(model.predict(inputs), stamp, 0.0)
+
+    times: List[float] = []
+    with context:
+        for _ in range(3):  # warm
+            pipeline.run(Frame(image), predict, wanted=WANTED)
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end or len(times) < 10:
+            start = time.perf_counter()
+            pipeline.run(Frame(image), predict, wanted=WANTED)
+            times.append(time.perf_counter() - start)
+    return p50(times), 1.0 / float(np.mean(times))
+
+
+def _listen(cameras: List[str]) -> Tuple[Dict[str, List[Tuple[float, float]]], List[rospy.Subscriber]]:
+    """Subscribes to each camera's predictions (recorded) and mask (only so it is computed)."""
+    events: Dict[str, List[Tuple[float, float]]] = {}
+    subs = []
+    for topic in cameras:
+        camera = topic.strip("/").split("/")[0]
+        got: List[Tuple[float, float]] = []
+        events[camera] = got
+        subs.append(rospy.Subscriber(f"/ml_bridge/{camera}/predictions", PredictionMsg,
+                                     lambda m, out=got: out.append((time.time(),
+                                                                    m.header.stamp.to_sec())),
+                                     queue_size=1000))
+        subs.append(rospy.Subscriber(f"/ml_bridge/{camera}/mask", Image, lambda _m: None,
+                                     queue_size=1))
+    for sub in subs:
+        _wait_connected(sub)
+    return events, subs
+
+
+def segment_figures(group: Group, model: BackendModel, context: Context, reps: int,
+                    seconds: float) -> List[Figure]:
+    """segment_fps_ratio and cameras_scaling, repetition by repetition."""
+    fps = Figure("segment_fps_ratio", ">= 0.9",
+                 details={"model": MODEL, "frame": "640x480 rgb8", "outputs": sorted(WANTED),
+                          "fps": [], "latency_ms": [], "in_process_fps": [],
+                          "in_process_frame_ms": [], "published_fps": []})
+    scaling = Figure("cameras_scaling", "(report)",
+                     details={"cameras": len(CAMERAS), "total_fps": [], "single_fps": [],
+                              "per_camera_fps": [], "published_fps_per_camera": []})
+    for _ in range(reps):
+        frame_s, in_fps = in_process(model, context, min(seconds, 3.0))
+        rate = 1.5 * in_fps  # faster than the model keeps up: latest frame wins
+        single, latency, published = _run_cameras(group, CAMERAS[:1], rate, seconds)[0]
+        fps.values.append(single / in_fps)
+        for key, value in (("fps", single), ("latency_ms", latency * 1e3),
+                           ("in_process_fps", in_fps), ("in_process_frame_ms", frame_s * 1e3),
+                           ("published_fps", published)):
+            fps.details[key].append(value)
+        each = _run_cameras(group, CAMERAS, rate, seconds)
+        total = sum(r[0] for r in each)
+        scaling.values.append(total / single)
+        scaling.details["total_fps"].append(total)
+        scaling.details["single_fps"].append(single)
+        scaling.details["per_camera_fps"].append([round(r[0], 2) for r in each])
+        scaling.details["published_fps_per_camera"].append(each[0][2])
+    return [fps, scaling]
+
+
+def _run_cameras(group: Group, cameras: List[str], rate: float,
+                 seconds: float) -> List[Tuple[float, float, float]]:
+    """Publishes on ``cameras`` at ``rate`` for ``seconds``; per camera (fps, p50 latency s,
+    published fps) of the node's predictions."""
+    events, subs = _listen(cameras)
+    try:
+        published = _stream(group, f"cameras{len(cameras)}", ",".join(cameras), rate, seconds)
+        time.sleep(0.5)  # the last frames' results are on their way
+    finally:
+        for sub in subs:
+            sub.unregister()
+    out = []
+    for camera in events:
+        got_fps, latency = _rates(events[camera], warmup=1.0)
+        out.append((got_fps, latency, published))
+    return out
