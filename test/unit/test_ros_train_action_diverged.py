@@ -2,7 +2,6 @@
 import math
 import os
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Iterator, List, Tuple
 
 import numpy as np
@@ -38,6 +37,12 @@ class FakeActionServer:
     def set_preempted(self, result: Any, text: str = "") -> None:
         self.ended.append(("PREEMPTED", result, text))
 
+    def register_preempt_callback(self, callback: Any) -> None:
+        self.on_preempt = callback
+
+    def is_preempt_requested(self) -> bool:
+        return False
+
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[ModelServer]:
@@ -53,9 +58,7 @@ def served(tmp_path: Path) -> Iterator[ModelServer]:
 
 def execute(server: ModelServer, goal: TrainGoal) -> Tuple[str, Any, str]:
     action = FakeActionServer()
-    stub = SimpleNamespace(model_server=server, server=action, tensorboard_dir="",
-                           _should_stop=lambda: False)
-    TrainActionServer._execute(stub, goal)  # type: ignore[arg-type]
+    TrainActionServer(server, tensorboard_dir="", action_server=action)._execute(goal)
     assert len(action.ended) == 1
     return action.ended[0]
 
