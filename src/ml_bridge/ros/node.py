@@ -5,7 +5,6 @@ fake one; every callback runs with the captured framework context restored. Imag
 through streams (:mod:`ml_bridge.ros.streams`): one per camera, each running the pipeline
 chosen by ``~pipeline`` on a thread of its own.
 """
-import concurrent.futures
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -23,6 +22,7 @@ from ml_bridge.msg import TensorSpec
 from ml_bridge.pipelines import make_pipeline
 from ml_bridge.pipelines.classify import classify
 from ml_bridge.ros.conversions import arrays_to_tensors, tensors_to_arrays
+from ml_bridge.ros.model_call import predict_within
 from ml_bridge.ros.rules import RosRules
 from ml_bridge.ros.samples import SampleRecorder
 from ml_bridge.ros.sinks import SinkOptions
@@ -76,7 +76,7 @@ class MLBridgeNode:
         self.updater = diagnostic_updater.Updater()
         self.updater.setHardwareID(f"ml_bridge/{server.model.backend}/{server.model.device}")
         self.updater.add("model", self._diagnose)
-        self._diag_timer = rospy.Timer(rospy.Duration(1.0), lambda _: self.updater.update())
+        self._diag_timer = rospy.Timer(rospy.Duration(1.0), self._update_diagnostics)
         self.train = TrainActionServer(server)
         self.train.start()  # last: everything its callback uses exists now
         self.rules.start()
@@ -89,18 +89,14 @@ class MLBridgeNode:
         try:
             arrays = tensors_to_arrays(req.inputs, len(self.server.model.inputs),
                                        self.config.max_elements)  # counts first, then converts
-            pred = self.server.predict(arrays, timeout=self.config.timeout)
+            pred = predict_within(self.server, arrays, self.config.timeout)
             classes = classify(pred)
             resp = PredictResponse(True, "", pred.model_version,  # positional: the hot path
                                    arrays_to_tensors(pred.outputs, pred.model.output_names,
                                                      use_values),
                                    classes.class_ids, classes.scores, classes.labels)
-        except MLBridgeError as err:
+        except MLBridgeError as err:  # a timeout too (ModelTimeout), with its message
             resp = PredictResponse(success=False, message=str(err), model_version=self.server.version)
-        except concurrent.futures.TimeoutError:
-            resp = PredictResponse(success=False, message=f"the model did not answer within ~timeout "
-                                   f"= {self.config.timeout:g} s (it is busy or stuck)",
-                                   model_version=self.server.version)
         except Exception as err:  # reported to the caller and logged; the node keeps serving
             rospy.logerr("predict failed: %s: %s", type(err).__name__, err)
             resp = PredictResponse(success=False, message=f"internal error: {type(err).__name__}: "
@@ -147,6 +143,13 @@ class MLBridgeNode:
         return streams
 
     # -- diagnostics --------------------------------------------------------------------------
+    def _update_diagnostics(self, _event: Any) -> None:
+        try:
+            self.updater.update()
+        except OSError as err:  # it reads ~diagnostic_period: an exception would end the timer
+            rospy.logwarn_throttle(30.0, f"diagnostics not published: the ROS master does not "
+                                   f"answer ({err})")
+
     def _diagnose(self, stat: Any) -> Any:
         info = self.server.info()
         p50, p95 = self.stats.percentiles()

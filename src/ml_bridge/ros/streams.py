@@ -17,6 +17,7 @@ from ml_bridge.pipelines.base import Frame, Pipeline, Result
 from ml_bridge.pipelines.stream import Stream
 from ml_bridge.ros import sinks
 from ml_bridge.ros.conversions import image_to_array
+from ml_bridge.ros.model_call import predict_within
 
 if TYPE_CHECKING:
     from ml_bridge.ros.detections import DetectionsSubscriber
@@ -104,7 +105,7 @@ class RosStream:
 
     @staticmethod
     def _predict(server: ModelServer, inputs: List[Any], timeout: float) -> Prediction:
-        return server.predict(inputs, timeout=timeout)
+        return predict_within(server, inputs, timeout)  # a timeout skips the frame, named
 
     def _on_image(self, msg: Image) -> None:
         try:

@@ -1,0 +1,35 @@
+"""One model call from the ROS layer, with the ``~timeout`` every caller (service, streams) honours.
+
+A call that waits longer than ``~timeout`` for the model thread gets the same message
+everywhere: ``~predict`` replies with it, a stream skips the frame and warns with it.
+"""
+import concurrent.futures
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ml_bridge.core.errors import ModelCallError
+from ml_bridge.core.server import ModelServer, Prediction
+
+
+class ModelTimeout(ModelCallError):
+    """The model did not answer within ``~timeout`` (it is busy with long calls, or stuck)."""
+
+
+def timeout_message(timeout: Optional[float]) -> str:
+    """What a caller is told when the model did not answer within ``timeout`` seconds."""
+    return f"the model did not answer within ~timeout = {timeout:g} s (it is busy or stuck)"
+
+
+def predict_within(server: ModelServer, inputs: Sequence[np.ndarray],
+                   timeout: Optional[float]) -> Prediction:
+    """``server.predict(inputs, timeout)``, with a timeout raised as :class:`ModelTimeout`.
+
+    Raises:
+        ModelTimeout: the model did not answer within ``timeout`` seconds.
+        MLBridgeError: anything :meth:`ModelServer.predict` raises.
+    """
+    try:
+        return server.predict(inputs, timeout=timeout)
+    except concurrent.futures.TimeoutError as err:  # its str() is empty: say what happened
+        raise ModelTimeout(timeout_message(timeout)) from err
