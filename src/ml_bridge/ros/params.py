@@ -17,6 +17,7 @@ from ml_bridge.core.model import ModelOptions
 from ml_bridge.core.server import ModelServer
 from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS
 from ml_bridge.core.worker import MODEL_THREAD_MODES
+from ml_bridge.ros.master_watch import MasterWatch
 from ml_bridge.ros.node import MLBridgeNode, NodeConfig
 
 #: Default of ``~keep_checkpoints``: checkpoints of the served model kept after each save.
@@ -210,8 +211,17 @@ def main() -> int:
     rospy.loginfo("ml_bridge serving %s (%s %s on %s), version %d", info.model, info.backend,
                   info.framework_version, info.device, info.model_version)
     rospy.on_shutdown(node.shutdown)
+    watch = MasterWatch(node.info_srv.resolved_name, node.info_srv.uri, _exit_lost)
+    watch.start()
     rospy.spin()
-    return 0
+    watch.close()  # a loss shuts the node down on the watch thread: wait for it
+    return 1 if watch.lost else 0
+
+
+def _exit_lost(message: str) -> None:
+    """The master forgot the node: say so and shut down, so main returns non-zero."""
+    rospy.logfatal(f"ml_bridge stops: {message}")
+    rospy.signal_shutdown("the ROS master restarted")
 
 
 if __name__ == "__main__":  # pragma: no cover
