@@ -21,6 +21,7 @@ from ml_bridge.ros.processes import free_port, stop
 CAMERA = "/camera/image_raw"
 NS = "/ml_bridge"
 SHOTS = 4
+SPACING = 10  # frames between two saved ones (10 Hz camera)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -167,8 +168,8 @@ def _story(launch: "subprocess.Popen[bytes]", camera: List["subprocess.Popen[byt
     saved: List[str] = []
     deadline = time.time() + 60
     with overlays.cond:
-        overlays.cond.wait_for(lambda: len(overlays.order) >= 3 * SHOTS, 60)
-    stamps = overlays.order[::3][:SHOTS]
+        overlays.cond.wait_for(lambda: len(overlays.order) >= SPACING * SHOTS, 60)
+    stamps = overlays.order[::SPACING][:SHOTS]  # a second apart: the shapes have moved
     palette = np.array([[0, 0, 0], [230, 60, 60], [60, 200, 60], [60, 90, 230]], np.uint8)
     for k, stamp in enumerate(stamps):
         overlay = overlays.by_stamp[stamp]
