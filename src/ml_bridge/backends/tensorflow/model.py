@@ -23,6 +23,7 @@ from ml_bridge.core.vision import ImageFormat
 
 from . import trainer
 from .core import capture
+from .traces import released_traces
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -156,7 +157,8 @@ class KerasModel(BackendModel):
             callbacks: the neutral callbacks (progress, stop requests).
             native_callbacks: ``keras.callbacks.Callback`` objects passed to ``model.fit``.
         """
-        return trainer.fit(self, train, validation, config, callbacks, native_callbacks)
+        with released_traces():  # each run's traced step would otherwise stay in memory
+            return trainer.fit(self, train, validation, config, callbacks, native_callbacks)
 
     def check_targets(self, dataset: Dataset) -> None:
         """Raises DatasetError if the dataset's inputs or targets do not fit this model."""
