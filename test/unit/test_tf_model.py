@@ -146,23 +146,6 @@ def test_keras_file_served_from_8_threads(keras_file: str) -> None:
                                    atol=1e-6)
 
 
-def test_micro_batching_matches_one_by_one(mlp: KerasModel) -> None:
-    rows = digits(heldout=True).inputs[0][:8]
-    one_by_one = [mlp.predict([rows[i:i + 1]])[0] for i in range(8)]
-    worker = ModelWorker(mlp.capture_context(), lambda x: (mlp.predict(x), 1), max_batch=8)
-    try:
-        gate = threading.Event()
-        worker.submit(lambda: gate.wait(10))  # hold the model thread so requests queue up
-        futures = [worker.predict([rows[i:i + 1]]) for i in range(8)]
-        gate.set()
-        results = [f.result(timeout=30) for f in futures]
-    finally:
-        worker.close()
-    assert max(r.batched_with for r in results) == 8  # really batched together
-    for got, want in zip(results, one_by_one):
-        np.testing.assert_allclose(got.outputs[0], want, rtol=1e-5, atol=1e-6)
-
-
 def test_clone_is_independent(mlp: KerasModel) -> None:
     x = digits(heldout=True).inputs[:1]
     before = mlp.predict(x)[0]
