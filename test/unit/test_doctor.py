@@ -3,7 +3,7 @@ import io
 import os
 import socket
 import subprocess
-import time
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Dict, Iterator, List
@@ -137,24 +137,26 @@ def unused_port() -> Iterator[int]:
     yield port
 
 
-def test_master_unreachable_is_a_quick_warning(unused_port: int) -> None:
+def test_master_unreachable_is_a_warning_without_waiting(unused_port: int) -> None:
     env = Env(environ={"ROS_MASTER_URI": f"http://127.0.0.1:{unused_port}/"})
-    start = time.monotonic()
     result = doctor.check_master(env)
-    assert time.monotonic() - start < 2.0
     assert result.status == WARN and not result.failed and result.fix == "start one: roscore"
+    assert "refused" in result.detail  # answered by the OS at once, not by a timeout
 
 
 def test_a_master_that_never_answers_cannot_hang_doctor() -> None:
+    results: List[Result] = []
     with socket.socket() as silent:  # accepts connections (backlog) but never replies
         silent.bind(("127.0.0.1", 0))
         silent.listen(1)
         port = silent.getsockname()[1]
         env = Env(environ={"ROS_MASTER_URI": f"http://127.0.0.1:{port}/"}, master_timeout=0.3)
-        start = time.monotonic()
-        result = doctor.check_master(env)
-        assert time.monotonic() - start < 2.0
-    assert result.status == WARN and "timed out" in result.detail
+        check = threading.Thread(target=lambda: results.append(doctor.check_master(env)),
+                                 daemon=True)
+        check.start()
+        check.join(60.0)  # a bound on a hang, not a speed test: the timeout is what ends it
+    assert results, "check_master still waits on a master that never answers"
+    assert results[0].status == WARN and "timed out" in results[0].detail
 
 
 def test_master_uri_unset() -> None:
