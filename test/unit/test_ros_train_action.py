@@ -13,8 +13,9 @@ from test_core_server import LinearModel
 
 from ml_bridge.core.context import Context
 from ml_bridge.core.datasets import Dataset, digits
+from ml_bridge.core.errors import TrainingError
 from ml_bridge.core.server import ModelServer
-from ml_bridge.core.training import Callback, FitResult, TrainConfig
+from ml_bridge.core.training import Callback, FitResult, Logs, TrainConfig
 from ml_bridge.ros.train_action import TrainActionServer
 
 WAIT = 60.0  # bound on waits for events that come at once when the code works
@@ -59,23 +60,34 @@ class FakeActionServer:
 
 
 class StuckForward(LinearModel):
-    """Training hangs in its first batch (a forward that never returns) until ``release``."""
+    """Training hangs (a forward that never returns) until ``release``: in its first batch, or
+    in the evaluation after the last batch, where no stop is polled any more."""
 
-    def __init__(self) -> None:
+    def __init__(self, where: str) -> None:
         super().__init__()
+        self.where = where
         self.entered = threading.Event()
         self.release = threading.Event()  # shared with clones (shallow copies)
 
-    def fit(self, train: Dataset, validation: Optional[Dataset], config: TrainConfig,
-            callbacks: Callback, native_callbacks: Sequence[Any] = ()) -> FitResult:
+    def _hang(self) -> None:
         self.entered.set()
         self.release.wait()
+
+    def fit(self, train: Dataset, validation: Optional[Dataset], config: TrainConfig,
+            callbacks: Callback, native_callbacks: Sequence[Any] = ()) -> FitResult:
+        if self.where == "first batch":
+            self._hang()
         return super().fit(train, validation, config, callbacks, native_callbacks)
 
+    def _evaluate(self, data: Dataset, prefix: str) -> Logs:
+        if self.where == "after the last batch":
+            self._hang()
+        return super()._evaluate(data, prefix)
 
-@pytest.fixture
-def stuck(tmp_path: Path) -> Iterator[Tuple[ModelServer, StuckForward]]:
-    model = StuckForward()
+
+@pytest.fixture(params=["first batch", "after the last batch"])
+def stuck(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Tuple[ModelServer, StuckForward]]:
+    model = StuckForward(str(request.param))
     server = ModelServer(model, Context(), checkpoint_dir=str(tmp_path / "ckpt"))
     yield server, model
     model.release.set()  # no thread stays stuck after the test
@@ -95,7 +107,7 @@ def test_cancel_ends_a_goal_stuck_in_the_model_and_the_served_model_is_kept(
     before = server.predict([x]).outputs[0]
     fake = FakeActionServer()
     action = TrainActionServer(server, tensorboard_dir="", stop_grace=0.5, action_server=fake)
-    thread = execute_in_thread(action, TrainGoal(epochs=3, dataset="digits"))
+    thread = execute_in_thread(action, TrainGoal(epochs=1, dataset="digits"))
     assert model.entered.wait(WAIT)
     fake.cancel()
     thread.join(WAIT)
@@ -113,8 +125,9 @@ def test_cancel_ends_a_goal_stuck_in_the_model_and_the_served_model_is_kept(
     # The call returns at last: the abandoned run keeps nothing; the next goal trains.
     abandoned = action._abandoned
     assert abandoned is not None
+    model.where = ""  # the next goal trains normally
     model.release.set()
-    assert abandoned.done.wait(WAIT)
+    assert abandoned.done.wait(WAIT) and isinstance(abandoned.error, TrainingError)
     assert server.version == 1 and fake.feedback == []
     np.testing.assert_array_equal(server.predict([x]).outputs[0], before)
     action._execute(TrainGoal(epochs=1, dataset="digits"))

@@ -51,11 +51,15 @@ class _Run:
         self.stop.set()
         self.changed.set()
 
-    def should_stop(self) -> bool:
-        """Polled after every batch. An abandoned run raises: it must end without a swap."""
+    def check(self) -> None:
+        """Raises once the goal ended without this run: it must end without a swap."""
         if self.abandoned:
             raise TrainingError("this goal already ended (its training was abandoned when it "
                                 "did not stop in time); nothing is kept")
+
+    def should_stop(self) -> bool:
+        """Polled after every batch (an abandoned run raises)."""
+        self.check()
         return self.stop.is_set() or rospy.is_shutdown()
 
     def _main(self, fit: Callable[["_Run"], training.TrainResult]) -> None:
@@ -74,7 +78,8 @@ class _Run:
 
 
 class _Feedback(Callback):
-    """One action feedback per completed epoch (none once the goal ended without the run)."""
+    """One action feedback per completed epoch; an abandoned run raises here too, since after
+    the last batch of the last epoch no stop is polled any more and it would be swapped in."""
 
     def __init__(self, server: Any, epochs: int, run: _Run) -> None:
         self.server = server
@@ -82,11 +87,13 @@ class _Feedback(Callback):
         self.run = run
 
     def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
-        if self.run.abandoned:
-            return
+        self.run.check()
         loss, names, values = metric_lists(logs or {})
         self.server.publish_feedback(TrainFeedback(epoch=epoch + 1, epochs=self.epochs, loss=loss,
                                                    metric_names=names, metric_values=values))
+
+    def on_train_end(self, logs: Optional[Dict[str, float]] = None) -> None:
+        self.run.check()
 
 
 class TrainActionServer:
