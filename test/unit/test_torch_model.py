@@ -206,10 +206,11 @@ def test_check_targets_accepts_digits() -> None:
 
 
 @pytest.mark.parametrize("targets, message", [
-    (np.arange(10, dtype=np.float32), "integer class ids"),
-    (np.full(10, 10, dtype=np.int64), r"\[0, 10\).*\[10, 10\]"),
+    (np.arange(10, dtype=np.float32) + 0.5, "non-integer"),
+    (np.array(["1"] * 10), "must be numbers"),
+    (np.full(10, 10, dtype=np.int64), r"\[10, 10\].*\[0, 10\)"),
     (np.full(10, -1, dtype=np.int64), r"\[0, 10\)"),
-    (np.zeros((10, 2), dtype=np.int64), r"shape \[N\] or \[N, 1\]"),
+    (np.zeros((10, 2), dtype=np.int64), r"shape \[10, 2\].*\[N\] or \[N, 1\]"),
 ])
 def test_check_targets_refuses_bad_classifier_targets(targets: np.ndarray, message: str) -> None:
     x = train_set().inputs[0][:10]

@@ -95,7 +95,7 @@ def test_callback_list_stops_when_any_asks(train: Dataset) -> None:
 
 @pytest.mark.parametrize("targets, message", [
     (np.full(1500, 12, dtype=np.int64), r"\[0, 10\)"),
-    (np.zeros(1500, dtype=np.float64), "integer class ids"),
+    (np.full(1500, 0.5), "non-integer"),
 ])
 def test_bad_targets_raise_before_training(train: Dataset, targets: np.ndarray,
                                            message: str) -> None:

@@ -137,7 +137,15 @@ class BackendModel(abc.ABC):
 
     @abc.abstractmethod
     def check_targets(self, dataset: Dataset) -> None:
-        """Raises DatasetError if the dataset's inputs or targets do not fit this model."""
+        """Raises DatasetError if the dataset's inputs or targets do not fit this model.
+
+        Backends check targets with :func:`ml_bridge.core.targets.canonical_targets`, and only
+        add what depends on their layout (per-pixel scores channels first or last).
+        """
+
+    def n_classes(self) -> int:
+        """Number of classes of a classifier's output 0: one per label unless a backend knows."""
+        return len(self.labels)
 
     @abc.abstractmethod
     def save_checkpoint(self, path: str) -> None:

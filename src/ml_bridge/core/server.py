@@ -26,6 +26,7 @@ from ml_bridge.core.errors import CheckpointError, DatasetError, InputError, Tra
 from ml_bridge.core.model import BackendModel, ModelOptions, ModelStamp
 from ml_bridge.core.resolve import DatasetResolver
 from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS, TensorSpec, validate_inputs
+from ml_bridge.core.targets import canonical_targets
 from ml_bridge.core.training import (
     Callback,
     CallbackList,
@@ -190,10 +191,14 @@ class ModelServer:
             ins = validate_inputs([a[None] for a in ins], model.inputs, self.max_elements)
         except InputError as err:
             raise DatasetError(f"sample does not fit the model: {err}") from err
-        tgs = [np.asarray(t) for t in targets]
+        sample = Dataset(dataset, ins, [np.asarray(t).reshape((1,) + np.shape(t)) for t in targets])
         with self.context:
-            model.check_targets(Dataset(dataset, ins, [t.reshape((1,) + t.shape) for t in tgs]))
-        return self.datasets.store().append(dataset, [a[0] for a in ins], tgs)
+            model.check_targets(sample)
+        # Stored in the model's canonical dtypes and shapes (class ids int64 []): one sample sent
+        # as int32 or [1] must not make the dataset a mix that can no longer be stacked.
+        tgs = canonical_targets(dataset, sample.targets, model.outputs,
+                                model.n_classes() if model.is_classifier else 0)
+        return self.datasets.store().append(dataset, [a[0] for a in ins], [t[0] for t in tgs])
 
     # -- training -----------------------------------------------------------------------------
     def fit(self, dataset: Union[str, Dataset], epochs: int, batch_size: int = 0,

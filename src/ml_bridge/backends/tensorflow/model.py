@@ -18,6 +18,7 @@ from ml_bridge.core.errors import (
 )
 from ml_bridge.core.model import BackendModel, ImagePreprocess
 from ml_bridge.core.spec import TensorSpec, validate_inputs
+from ml_bridge.core.targets import canonical_targets
 from ml_bridge.core.training import Callback, FitResult, TrainConfig
 from ml_bridge.core.vision import ImageFormat
 
@@ -184,38 +185,12 @@ class KerasModel(BackendModel):
         if len(dataset.targets) != len(self.outputs):
             raise DatasetError(f"dataset '{dataset.name}' has {len(dataset.targets)} target "
                                f"array(s); the model has {len(self.outputs)} output(s)")
-        targets = [self._target(dataset.name, i, t, inputs) for i, t in enumerate(dataset.targets)]
+        first = dataset.targets[0]
+        if self.is_classifier and first.ndim == 3:  # the layout is ours: [N, H, W, C] scores
+            self._check_dense(f"dataset '{dataset.name}' target 0", first, inputs)
+        targets = canonical_targets(dataset.name, dataset.targets, self.outputs,
+                                    self.n_classes() if self.is_classifier else 0)
         return inputs, targets
-
-    def _target(self, name: str, index: int, target: np.ndarray,
-                inputs: List[np.ndarray]) -> np.ndarray:
-        spec = self.outputs[index]
-        where = f"dataset '{name}' target {index}"
-        if target.dtype.kind not in "biuf":
-            raise DatasetError(f"{where} has dtype {target.dtype}; numbers are needed")
-        if self.is_classifier and index == 0:
-            n_classes = spec.shape[-1] if spec.shape[-1] > 0 else len(self.labels)
-            if target.ndim == 3:
-                self._check_dense(where, target, inputs)
-            elif not (target.ndim == 1 or (target.ndim == 2 and target.shape[1] == 1)):
-                raise DatasetError(f"{where} has shape {list(target.shape)}; a classifier needs "
-                                   "class ids shaped [N] or [N, 1] (a class per sample) or "
-                                   "[N, H, W] (a class per pixel)")
-            ids = target.reshape(-1)
-            if ids.dtype.kind == "f" and not np.all(np.isfinite(ids) & (ids == np.round(ids))):
-                raise DatasetError(f"{where} holds non-integer values; a classifier needs "
-                                   "class ids")
-            low, high = ids.min(), ids.max()
-            if low < 0 or high >= n_classes:
-                raise DatasetError(f"{where} has class ids in [{low:g}, {high:g}]; this model "
-                                   f"has {n_classes} classes, ids must be in [0, {n_classes})")
-            return ids.astype(np.int64).reshape(target.shape if target.ndim == 3 else (-1,))
-        want = spec.shape[1:]
-        if target.ndim != len(spec.shape) or any(w >= 0 and g != w
-                                                 for g, w in zip(target.shape[1:], want)):
-            raise DatasetError(f"{where} has shape {list(target.shape)}; the model's output is "
-                               f"{spec.describe()}")
-        return np.ascontiguousarray(target, dtype=spec.dtype)
 
     def _check_dense(self, where: str, target: np.ndarray, inputs: List[np.ndarray]) -> None:
         """Per-pixel targets [N, H, W] need per-pixel scores [N, H, W, C] of the same H x W."""

@@ -17,6 +17,7 @@ from ml_bridge.core.errors import (
 )
 from ml_bridge.core.model import BackendModel, ImagePreprocess
 from ml_bridge.core.spec import TensorSpec, validate_inputs
+from ml_bridge.core.targets import canonical_targets
 from ml_bridge.core.training import Callback, FitResult, TrainConfig
 from ml_bridge.core.vision import ImageFormat
 
@@ -189,29 +190,18 @@ class TorchModel(BackendModel):
         target = dataset.targets[0]
         name = f"dataset '{dataset.name}'"
         if self.is_classifier:
-            if not np.issubdtype(target.dtype, np.integer):
-                raise DatasetError(f"{name}: classifier targets must be integer class ids, got "
-                                   f"dtype {target.dtype}")
-            if target.ndim == 3:
+            if target.ndim == 3:  # the layout is ours: [N, C, H, W] scores
                 self._check_dense(dataset, target)
-            elif not (target.ndim == 1 or (target.ndim == 2 and target.shape[1] == 1)):
-                raise DatasetError(f"{name}: classifier targets must have shape [N] or [N, 1] "
-                                   "(a class per sample) or [N, H, W] (a class per pixel), got "
-                                   f"{list(target.shape)}")
-            classes = self.n_classes()
-            low, high = int(target.min()), int(target.max())
-            if low < 0 or high >= classes:
-                raise DatasetError(f"{name}: class ids must be in [0, {classes}) for this model's "
-                                   f"{classes} classes, got values in [{low}, {high}]")
+            # Dtypes, shapes and class ids: the one check both backends share.
+            canonical_targets(dataset.name, [target], self.outputs[:1], self.n_classes())
             return
-        if not np.issubdtype(target.dtype, np.number) or target.dtype == np.bool_:
-            raise DatasetError(f"{name}: regression targets must be numbers, got {target.dtype}")
         want = self.output_shape(dataset)
         if len(want) != target.ndim or any(w >= 0 and w != g
                                            for w, g in zip(want[1:], target.shape[1:])):
             dims = ", ".join(str(d) for d in want[1:])
             raise DatasetError(f"{name}: targets have shape {list(target.shape)}, but the model's "
                                f"output 0 is [N, {dims}]")
+        canonical_targets(dataset.name, [target], self.outputs[:1], 0)  # numbers it can take
 
     def _check_dense(self, dataset: Dataset, target: np.ndarray) -> None:
         """Per-pixel targets [N, H, W] need per-pixel scores [N, C, H, W] of the same H x W."""
