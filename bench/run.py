@@ -16,6 +16,7 @@ from typing import Callable, Dict, List, Optional
 if __package__ in (None, ""):  # run as `python bench/run.py`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # the in-process sides as the node runs (scripts/server)
 
 from bench import phases
 from bench.common import Figure, missing, table, write_results

@@ -1,6 +1,7 @@
-"""The inline path of ModelWorker (``~model_thread``): a request that finds the model idle runs
-on the caller's thread, with the context restored, and never beside another model call.
+"""The inline path of ModelWorker (``~model_thread``): a request runs on the caller's thread,
+with the context restored, taking turns at the model lock, never beside another model call.
 """
+import concurrent.futures
 import threading
 import time
 from types import TracebackType
@@ -96,12 +97,17 @@ def on_thread(fn: Callable[[], Any], name: str = "caller") -> Any:
     return out[0]
 
 
-def wait_queued(worker: ModelWorker, count: int) -> None:
-    """Waits until ``count`` items wait in the worker's queue (polls a condition)."""
+def wait_for(condition: Callable[[], bool]) -> None:
+    """Waits until ``condition()`` holds (polls it; fails after TIMEOUT)."""
     deadline = time.monotonic() + TIMEOUT
-    while worker.queued < count:
-        assert time.monotonic() < deadline, f"{worker.queued} queued, waited for {count}"
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
         time.sleep(0.001)
+
+
+def wait_queued(worker: ModelWorker, count: int) -> None:
+    """Waits until ``count`` items wait in the worker's queue."""
+    wait_for(lambda: worker.queued >= count)
 
 
 def test_an_idle_model_runs_the_call_on_the_callers_thread_with_the_context_entered() -> None:
@@ -126,7 +132,7 @@ def test_an_idle_model_runs_the_call_on_the_callers_thread_with_the_context_ente
         queued.close()
 
 
-def test_a_call_that_finds_the_model_busy_is_queued_and_batched_never_run_beside() -> None:
+def test_callers_that_find_the_model_busy_wait_their_turn_and_run_one_at_a_time() -> None:
     model = Model(hold_first=True)
     worker = ModelWorker(Context(), model, max_batch=8, inline=True, name="model-thread")
     results: List[Any] = [None] * 4
@@ -134,22 +140,35 @@ def test_a_call_that_finds_the_model_busy_is_queued_and_batched_never_run_beside
     def caller(i: int) -> None:
         results[i] = worker.run(rows(1, 10 * i), TIMEOUT)
 
-    first = threading.Thread(target=caller, args=(0,), name="inline")
-    first.start()
+    threads = [threading.Thread(target=caller, args=(i,), name=f"caller{i}") for i in range(4)]
+    threads[0].start()
     assert model.entered.wait(TIMEOUT)  # the first call holds the model, on its own thread
-    others = [threading.Thread(target=caller, args=(i,)) for i in range(1, 4)]
-    for t in others:
+    for t in threads[1:]:
         t.start()
-    wait_queued(worker, 3)
+    wait_for(lambda: worker.waiting == 3)  # the others wait for the model lock
+    assert len(model.calls) == 1 and worker.queued == 0
     model.release.set()
-    for t in [first, *others]:
+    for t in threads:
         t.join(TIMEOUT)
     worker.close()
-    assert model.overlaps == 0
-    assert [c[:2] for c in model.calls] == [("inline", 1), ("model-thread", 3)]
+    assert model.overlaps == 0  # never two calls at once
+    assert sorted(c[0] for c in model.calls) == [f"caller{i}" for i in range(4)]  # no hand-off
     for i, result in enumerate(results):
         np.testing.assert_array_equal(result.outputs[0], rows(1, 10 * i)[0] * 2 + 1)
-    assert [r.batched_with for r in results] == [1, 3, 3, 3]
+
+
+def test_a_caller_that_waits_too_long_for_the_model_gets_a_timeout() -> None:
+    model = Model(hold_first=True)
+    worker = ModelWorker(Context(), model, inline=True)
+    holder = threading.Thread(target=lambda: worker.run(rows(1)))
+    holder.start()
+    assert model.entered.wait(TIMEOUT)
+    with pytest.raises(concurrent.futures.TimeoutError, match="model was busy"):
+        worker.run(rows(1), timeout=0.01)
+    model.release.set()
+    holder.join(TIMEOUT)
+    assert worker.run(rows(1), timeout=0.01).outputs[0][0, 0] == 1  # free again: no wait
+    worker.close()
 
 
 def test_a_job_queued_during_an_inline_call_runs_after_it() -> None:

@@ -1,4 +1,5 @@
 """Tensor specifications and validation of inputs against them."""
+import functools
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
@@ -63,22 +64,31 @@ def validate_inputs(arrays: Sequence[np.ndarray], specs: Sequence[TensorSpec],
                          "(parameter ~max_elements)")
     out = []
     for i, (array, spec) in enumerate(zip(arrays, specs)):
-        label = f"input {i} ('{spec.name}')" if spec.name else f"input {i}"
         if len(array.shape) != len(spec.shape):
-            raise InputError(f"{label} has shape {list(array.shape)}, rank {array.ndim}; the model "
-                             f"expects rank {len(spec.shape)}: {spec.describe()}")
+            raise InputError(f"{_label(i, spec)} has shape {list(array.shape)}, rank {array.ndim}; "
+                             f"the model expects rank {len(spec.shape)}: {spec.describe()}")
         for axis, (got, want) in enumerate(zip(array.shape, spec.shape)):
             if want >= 0 and got != want:
-                raise InputError(f"{label} has shape {list(array.shape)}; dimension {axis} must be "
-                                 f"{want}: {spec.describe()}")
-        target = np.dtype(spec.dtype)
+                raise InputError(f"{_label(i, spec)} has shape {list(array.shape)}; dimension "
+                                 f"{axis} must be {want}: {spec.describe()}")
+        target = _dtype(spec.dtype)
         if array.dtype != target:
             if not np.can_cast(array.dtype, target, casting="same_kind"):
-                raise InputError(f"{label} has dtype {array.dtype}, which cannot be converted to "
-                                 f"the model's {target} without losing its meaning")
+                raise InputError(f"{_label(i, spec)} has dtype {array.dtype}, which cannot be "
+                                 f"converted to the model's {target} without losing its meaning")
             array = array.astype(target)
-        out.append(np.ascontiguousarray(array))
+        out.append(array if array.flags.c_contiguous else np.ascontiguousarray(array))
     return out
+
+
+def _label(index: int, spec: TensorSpec) -> str:
+    return f"input {index} ('{spec.name}')" if spec.name else f"input {index}"
+
+
+@functools.lru_cache(maxsize=None)
+def _dtype(name: str) -> np.dtype:
+    """np.dtype(name), built once per name: validation runs on every request."""
+    return np.dtype(name)
 
 
 def batch_size_of(arrays: Sequence[np.ndarray]) -> int:

@@ -6,14 +6,17 @@ whose inputs agree in everything but the batch dimension are concatenated into o
 most ``max_batch`` rows (dynamic micro-batching: only what is already waiting is batched, so
 an idle server adds no latency) and the outputs are split back.
 
-With ``inline`` (CPU models, see ``~model_thread``), :meth:`ModelWorker.run` skips the hand-off
-when it can: if the model is idle and nothing is queued, the call runs on the caller's thread,
-with the context restored there, while the model counts as busy. Everything else still goes
-through the queue: a request that finds the model busy waits there and is batched with the
-others on the model thread, and jobs (clone, swap) run on the model thread between two calls.
-Either way at most one model call runs at any time.
+With ``inline`` (CPU models, see ``~model_thread``), :meth:`ModelWorker.run` skips the hand-off:
+the call runs on the caller's thread, with the context restored there, holding the model lock.
+A caller that finds the model busy waits for the lock and then runs its own call: on a CPU a
+hand-off to the model thread and back (two thread wake-ups) costs more than micro-batching
+saves (README, Performance). Jobs (clone, swap) still run on the model thread, holding the
+same lock, so they fall between two calls; while one is queued or running, inline callers
+queue behind it (and are micro-batched there). Either way at most one model call runs at any
+time.
 """
 import collections
+import concurrent.futures
 import logging
 import threading
 import time
@@ -101,7 +104,9 @@ class ModelWorker:
         self._predict_fn = predict_fn
         self._queue: Deque[Union[_Predict, _Job]] = collections.deque()
         self._cond = threading.Condition(threading.Lock())
-        self._busy = False  # a model call or job is running (model thread or inline caller)
+        self._model = threading.Lock()  # held by whoever runs the model: one call at a time
+        self._claimed = False  # the model thread has work in hand: inline callers queue behind it
+        self._waiting = 0      # inline callers waiting for the model lock
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
@@ -116,27 +121,45 @@ class ModelWorker:
         """Requests and jobs waiting for the model thread now."""
         return len(self._queue)
 
+    @property
+    def waiting(self) -> int:
+        """Inline callers waiting for their turn at the model now."""
+        return self._waiting
+
     def run(self, inputs: List[np.ndarray], timeout: Optional[float] = None) -> WorkerResult:
         """Runs a predict call on validated inputs and returns its result.
 
-        Inline and the model idle with nothing queued: on this thread, now. Otherwise queued
-        (and micro-batched) like :meth:`predict`, waiting at most ``timeout`` seconds.
+        Inline, with no job queued or running: on this thread, once the model is free (waiting
+        at most ``timeout`` seconds for it). Otherwise queued (and micro-batched) like
+        :meth:`predict`, waiting at most ``timeout`` seconds for the result.
 
         Raises:
             WorkerStopped: the worker is closed.
             MLBridgeError: the model call failed (ModelCallError wraps framework errors).
-            concurrent.futures.TimeoutError: a queued call did not finish within ``timeout``.
+            concurrent.futures.TimeoutError: the model was not free, or a queued call not
+                finished, within ``timeout``.
         """
-        if self.inline:
-            with self._cond:
-                if self._closed:
-                    raise WorkerStopped("the model thread has stopped (node shutting down)")
-                idle = not self._busy and not self._queue
-                if idle:
-                    self._busy = True
-            if idle:
-                return self._run_here(inputs)
+        # Read without the condition's lock (single reads are atomic): a job queued at this
+        # very moment may be passed by this call, which arrived with it; it still runs between
+        # two calls, never inside one.
+        if self.inline and not self._queue and not self._claimed:
+            if self._closed:
+                raise WorkerStopped("the model thread has stopped (node shutting down)")
+            if not self._model.acquire(blocking=False) and not self._wait_turn(timeout):
+                raise concurrent.futures.TimeoutError(
+                    f"the model was busy for longer than {timeout:g} s")
+            return self._run_here(inputs)
         return self.predict(inputs).result(timeout)
+
+    def _wait_turn(self, timeout: Optional[float]) -> bool:
+        """Waits for the model lock (True once held; False after ``timeout`` seconds)."""
+        with self._cond:
+            self._waiting += 1
+        try:
+            return self._model.acquire(timeout=-1 if timeout is None else max(timeout, 0.0))
+        finally:
+            with self._cond:
+                self._waiting -= 1
 
     def predict(self, inputs: List[np.ndarray]) -> "Future[WorkerResult]":
         """Queues a predict call on validated inputs (batch dimension first)."""
@@ -167,16 +190,9 @@ class ModelWorker:
             self._queue.append(item)
             self._cond.notify()
 
-    def _release(self) -> None:
-        """The model is free again; the model thread may take what waits."""
-        with self._cond:
-            self._busy = False
-            if self._queue:
-                self._cond.notify()
-
     # -- the caller's thread (inline) -------------------------------------------------------------
     def _run_here(self, inputs: List[np.ndarray]) -> WorkerResult:
-        """One call on this thread; the model is already marked busy for it."""
+        """One call on this thread, which holds the model lock (released here)."""
         result: Optional[WorkerResult] = None
         try:
             with self.context:
@@ -189,19 +205,26 @@ class ModelWorker:
                 raise failure from err
             log.error("%s", failure)  # the call was answered; leaving the context failed
         finally:
-            self._release()
+            self._model.release()
         assert result is not None  # every other way out of the try raised
         return result
 
     # -- the model thread ---------------------------------------------------------------------------
     def _take(self) -> Optional[List[Union[_Predict, _Job]]]:
+        """The next job or batch, once the model lock is held (after any inline call)."""
+        batch = self._pop()
+        if batch is not None:
+            self._model.acquire()
+        return batch
+
+    def _pop(self) -> Optional[List[Union[_Predict, _Job]]]:
         with self._cond:
-            while not self._queue or self._busy:
-                if self._closed and not self._queue:
+            while not self._queue:
+                if self._closed:
                     return None
                 self._cond.wait()
+            self._claimed = True  # set with the pop: inline callers now queue behind this
             first = self._queue.popleft()
-            self._busy = True
             if not isinstance(first, _Predict) or self.max_batch == 1 or first.rows == 0:
                 return [first]
             batch: List[Union[_Predict, _Job]] = [first]
@@ -213,6 +236,11 @@ class ModelWorker:
                     batch.append(item)
                     rows += item.rows
             return batch
+
+    def _release(self) -> None:
+        """The model thread's turn is over: the model is free, inline calls may go again."""
+        self._model.release()
+        self._claimed = False
 
     def _loop(self) -> None:
         while True:

@@ -62,9 +62,10 @@ class MLBridgeNode:
         self.server = server
         self.config = config or NodeConfig()
         self.stats = Stats()
-        wrap = in_context(server.context)
-        self.predict_srv = rospy.Service("~predict", Predict, wrap(self.handle_predict))
-        self.info_srv = rospy.Service("~info", GetInfo, wrap(self.handle_info))
+        # ~predict needs no context of its own: the model call restores it on whichever thread
+        # runs it (ModelServer.predict); the rest of the handler is numpy and messages.
+        self.predict_srv = rospy.Service("~predict", Predict, self.handle_predict)
+        self.info_srv = rospy.Service("~info", GetInfo, in_context(server.context)(self.handle_info))
         # Rules are validated first (an invalid one stops start-up); their recorder subscribes
         # after every typed subscriber of the node: rospy shares a topic's connection within a
         # process and the first subscriber's type wins (the recorder takes either form).
