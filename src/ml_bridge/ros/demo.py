@@ -5,14 +5,13 @@ Serve digits_mlp, train it 15 epochs with a progress bar, start and cancel a sec
 """
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import threading
 import time
 from typing import Any, List, Optional
 
-from ml_bridge.ros.processes import free_port, stop
+from ml_bridge.ros.processes import private_master, stop, wait_for_node
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -21,11 +20,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--backend", default="torch", choices=["torch", "tensorflow"])
     parser.add_argument("--workdir", default=os.path.join(os.getcwd(), "build", "demo"))
     args = parser.parse_args(argv)
-    shutil.rmtree(args.workdir, ignore_errors=True)
-    os.makedirs(args.workdir)
-    port = free_port()
-    os.environ["ROS_MASTER_URI"] = f"http://127.0.0.1:{port}"
-    os.environ["ROS_HOME"] = os.path.join(args.workdir, "ros")
+    port = private_master(args.workdir)
     log = open(os.path.join(args.workdir, "server.log"), "wb")
     print(f"== starting a private master on port {port} and the ml_bridge node "
           f"(backend {args.backend}); log: {log.name}")
@@ -43,7 +38,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _story(launch: "subprocess.Popen[bytes]") -> int:
     import actionlib
     import numpy as np
-    import rosgraph
     import rospy
     from actionlib_msgs.msg import GoalStatus
 
@@ -53,21 +47,9 @@ def _story(launch: "subprocess.Popen[bytes]") -> int:
     from ml_bridge.ros.conversions import array_to_tensor
     from ml_bridge.srv import GetInfo, Predict
 
-    deadline = time.time() + 300
-    while not rosgraph.is_master_online():
-        if launch.poll() is not None or time.time() > deadline:
-            print("the master did not come up; see the log above")
-            return 1
-        time.sleep(0.2)
-    rospy.init_node("ml_bridge_demo", disable_signals=True)
-    while True:
-        try:
-            rospy.wait_for_service("/ml_bridge/info", timeout=1.0)
-            break
-        except rospy.ROSException:
-            if launch.poll() is not None or time.time() > deadline:
-                print("the node did not come up; see the log above")
-                return 1
+    if not wait_for_node(launch, "/ml_bridge/info", "ml_bridge_demo"):
+        print("the node did not come up; see the log above")
+        return 1
     info = rospy.ServiceProxy("/ml_bridge/info", GetInfo)()
     print(f"== serving {info.model} on {info.backend} {info.framework_version} ({info.device}), "
           f"model version {info.model_version}")

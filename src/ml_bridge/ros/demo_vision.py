@@ -7,7 +7,6 @@ synthetic camera and save overlay and mask PNGs under ``build/demo/``.
 """
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ml_bridge.ros.processes import free_port, stop
+from ml_bridge.ros.processes import private_master, stop, wait_for_node
 
 CAMERA = "/camera/image_raw"
 NS = "/ml_bridge"
@@ -31,11 +30,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--workdir", default=os.path.join(os.getcwd(), "build", "demo"))
     parser.add_argument("--epochs", type=int, default=10)
     args = parser.parse_args(argv)
-    shutil.rmtree(args.workdir, ignore_errors=True)
-    os.makedirs(args.workdir)
-    port = free_port()
-    os.environ["ROS_MASTER_URI"] = f"http://127.0.0.1:{port}"
-    os.environ["ROS_HOME"] = os.path.join(args.workdir, "ros")
+    port = private_master(args.workdir)
     log = open(os.path.join(args.workdir, "server.log"), "wb")
     print(f"== starting a private master on port {port} and the ml_bridge node (backend "
           f"{args.backend}, model shapes_seg, pipeline segment on {CAMERA}); log: {log.name}")
@@ -78,25 +73,6 @@ class Frames:
             return self.by_stamp.get(stamp)
 
 
-def _wait_for_node(launch: "subprocess.Popen[bytes]") -> bool:
-    import rosgraph
-    import rospy
-
-    deadline = time.time() + 300
-    while not rosgraph.is_master_online():
-        if launch.poll() is not None or time.time() > deadline:
-            return False
-        time.sleep(0.2)
-    rospy.init_node("ml_bridge_demo_vision", disable_signals=True)
-    while True:
-        try:
-            rospy.wait_for_service(NS + "/info", timeout=1.0)
-            return True
-        except rospy.ROSException:
-            if launch.poll() is not None or time.time() > deadline:
-                return False
-
-
 def _heldout_iou(publisher: Any, masks: Frames) -> "tuple[float, float]":
     """Mean IoU and pixel accuracy of the node's ~mask on the held-out shapes frames."""
     import rospy
@@ -134,7 +110,7 @@ def _story(launch: "subprocess.Popen[bytes]", camera: List["subprocess.Popen[byt
     from ml_bridge.ros.conversions import image_to_array
     from ml_bridge.srv import GetInfo
 
-    if not _wait_for_node(launch):
+    if not wait_for_node(launch, NS + "/info", "ml_bridge_demo_vision"):
         print(f"the node did not come up; see {os.path.join(args.workdir, 'server.log')}")
         return 1
     info = rospy.ServiceProxy(NS + "/info", GetInfo)()
