@@ -8,10 +8,11 @@ What only one backend does (eval mode, native Keras callbacks, ...) stays in its
 """
 import threading
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional
 
 import numpy as np
 import pytest
+from recording import Recorder
 from trained import trained
 
 from ml_bridge.core import registry
@@ -19,7 +20,7 @@ from ml_bridge.core.context import Context
 from ml_bridge.core.datasets import Dataset, digits
 from ml_bridge.core.errors import TrainingError
 from ml_bridge.core.model import BackendModel, ModelOptions
-from ml_bridge.core.training import Callback, FitResult, Logs, TrainConfig
+from ml_bridge.core.training import Callback, FitResult, TrainConfig
 from ml_bridge.core.worker import ModelWorker, WorkerResult
 
 BACKENDS = ["torch", "tensorflow"]
@@ -55,49 +56,6 @@ class Fresh:
     def outputs(self, x: np.ndarray) -> np.ndarray:
         with self.context:
             return self.model.predict([x])[0]
-
-
-class Recorder(Callback):
-    """Records every hook; asks to stop after global batch ``stop_after`` (0-based); may save
-    a checkpoint at every epoch end (the neutral way to look at the weights of that moment)."""
-
-    def __init__(self, stop_after: Optional[int] = None, model: Optional[BackendModel] = None,
-                 folder: Optional[Path] = None) -> None:
-        self.calls: List[Tuple[str, Any]] = []
-        self.batches = 0
-        self.stop_after = stop_after
-        self.model = model
-        self.folder = folder
-        self.checkpoints: List[str] = []
-
-    def on_train_begin(self, logs: Optional[Logs] = None) -> None:
-        self.calls.append(("train_begin", None))
-
-    def on_train_end(self, logs: Optional[Logs] = None) -> None:
-        self.calls.append(("train_end", dict(logs or {})))
-
-    def on_epoch_begin(self, epoch: int, logs: Optional[Logs] = None) -> None:
-        self.calls.append(("epoch_begin", epoch))
-
-    def on_epoch_end(self, epoch: int, logs: Optional[Logs] = None) -> None:
-        self.calls.append(("epoch_end", (epoch, dict(logs or {}))))
-        if self.model is not None and self.folder is not None:
-            path = str(self.folder / f"epoch{epoch}{self.model.checkpoint_suffix}")
-            self.model.save_checkpoint(path)
-            self.checkpoints.append(path)
-
-    def on_batch_begin(self, batch: int, logs: Optional[Logs] = None) -> None:
-        self.calls.append(("batch_begin", batch))
-
-    def on_batch_end(self, batch: int, logs: Optional[Logs] = None) -> None:
-        self.calls.append(("batch_end", batch))
-        self.batches += 1
-
-    def should_stop(self) -> bool:
-        return self.stop_after is not None and self.batches > self.stop_after
-
-    def named(self, name: str) -> List[Any]:
-        return [arg for hook, arg in self.calls if hook == name]
 
 
 def accuracy(outputs: np.ndarray, data: Dataset) -> float:

@@ -1,10 +1,11 @@
 """TorchModel.fit, what only torch does or checks: eval mode, optimizer settings, targets,
 regression, inference mode. What both backends must do is in test_conformance."""
-from typing import Any, List, Optional, Tuple
+from typing import Any, List
 
 import numpy as np
 import pytest
 import torch
+from recording import Recorder
 from torch_fixtures import mlp, same_state, state
 
 from ml_bridge.backends.torch import TorchModel
@@ -12,7 +13,7 @@ from ml_bridge.core.datasets import Dataset, digits
 from ml_bridge.core.errors import DatasetError, TrainingError
 from ml_bridge.core.model import ModelBundle
 from ml_bridge.core.spec import TensorSpec
-from ml_bridge.core.training import Callback, CallbackList, Logs, TrainConfig
+from ml_bridge.core.training import Callback, CallbackList, TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
@@ -20,40 +21,6 @@ pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 @pytest.fixture(scope="module")
 def train() -> Dataset:
     return digits()
-
-
-class Recorder(Callback):
-    """Records every hook call; asks to stop after global batch ``stop_after`` (0-based)."""
-
-    def __init__(self, stop_after: Optional[int] = None) -> None:
-        self.calls: List[Tuple[str, Any]] = []
-        self.batches = 0
-        self.stop_after = stop_after
-
-    def on_train_begin(self, logs: Optional[Logs] = None) -> None:
-        self.calls.append(("train_begin", None))
-
-    def on_train_end(self, logs: Optional[Logs] = None) -> None:
-        self.calls.append(("train_end", dict(logs or {})))
-
-    def on_epoch_begin(self, epoch: int, logs: Optional[Logs] = None) -> None:
-        self.calls.append(("epoch_begin", epoch))
-
-    def on_epoch_end(self, epoch: int, logs: Optional[Logs] = None) -> None:
-        self.calls.append(("epoch_end", (epoch, dict(logs or {}))))
-
-    def on_batch_begin(self, batch: int, logs: Optional[Logs] = None) -> None:
-        self.calls.append(("batch_begin", batch))
-
-    def on_batch_end(self, batch: int, logs: Optional[Logs] = None) -> None:
-        self.calls.append(("batch_end", batch))
-        self.batches += 1
-
-    def should_stop(self) -> bool:
-        return self.stop_after is not None and self.batches > self.stop_after
-
-    def named(self, name: str) -> List[Any]:
-        return [arg for hook, arg in self.calls if hook == name]
 
 
 def test_serves_in_eval_mode_after_training(train: Dataset) -> None:
