@@ -10,6 +10,7 @@ and are measured in the same repetitions, the order alternating:
 import functools
 import glob
 import os
+import subprocess
 import time
 from typing import Dict, List, Tuple
 
@@ -26,7 +27,7 @@ OURS = "/ml_bridge/predict"
 HANDWRITTEN = "/bench_handwritten/predict"
 
 
-def start_handwritten(group: Group, backend: str) -> object:
+def start_handwritten(group: Group, backend: str) -> "subprocess.Popen[bytes]":
     """Starts the hand-written node (``backend``) and waits for its service."""
     proc = group.python(f"handwritten_{backend}", "bench.handwritten", backend)
     deadline = time.time() + 180

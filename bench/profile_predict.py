@@ -1,11 +1,16 @@
 """Profiles the ``~predict`` path: where a batch-1 request spends its time in the node.
 
-``python -m bench.profile_predict [--backend torch] [--seconds 10]`` starts a private master and
-the node, hammers ``~predict`` with a persistent proxy (digits_mlp, batch 1) and samples the node
-with py-spy: wall time, waits included, of the threads a request passes through (rospy's
-connection thread and the model thread). It prints the heaviest stacks of the node and
-writes the raw collapsed stacks to ``build/bench/profile_<backend>.txt``; the same is done for the
-bare rospy echo service (``bench.echo``), so the two can be compared side by side.
+``python -m bench.profile_predict [--backend torch] [--seconds 10] [--gil]`` starts a private
+master and the node, hammers ``~predict`` with a persistent proxy (digits_mlp, batch 1) and
+samples the node with py-spy: wall time, waits included, of the threads a request passes through
+(rospy's connection thread and the model thread). It prints the heaviest stacks of the node and
+writes the raw collapsed stacks to ``build/bench/profile_<backend>_<name>.txt``; the same is done
+for the hand-written peer (``bench.handwritten``) and the bare rospy echo service
+(``bench.echo``), so the three can be compared side by side.
+
+With ``--gil`` only the thread holding the GIL is sampled, in every thread: the time a request
+costs the process's one Python core (what bounds its throughput with many clients), printed
+per call and split by function.
 """
 import argparse
 import functools
@@ -44,10 +49,24 @@ def _hammer(call: Callable[[], Any], seconds: float) -> Tuple[int, float]:
     return count, (time.perf_counter() - start) / max(count, 1)
 
 
-def _record(pid: int, seconds: float, out: str) -> "subprocess.Popen[bytes]":
-    return subprocess.Popen([_py_spy(), "record", "--pid", str(pid), "--duration", str(int(seconds)),
-                             "--rate", "1000", "--format", "raw", "--output", out, "--threads",
-                             "--idle", "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+RATE = 1000  # py-spy samples per second
+
+
+def _record(pid: int, seconds: int, out: str, gil: bool = False) -> "subprocess.Popen[bytes]":
+    what = ["--gil"] if gil else ["--idle"]
+    return subprocess.Popen([_py_spy(), "record", "--pid", str(pid), "--duration", str(seconds),
+                             "--rate", str(RATE), "--format", "raw", "--output", out, "--threads",
+                             *what, "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def samples(path: str) -> int:
+    """Samples in a py-spy raw (collapsed stacks) file."""
+    total = 0
+    with open(path) as f:
+        for line in f:
+            match = re.match(r"^.* (\d+)$", line.rstrip("\n"))
+            total += int(match.group(1)) if match else 0
+    return total
 
 
 def summarize(path: str, top: int = 20, threads: Tuple[str, ...] = ()) -> str:
@@ -87,7 +106,8 @@ def main() -> int:
     """Profiles the node, then the echo service, and prints both summaries."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backend", default="torch")
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--gil", action="store_true", help="sample the GIL holder only")
     parser.add_argument("--workdir", default=os.path.join(os.path.dirname(HERE), "build", "bench"))
     args = parser.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
@@ -96,6 +116,7 @@ def main() -> int:
     from ml_bridge.srv import Predict
 
     from bench.harness import Group, free_port, start_master, start_node
+    from bench.peer import HANDWRITTEN, start_handwritten
     from ml_bridge.core.datasets import digits
     from ml_bridge.ros.conversions import array_to_tensor
 
@@ -104,7 +125,9 @@ def main() -> int:
         port = free_port()
         start_master(group, port)
         rospy.init_node("ml_bridge_profile", disable_signals=True)
-        node = start_node(group, port, args.backend, "digits_mlp", max_batch=1)
+        node = start_node(group, port, args.backend, "digits_mlp")
+        handwritten = start_handwritten(group, args.backend)
+        hand = rospy.ServiceProxy(HANDWRITTEN, Predict, persistent=True)
         proxy = rospy.ServiceProxy("/ml_bridge/predict", Predict, persistent=True)
         response = proxy(inputs=request)
         path = os.path.join(args.workdir, "echo_response_profile.bin")
@@ -116,19 +139,25 @@ def main() -> int:
         rospy.wait_for_service("/bench_echo/predict", timeout=60)
         echo = rospy.ServiceProxy("/bench_echo/predict", Predict, persistent=True)
         results: List[str] = []
-        for name, pid, target in (("node", _node_pid(node.pid), proxy), ("echo", echo_proc.pid, echo)):
+        targets = (("node", _node_pid(node.pid), proxy), ("handwritten", handwritten.pid, hand),
+                   ("echo", echo_proc.pid, echo))
+        for name, pid, target in targets:
             call = functools.partial(target, inputs=request)
             _hammer(call, 1.0)  # warm
-            out = os.path.join(args.workdir, f"profile_{args.backend}_{name}.txt")
-            spy = _record(pid, args.seconds, out)
+            suffix = "_gil" if args.gil else ""
+            out = os.path.join(args.workdir, f"profile_{args.backend}_{name}{suffix}.txt")
+            spy = _record(pid, args.seconds, out, args.gil)
             calls, mean = _hammer(call, args.seconds)
             _, err = spy.communicate(timeout=60)
             if spy.returncode != 0 or not os.path.exists(out):
                 raise SystemExit(f"py-spy failed: {err.decode(errors='replace')}")
-            results.append(f"== {name}: {calls} calls, mean round trip {mean * 1e6:.0f} us; "
-                           f"stacks in {out}\n{summarize(out, threads=SERVING_THREADS)}")
-        proxy.close()
-        echo.close()
+            head = f"== {name}: {calls} calls, mean round trip {mean * 1e6:.0f} us; stacks in {out}"
+            if args.gil:
+                held = samples(out) / RATE / calls * 1e6
+                head += f"\nGIL held {held:.0f} us per call (all threads)"
+            results.append(f"{head}\n{summarize(out, threads=() if args.gil else SERVING_THREADS)}")
+        for each in (proxy, hand, echo):
+            each.close()
         rospy.signal_shutdown("profile done")
     print("\n\n".join(results))
     return 0
