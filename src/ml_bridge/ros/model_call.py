@@ -22,14 +22,21 @@ def timeout_message(timeout: Optional[float]) -> str:
 
 
 def predict_within(server: ModelServer, inputs: Sequence[np.ndarray],
-                   timeout: Optional[float]) -> Prediction:
+                   timeout: Optional[float], batched: bool = False) -> Prediction:
     """``server.predict(inputs, timeout)``, with a timeout raised as :class:`ModelTimeout`.
+
+    ``batched``: always through the model thread's queue, where requests that arrive together
+    are joined into one call (the image streams: frames of several cameras are micro-batched,
+    and a model that hangs times the frame out). Otherwise an idle CPU model runs the call on
+    this thread (``~model_thread``), the fastest path for single ``~predict`` requests.
 
     Raises:
         ModelTimeout: the model did not answer within ``timeout`` seconds.
         MLBridgeError: anything :meth:`ModelServer.predict` raises.
     """
     try:
+        if batched:
+            return server.predict_async(inputs)(timeout)
         return server.predict(inputs, timeout=timeout)
     except concurrent.futures.TimeoutError as err:  # its str() is empty: say what happened
         raise ModelTimeout(timeout_message(timeout)) from err

@@ -105,7 +105,8 @@ class RosStream:
 
     @staticmethod
     def _predict(server: ModelServer, inputs: List[Any], timeout: float) -> Prediction:
-        return predict_within(server, inputs, timeout)  # a timeout skips the frame, named
+        # Through the queue: frames of several cameras that arrive together share one call.
+        return predict_within(server, inputs, timeout, batched=True)  # a timeout skips the frame
 
     def _on_image(self, msg: Image) -> None:
         try:
