@@ -1,7 +1,7 @@
 """ros.model_call: streams' calls are micro-batched and time out by name; ~predict's run inline."""
 import threading
 import time
-from typing import List
+from typing import Iterator, List
 
 import numpy as np
 import pytest
@@ -24,7 +24,7 @@ class CountingModel(LinearModel):
 
 
 @pytest.fixture
-def server() -> ModelServer:
+def server() -> Iterator[ModelServer]:
     model = CountingModel()
     model.calls = []
     served = ModelServer(model, model.capture_context(), max_batch=8)  # model_thread auto: inline
@@ -35,7 +35,12 @@ def server() -> ModelServer:
 def _hold(server: ModelServer) -> threading.Event:
     """Occupies the model thread with a job until the returned event is set."""
     release, started = threading.Event(), threading.Event()
-    server.worker.submit(lambda: (started.set(), release.wait(TIMEOUT)))
+
+    def job() -> None:
+        started.set()
+        release.wait(TIMEOUT)
+
+    server.worker.submit(job)
     assert started.wait(TIMEOUT)
     return release
 
