@@ -86,6 +86,10 @@ def runs_inline(model_thread: str, device: str) -> bool:
     return mode == "never"
 
 
+class _Busy(concurrent.futures.TimeoutError):
+    """The model stayed busy for longer than the caller's timeout (an inline call's wait)."""
+
+
 class WorkerStopped(MLBridgeError):
     """The model thread has been stopped; no more calls are accepted."""
 
@@ -145,10 +149,7 @@ class ModelWorker:
         if self.inline and not self._queue and not self._claimed:
             if self._closed:
                 raise WorkerStopped("the model thread has stopped (node shutting down)")
-            if not self._model.acquire(blocking=False) and not self._wait_turn(timeout):
-                raise concurrent.futures.TimeoutError(
-                    f"the model was busy for longer than {timeout:g} s")
-            return self._run_here(inputs)
+            return self._run_here(inputs, timeout)
         return self.predict(inputs).result(timeout)
 
     def _wait_turn(self, timeout: Optional[float]) -> bool:
@@ -191,21 +192,25 @@ class ModelWorker:
             self._cond.notify()
 
     # -- the caller's thread (inline) -------------------------------------------------------------
-    def _run_here(self, inputs: List[np.ndarray]) -> WorkerResult:
-        """One call on this thread, which holds the model lock (released here)."""
+    def _run_here(self, inputs: List[np.ndarray], timeout: Optional[float]) -> WorkerResult:
+        """One call on this thread, holding the model lock for the call only: the context is
+        this thread's own state, restored before the wait and undone after the release."""
         result: Optional[WorkerResult] = None
         try:
             with self.context:
-                result = WorkerResult(*self._call(inputs))
-        except MLBridgeError:
+                if not self._model.acquire(blocking=False) and not self._wait_turn(timeout):
+                    raise _Busy(f"the model was busy for longer than {timeout:g} s")
+                try:
+                    result = WorkerResult(*self._call(inputs))
+                finally:
+                    self._model.release()
+        except (MLBridgeError, _Busy):
             raise
         except Exception as err:  # entering or leaving the context failed
             failure = _context_failure(err)
             if result is None:
                 raise failure from err
             log.error("%s", failure)  # the call was answered; leaving the context failed
-        finally:
-            self._model.release()
         assert result is not None  # every other way out of the try raised
         return result
 
