@@ -1,8 +1,9 @@
 """The interface every backend's model implements. Framework-neutral.
 
-A BackendModel is only ever called with its backend's context restored; predictions run on
-the model thread (see :mod:`ml_bridge.core.worker`), training on the caller's thread on a
-*copy* (:meth:`BackendModel.clone`), so the served model keeps answering meanwhile.
+A BackendModel is only ever called with its backend's context restored, and never by two
+predictions at once (:mod:`ml_bridge.core.worker`: on the model thread, or on a caller's thread
+holding the model lock); training runs on a *copy* (:meth:`BackendModel.clone`), so the
+served model keeps answering meanwhile.
 """
 import abc
 from dataclasses import dataclass, field
