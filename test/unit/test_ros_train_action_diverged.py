@@ -2,7 +2,7 @@
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterator, List, Tuple
+from typing import Any, Iterator, Tuple
 
 import numpy as np
 import pytest
@@ -11,37 +11,12 @@ pytest.importorskip("ml_bridge.msg", reason="generated messages: run `make setup
 
 from ml_bridge.msg import TrainGoal
 from test_core_diverged_training import GuardedLinear
+from test_ros_train_action import FakeActionServer
 
 from ml_bridge.core.context import Context
 from ml_bridge.core.datasets import digits
 from ml_bridge.core.server import ModelServer
 from ml_bridge.ros.train_action import TrainActionServer
-
-
-class FakeActionServer:
-    """Records what SimpleActionServer would have been told."""
-
-    def __init__(self) -> None:
-        self.ended: List[Tuple[str, Any, str]] = []
-        self.feedback: List[Any] = []
-
-    def publish_feedback(self, feedback: Any) -> None:
-        self.feedback.append(feedback)
-
-    def set_aborted(self, result: Any, text: str = "") -> None:
-        self.ended.append(("ABORTED", result, text))
-
-    def set_succeeded(self, result: Any, text: str = "") -> None:
-        self.ended.append(("SUCCEEDED", result, text))
-
-    def set_preempted(self, result: Any, text: str = "") -> None:
-        self.ended.append(("PREEMPTED", result, text))
-
-    def register_preempt_callback(self, callback: Any) -> None:
-        self.on_preempt = callback
-
-    def is_preempt_requested(self) -> bool:
-        return False
 
 
 @pytest.fixture
