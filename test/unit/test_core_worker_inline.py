@@ -9,6 +9,7 @@ from typing import Any, Callable, List, Optional, Tuple, Type
 
 import numpy as np
 import pytest
+from threads import on_thread
 
 from ml_bridge.core.context import Context
 from ml_bridge.core.errors import InputError, ModelCallError
@@ -76,25 +77,6 @@ class Model:
 
 def rows(n: int, start: float = 0.0) -> List[np.ndarray]:
     return [np.arange(start, start + 3 * n, dtype=np.float32).reshape(n, 3)]
-
-
-def on_thread(fn: Callable[[], Any], name: str = "caller") -> Any:
-    """Runs ``fn`` on a fresh thread named ``name``; returns its result or raises its error."""
-    out: List[Any] = []
-    errors: List[BaseException] = []
-
-    def run() -> None:
-        try:
-            out.append(fn())
-        except BaseException as err:
-            errors.append(err)
-
-    thread = threading.Thread(target=run, name=name)
-    thread.start()
-    thread.join(TIMEOUT)
-    if errors:
-        raise errors[0]
-    return out[0]
 
 
 def wait_for(condition: Callable[[], bool]) -> None:

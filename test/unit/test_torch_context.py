@@ -8,31 +8,13 @@ from typing import Any, Callable, Iterator, List
 
 import pytest
 import torch
+from threads import on_thread
 
 from ml_bridge.backends.torch.core import TorchContext, devices, parse_device
 from ml_bridge.core.errors import ModelLoadError
 
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
-
-
-def on_thread(fn: Callable[[], Any]) -> Any:
-    """Runs ``fn`` on a fresh thread (torch's defaults there) and returns its result."""
-    out: List[Any] = []
-    errors: List[BaseException] = []
-
-    def run() -> None:
-        try:
-            out.append(fn())
-        except BaseException as err:
-            errors.append(err)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(30)
-    if errors:
-        raise errors[0]
-    return out[0]
 
 
 def inside(ctx: TorchContext, fn: Callable[[], Any]) -> Callable[[], Any]:
