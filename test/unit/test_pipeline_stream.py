@@ -211,3 +211,37 @@ def test_the_classify_pipeline_runs_a_frame_end_to_end() -> None:
     expected = model.predict([np.full((1, 64), 200 / 255, np.float32)])[0].argmax()
     assert result.outputs["predictions"].class_ids == [int(expected)]
     assert result.rows[0]["label"] == f"digit {expected}"
+
+
+def test_frames_are_converted_on_the_stream_thread_only_when_processed() -> None:
+    model = Model()
+    converted: List[Any] = []
+    stream_thread: List[str] = []
+
+    def convert(raw: float) -> Frame:
+        if raw < 0:
+            raise InputError("unsupported encoding")
+        converted.append(raw)
+        stream_thread.append(threading.current_thread().name)
+        return frame(raw)
+
+    results: List[Result] = []
+    warnings: List[str] = []
+    stream = Stream("cam", Recorder(), model, results.append, warn=warnings.append,
+                    convert=convert)
+    try:
+        model.release.clear()
+        stream.push(1.0)
+        assert model.entered.wait(TIMEOUT)
+        for raw in (2.0, 3.0, -1.0):         # 2 and 3 are replaced before they are converted
+            stream.push(raw)
+        model.release.set()
+        assert stream.wait_idle(TIMEOUT)
+        assert converted == [1.0] and stream.stats.frames_replaced == 2
+        assert stream_thread == ["ml_bridge-stream-cam"]
+        assert stream.stats.errors == 1 and "unsupported encoding" in warnings[0]
+        stream.push(4.0)
+        assert stream.wait_idle(TIMEOUT)
+        assert converted == [1.0, 4.0] and [r.frame.stamp for r in results] == [1.0, 4.0]
+    finally:
+        stream.close()

@@ -53,7 +53,8 @@ class Stream:
                  publish: Callable[[Result], None],
                  wanted: Optional[Callable[[], FrozenSet[str]]] = None,
                  warn: Optional[Callable[[str], None]] = None, queue_limit: int = 64,
-                 served: Optional[Callable[[], ModelStamp]] = None) -> None:
+                 served: Optional[Callable[[], ModelStamp]] = None,
+                 convert: Optional[Callable[[Any], Frame]] = None) -> None:
         """Starts the stream's thread.
 
         Args:
@@ -67,6 +68,10 @@ class Stream:
             queue_limit: every-frame pipelines: most events waiting before the oldest drops.
             served: the model served now, named by a result made without a model call (a
                 request without tensors: objects, a frame without detections); None: version 0.
+            convert: turns what :meth:`push` was given (e.g. a ROS Image) into a Frame, on the
+                stream's thread and only for frames that are processed: a frame that latest-wins
+                replaces is never converted. May raise MLBridgeError (counted, warned). None:
+                push is given Frames.
         """
         self.name = name
         self.pipeline = pipeline
@@ -77,9 +82,10 @@ class Stream:
         self._wanted = wanted or (lambda: everything)
         self._warn = warn or (lambda text: log.warning("%s", text))
         self._served = served or (lambda: ModelStamp(0))
+        self._convert = convert
         self._limit = max(1, queue_limit)
         self._events: Deque[Tuple[str, Any]] = collections.deque()
-        self._latest: Optional[Frame] = None
+        self._latest: Any = None  # the latest frame, not yet converted
         self._cond = threading.Condition()
         self._closed = False
         self._busy = False
@@ -89,7 +95,7 @@ class Stream:
         self._thread.start()
 
     # -- producers (any thread) -----------------------------------------------------------------
-    def push(self, frame: Frame) -> None:
+    def push(self, frame: Any) -> None:
         """Hands a frame to the stream; returns at once."""
         with self._cond:
             self.stats.frames += 1
@@ -181,7 +187,8 @@ class Stream:
         for kind, event in events:
             try:
                 if kind == "image":
-                    ready = self.pipeline.accept(event, self._state)
+                    frame = event if self._convert is None else self._convert(event)
+                    ready = self.pipeline.accept(frame, self._state)
                 else:
                     ready = self.pipeline.accept_detections(event, self._state)
                 # Built when due, before later events change the state (a clip window must

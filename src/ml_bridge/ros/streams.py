@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional
 import rospy
 from sensor_msgs.msg import Image
 
-from ml_bridge.core.errors import InputError, MLBridgeError
+from ml_bridge.core.errors import InputError
 from ml_bridge.core.model import ModelStamp
 from ml_bridge.core.server import ModelServer, Prediction
 from ml_bridge.pipelines.base import Frame, Pipeline, Result
@@ -91,7 +91,8 @@ class RosStream:
                              lambda inputs: self._predict(server, inputs, timeout),
                              self._publish, self.wanted, self._warn,
                              queue_limit=max(64, pipeline.queue_size() * 2),
-                             served=lambda: ModelStamp.of(server.model, server.version))
+                             served=lambda: ModelStamp.of(server.model, server.version),
+                             convert=self._frame)
         self.image_sub = rospy.Subscriber(topic, Image, self._on_image,
                                           queue_size=max(queue_size, pipeline.queue_size()),
                                           buff_size=buff_size,
@@ -109,13 +110,12 @@ class RosStream:
         return predict_within(server, inputs, timeout, batched=True)  # a timeout skips the frame
 
     def _on_image(self, msg: Image) -> None:
-        try:
-            array = image_to_array(msg)
-        except MLBridgeError as err:
-            self.stream.stats.errors += 1
-            self._warn(f"frame on {self.topic} skipped: {err}")
-            return
-        self.stream.push(Frame(array, msg.header.stamp.to_sec(), msg.header, msg.encoding))
+        self.stream.push(msg)  # converted on the stream's thread, only if it is processed
+
+    @staticmethod
+    def _frame(msg: Image) -> Frame:
+        """The Frame of an Image message (ConversionError for a bad encoding or size)."""
+        return Frame(image_to_array(msg), msg.header.stamp.to_sec(), msg.header, msg.encoding)
 
     def wanted(self) -> FrozenSet[str]:
         """The outputs someone subscribes to now, plus those the listeners need."""
