@@ -20,6 +20,8 @@ from ml_bridge.pipelines.segment import (
     PALETTE,
     SegmentPipeline,
     blur_outside,
+    class_argmax,
+    class_colours,
     class_scores_nchw,
     classes_present,
     color_blend,
@@ -171,6 +173,28 @@ def test_mask_from_scores_is_the_arg_max_of_the_softmax_logits_or_probabilities(
     np.testing.assert_array_equal(mask_from_scores(probs, True, min_score), expected)
     if min_score > 0:
         assert (expected == 0).sum() > (mask_from_scores(logits, False) == 0).sum()
+
+
+@pytest.mark.parametrize("classes", [1, 2, 4, 16, 17, 40])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_class_argmax_is_numpys_including_ties(classes: int, dtype: type) -> None:
+    # whole numbers in a small range: many pixels have equal top scores (lower id wins)
+    scores = np.random.default_rng(classes).integers(-3, 3, (2, classes, 9, 11)).astype(dtype)
+    got = class_argmax(scores)
+    assert got.dtype == np.uint8 and got.shape == (2, 9, 11)
+    np.testing.assert_array_equal(got, scores.argmax(axis=1))
+    channels_last = np.ascontiguousarray(scores.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    np.testing.assert_array_equal(class_argmax(channels_last), got)  # a strided view
+
+
+def test_class_colours_are_the_palette_lookup() -> None:
+    mask = np.random.default_rng(8).integers(0, 256, (37, 53), dtype=np.uint8)
+    np.testing.assert_array_equal(class_colours(mask, PALETTE), PALETTE.take(mask, axis=0))
+    gray = cv2.cvtColor(PALETTE[None], cv2.COLOR_RGB2GRAY)[0]
+    np.testing.assert_array_equal(class_colours(mask, gray), gray.take(mask))
+    np.testing.assert_array_equal(class_colours(mask[:, ::2], PALETTE), PALETTE.take(mask[:, ::2], axis=0))
+    wide = mask.astype(np.int64)  # not a uint8 mask: numpy's lookup
+    np.testing.assert_array_equal(class_colours(wide, PALETTE), PALETTE.take(mask, axis=0))
 
 
 def test_class_axis_comes_from_the_labels_else_from_the_layout() -> None:

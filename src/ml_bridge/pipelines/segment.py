@@ -89,9 +89,30 @@ def mask_from_scores(scores: np.ndarray, probabilities: bool, min_score: float =
     if scores.shape[1] > MAX_CLASSES:
         raise InputError(f"the model scores {scores.shape[1]} classes; a mask holds at most "
                          f"{MAX_CLASSES}")
-    ids = scores.argmax(axis=1).astype(np.uint8)
+    ids = class_argmax(scores)
     if min_score > 0:
         ids[top_probability(scores, probabilities) < min_score] = 0
+    return ids
+
+
+#: Up to this many classes the arg-max is a loop over classes (numpy's arg-max over the
+#: strided class axis is slower: 0.30 against 0.10 ms for 4 x 128 x 128).
+_LOOP_ARGMAX_CLASSES = 16
+
+
+def class_argmax(scores: np.ndarray) -> np.ndarray:
+    """uint8 [N, h, w]: the class of the highest score per pixel of [N, C, h, w] scores; of
+    equal scores the lower class id (as ``np.argmax``). A pixel with a NaN score gets an
+    undefined class."""
+    classes = scores.shape[1]
+    if classes > _LOOP_ARGMAX_CLASSES:
+        return scores.argmax(axis=1).astype(np.uint8)
+    best = scores[:, 0].copy()
+    ids = np.zeros(best.shape, np.uint8)
+    for class_id in range(1, classes):
+        candidate = scores[:, class_id]
+        ids[candidate > best] = class_id
+        np.maximum(best, candidate, out=best)
     return ids
 
 
@@ -119,11 +140,20 @@ def upscale_mask(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     return mask.take(_source_index(w, width), axis=1).take(_source_index(h, height), axis=0)
 
 
+@functools.lru_cache(maxsize=32)
+def _upscale_weights(small: Tuple[int, int], size: Tuple[int, int]) -> np.ndarray:
+    """How many pixels of the nearest-neighbour upscale to ``size`` each pixel of a ``small``
+    mask becomes, flattened (float64 for bincount)."""
+    rows = np.bincount(_source_index(small[0], size[0]), minlength=small[0])
+    cols = np.bincount(_source_index(small[1], size[1]), minlength=small[1])
+    weights = np.outer(rows, cols).astype(np.float64).ravel()
+    weights.flags.writeable = False  # cached and shared
+    return weights
+
+
 def _upscaled_counts(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     """Pixels per class of ``upscale_mask(mask, size)``, counted on ``mask`` with weights."""
-    rows = np.bincount(_source_index(mask.shape[0], size[0]), minlength=mask.shape[0])
-    cols = np.bincount(_source_index(mask.shape[1], size[1]), minlength=mask.shape[1])
-    weights = np.outer(rows, cols).astype(np.float64).ravel()
+    weights = _upscale_weights((mask.shape[0], mask.shape[1]), (size[0], size[1]))
     return np.rint(np.bincount(mask.ravel(), weights=weights)).astype(np.int64)
 
 
@@ -181,6 +211,18 @@ def _palette_for(frame: np.ndarray, palette: np.ndarray) -> np.ndarray:
     return palette
 
 
+def class_colours(mask: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """The palette's colour of every pixel of a class-id mask: H x W x 3 for a [256, 3]
+    palette, H x W for a [256] one. An OpenCV table look-up for uint8 masks (0.14 against
+    0.72 ms for numpy's take at 640 x 480 x 3)."""
+    if mask.dtype != np.uint8 or palette.dtype != np.uint8 or palette.shape[0] != MAX_CLASSES:
+        return palette.take(mask, axis=0)
+    mask = np.ascontiguousarray(mask)
+    if palette.ndim == 1:
+        return cv2.LUT(mask, palette)
+    return cv2.applyColorMap(mask, np.ascontiguousarray(palette[:, None, :]))
+
+
 def _blend(frame: np.ndarray, mask: np.ndarray, colours: np.ndarray, alpha: float) -> np.ndarray:
     """(1 - alpha) * frame + alpha * colours where mask != 0; the frame's pixels elsewhere."""
     out = cv2.addWeighted(frame, 1.0 - alpha, colours, alpha, 0.0)
@@ -198,7 +240,7 @@ def color_blend(frame: np.ndarray, mask: np.ndarray, alpha: float,
         alpha: weight of the colour, in [0, 1].
         palette: [256, 3] RGB colours by class id (mono frames get their luma).
     """
-    return _blend(frame, mask, _palette_for(frame, palette).take(mask, axis=0), alpha)
+    return _blend(frame, mask, class_colours(mask, _palette_for(frame, palette)), alpha)
 
 
 def _number(params: Mapping[str, Any], key: str, default: Any, kind: type) -> Any:
@@ -305,7 +347,7 @@ class SegmentPipeline(Pipeline[Dict[str, Frame]]):
             if "mask" in wanted:
                 outputs["mask"] = mask
             if "overlay" in wanted:
-                outputs["overlay"] = self._overlay(image, small, mask, size)
+                outputs["overlay"] = self._overlay(image, mask)
         if "predictions" in wanted:
             classes = classes_present(small, stamp.labels, size)
             outputs["predictions"] = classes
@@ -313,11 +355,7 @@ class SegmentPipeline(Pipeline[Dict[str, Frame]]):
         return Result(request.frame, stamp, prediction.inference_ms, outputs,
                       raw=prediction.outputs, rows=rows)
 
-    def _overlay(self, image: np.ndarray, small: np.ndarray, mask: np.ndarray,
-                 size: Tuple[int, int]) -> np.ndarray:
+    def _overlay(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if self.overlay_class is not None:
             return blur_outside(image, mask == self.overlay_class, self.kernel)
-        # Colours looked up at the model's resolution, then upscaled like the mask: the same
-        # pixels as a lookup of the whole mask, for a fraction of the cost.
-        colours = upscale_mask(_palette_for(image, PALETTE).take(small, axis=0), size)
-        return _blend(image, mask, colours, self.alpha)
+        return _blend(image, mask, class_colours(mask, _palette_for(image, PALETTE)), self.alpha)
