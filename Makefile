@@ -33,6 +33,7 @@ bench: setup
 	@$(ENV) python bench/run.py
 
 profile: setup
+	@$(ENV) python -m bench.hot_path
 	@$(ENV) python -m bench.profile_predict --backend $(or $(BACKEND),torch)
 
 clean:

@@ -105,3 +105,17 @@ def start_node(group: Group, port: int, backend: str, model: str, max_batch: int
                 raise RuntimeError(f"the {backend} {model} node did not come up; see "
                                    f"{group.workdir}/node_{backend}_{name}.log and "
                                    f"{group.workdir}/ros/log") from None
+
+
+def node_pid(launch_pid: int) -> int:
+    """The node process under roslaunch (its child running scripts/server)."""
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        children = subprocess.run(["pgrep", "-P", str(launch_pid)], capture_output=True,
+                                  text=True).stdout.split()
+        for child in children:
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                if b"server" in f.read():
+                    return int(child)
+        time.sleep(0.2)
+    raise RuntimeError(f"could not find the node process under roslaunch (pid {launch_pid})")

@@ -38,7 +38,7 @@ def main() -> None:
         delay = next_at - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-    print(f"published {seq} frames in {seconds} s", flush=True)
+    print(f"published {seq} frames in {seconds} s, cpu {time.process_time():.3f} s", flush=True)
 
 
 if __name__ == "__main__":

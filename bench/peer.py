@@ -12,7 +12,7 @@ import glob
 import os
 import subprocess
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import rospy
 from ml_bridge.srv import Predict
@@ -73,13 +73,26 @@ def latency(key: str, reps: int, calls: int) -> Figure:
     return fig
 
 
-def throughput(group: Group, key: str, reps: int, clients: int, seconds: float) -> Figure:
-    """Calls per second of ~predict / of the hand-written node, ``clients`` processes at once."""
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) the process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def throughput(group: Group, key: str, reps: int, clients: int, seconds: float,
+               pids: Optional[Dict[str, int]] = None, hand_first: bool = False) -> Figure:
+    """Calls per second of ~predict / of the hand-written node, ``clients`` processes at once.
+
+    ``pids`` (service -> serving process): the CPU time each node spends per call in its
+    windows goes into the details (what bounds throughput when the clients share the cores).
+    ``hand_first``: the hand-written node's window first in the first repetition.
+    """
     work = os.path.join(group.workdir, key)
     os.makedirs(work, exist_ok=True)
     for stale in glob.glob(os.path.join(work, "*")):
         os.remove(stale)
-    services = [OURS, HANDWRITTEN]
+    services = [HANDWRITTEN, OURS] if hand_first else [OURS, HANDWRITTEN]
     names = [f"{key}_client{i}" for i in range(clients)]
     procs = [group.python(name, "bench.client", work, name, str(seconds), str(reps), *services)
              for name in names]
@@ -91,10 +104,12 @@ def throughput(group: Group, key: str, reps: int, clients: int, seconds: float) 
                                    f"{group.workdir}/{names[0]}.log")
             time.sleep(0.1)
         tmp = os.path.join(work, "start.tmp")
+        start = time.time() + 1.0
         with open(tmp, "w") as f:
-            f.write(repr(time.time() + 1.0))
+            f.write(repr(start))
         os.rename(tmp, os.path.join(work, "start"))  # the clients never see half a file
-        total = 1.0 + len(schedule(services, reps)) * (seconds + GAP) + 60
+        cpu = _window_cpu(start, services, reps, seconds, pids or {})
+        total = 1.0 + 60
         for proc in procs:
             proc.wait(max(1.0, total))
             total = 1.0
@@ -103,7 +118,9 @@ def throughput(group: Group, key: str, reps: int, clients: int, seconds: float) 
             group.stop(proc)
     calls = _windows(group.workdir, names)
     fig = Figure(key, ">= 1.1", details={"clients": clients, "seconds": seconds,
-                                         "ours_calls_per_s": [], "handwritten_calls_per_s": []})
+                                         "ours_calls_per_s": [], "handwritten_calls_per_s": [],
+                                         "ours_cpu_us_per_call": [],
+                                         "handwritten_cpu_us_per_call": []})
     for rep in range(reps):
         ours = calls.get((rep, OURS), 0) / seconds
         hand = calls.get((rep, HANDWRITTEN), 0) / seconds
@@ -112,7 +129,27 @@ def throughput(group: Group, key: str, reps: int, clients: int, seconds: float) 
         fig.values.append(ours / hand)
         fig.details["ours_calls_per_s"].append(ours)
         fig.details["handwritten_calls_per_s"].append(hand)
+        for service, side, rate in ((OURS, "ours", ours), (HANDWRITTEN, "handwritten", hand)):
+            if (rep, service) in cpu and rate:
+                fig.details[f"{side}_cpu_us_per_call"].append(
+                    cpu[(rep, service)] / (rate * seconds) * 1e6)
     return fig
+
+
+def _window_cpu(start: float, services: List[str], reps: int, seconds: float,
+                pids: Dict[str, int]) -> Dict[Tuple[int, str], float]:
+    """CPU seconds the serving process of each window's service spent in that window (read
+    from /proc at the window's start and end, on the clients' shared clock)."""
+    spent: Dict[Tuple[int, str], float] = {}
+    for window, (rep, service) in enumerate(schedule(services, reps)):
+        begin = start + window * (seconds + GAP)
+        time.sleep(max(0.0, begin - time.time()))
+        pid = pids.get(service)
+        before = process_cpu_seconds(pid) if pid else 0.0
+        time.sleep(max(0.0, begin + seconds - time.time()))
+        if pid:
+            spent[(rep, service)] = process_cpu_seconds(pid) - before
+    return spent
 
 
 def _windows(workdir: str, names: List[str]) -> Dict[Tuple[int, str], int]:

@@ -115,7 +115,7 @@ def main() -> int:
     import rospy
     from ml_bridge.srv import Predict
 
-    from bench.harness import Group, free_port, start_master, start_node
+    from bench.harness import Group, free_port, node_pid, start_master, start_node
     from bench.peer import HANDWRITTEN, start_handwritten
     from ml_bridge.core.datasets import digits
     from ml_bridge.ros.conversions import array_to_tensor
@@ -139,7 +139,7 @@ def main() -> int:
         rospy.wait_for_service("/bench_echo/predict", timeout=60)
         echo = rospy.ServiceProxy("/bench_echo/predict", Predict, persistent=True)
         results: List[str] = []
-        targets = (("node", _node_pid(node.pid), proxy), ("handwritten", handwritten.pid, hand),
+        targets = (("node", node_pid(node.pid), proxy), ("handwritten", handwritten.pid, hand),
                    ("echo", echo_proc.pid, echo))
         for name, pid, target in targets:
             call = functools.partial(target, inputs=request)
@@ -161,20 +161,6 @@ def main() -> int:
         rospy.signal_shutdown("profile done")
     print("\n\n".join(results))
     return 0
-
-
-def _node_pid(launch_pid: int) -> int:
-    """The node process under roslaunch (its child running scripts/server)."""
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        children = subprocess.run(["pgrep", "-P", str(launch_pid)], capture_output=True,
-                                  text=True).stdout.split()
-        for child in children:
-            with open(f"/proc/{child}/cmdline", "rb") as f:
-                if b"server" in f.read():
-                    return int(child)
-        time.sleep(0.2)
-    raise SystemExit("could not find the node process under roslaunch")
 
 
 if __name__ == "__main__":

@@ -198,6 +198,13 @@ def _rates(events: List[Tuple[float, float]], warmup: float) -> Tuple[float, flo
 
 def _stream(group: Group, name: str, topic: str, rate: float, seconds: float) -> float:
     """Runs the camera for ``seconds``; returns the frames per second it published."""
+    return stream_with_cpu(group, name, topic, rate, seconds)[0]
+
+
+def stream_with_cpu(group: Group, name: str, topic: str, rate: float,
+                    seconds: float) -> Tuple[float, float]:
+    """Runs the camera for ``seconds``; returns (frames per second it published, the CPU
+    seconds the camera process used in all)."""
     proc = group.python(name, "bench.imagepub", topic, str(rate), str(seconds))
     try:
         proc.wait(seconds + 60)
@@ -205,7 +212,7 @@ def _stream(group: Group, name: str, topic: str, rate: float, seconds: float) ->
         group.stop(proc)
     with open(os.path.join(group.workdir, f"{name}.log")) as f:
         last = [line for line in f if line.startswith("published ")][-1].split()
-    return float(last[1]) / float(last[4])
+    return float(last[1]) / float(last[4]), float(last[7])
 
 
 def image_figures(group: Group, topic: str, reps: int, seconds: float, rate: float,

@@ -20,8 +20,9 @@ from sensor_msgs.msg import Image
 
 from bench.common import Figure, p50
 from bench.harness import Group
+from bench.peer import process_cpu_seconds
 from bench.pipelines import camera_frame
-from bench.rosfigs import _rates, _stream, _wait_connected
+from bench.rosfigs import _rates, _wait_connected, stream_with_cpu
 from ml_bridge.core.context import Context
 from ml_bridge.core.model import BackendModel, ModelStamp
 from ml_bridge.core.server import Prediction
@@ -35,9 +36,11 @@ CAMERAS = ["/cam0/image", "/cam1/image", "/cam2/image", "/cam3/image"]
 WANTED: FrozenSet[str] = frozenset({"mask", "predictions"})
 
 
-def in_process(model: BackendModel, context: Context, seconds: float) -> Tuple[float, float]:
-    """(p50 seconds per frame, frames per second) of the segment pipeline run in-process on a
-    640 x 480 frame for ``seconds`` (the wanted outputs only, as the node computes them)."""
+def in_process(model: BackendModel, context: Context,
+               seconds: float) -> Tuple[float, float, float]:
+    """(p50 seconds per frame, frames per second, CPU seconds per frame) of the segment
+    pipeline run in-process on a 640 x 480 frame for ``seconds`` (the wanted outputs only, as
+    the node computes them)."""
     from ml_bridge.pipelines.segment import SegmentPipeline
 
     pipeline = SegmentPipeline(model, {})
@@ -51,12 +54,14 @@ def in_process(model: BackendModel, context: Context, seconds: float) -> Tuple[f
     with context:
         for _ in range(3):  # warm
             pipeline.run(Frame(image), predict, wanted=WANTED)
+        cpu = time.process_time()
         end = time.perf_counter() + seconds
         while time.perf_counter() < end or len(times) < 10:
             start = time.perf_counter()
             pipeline.run(Frame(image), predict, wanted=WANTED)
             times.append(time.perf_counter() - start)
-    return p50(times), 1.0 / float(np.mean(times))
+        cpu = time.process_time() - cpu
+    return p50(times), 1.0 / float(np.mean(times)), cpu / len(times)
 
 
 def _listen(cameras: List[str]) -> Tuple[Dict[str, List[Tuple[float, float]]], List[rospy.Subscriber]]:
@@ -79,27 +84,39 @@ def _listen(cameras: List[str]) -> Tuple[Dict[str, List[Tuple[float, float]]], L
 
 
 def segment_figures(group: Group, model: BackendModel, context: Context, reps: int,
-                    seconds: float) -> List[Figure]:
-    """segment_fps_ratio and cameras_scaling, repetition by repetition."""
+                    seconds: float, node: int = 0) -> List[Figure]:
+    """segment_fps_ratio and cameras_scaling, repetition by repetition (``node``: the node's
+    pid, whose CPU time per frame goes into the details beside the in-process side's and the
+    camera's)."""
     fps = Figure("segment_fps_ratio", ">= 0.9",
                  details={"model": MODEL, "frame": "640x480 rgb8", "outputs": sorted(WANTED),
                           "fps": [], "latency_ms": [], "in_process_fps": [],
-                          "in_process_frame_ms": [], "published_fps": []})
+                          "in_process_frame_ms": [], "published_fps": [],
+                          "node_cpu_ms_per_frame": [], "in_process_cpu_ms_per_frame": [],
+                          "camera_cpu_cores": [], "node_cpu_cores": []})
     scaling = Figure("cameras_scaling", "(report)",
                      details={"cameras": len(CAMERAS), "camera_fps": CAMERA_FPS,
                               "total_fps": [], "single_fps": [],
                               "per_camera_fps": [], "published_fps_per_camera": []})
     for _ in range(reps):
-        frame_s, in_fps = in_process(model, context, min(seconds, 3.0))
+        frame_s, in_fps, in_cpu = in_process(model, context, min(seconds, 3.0))
         rate = 1.5 * in_fps  # faster than the model keeps up: latest frame wins
-        single, latency, published = _run_cameras(group, CAMERAS[:1], rate, seconds)[0]
+        before = process_cpu_seconds(node) if node else 0.0
+        runs, camera_cpu = _run_cameras(group, CAMERAS[:1], rate, seconds)
+        single, latency, published = runs[0]
+        node_cpu = process_cpu_seconds(node) - before if node else 0.0
         fps.values.append(single / in_fps)
         for key, value in (("fps", single), ("latency_ms", latency * 1e3),
                            ("in_process_fps", in_fps), ("in_process_frame_ms", frame_s * 1e3),
-                           ("published_fps", published)):
+                           ("published_fps", published),
+                           ("in_process_cpu_ms_per_frame", in_cpu * 1e3),
+                           ("camera_cpu_cores", camera_cpu / seconds)):
             fps.details[key].append(value)
-        one = _run_cameras(group, CAMERAS[:1], CAMERA_FPS, seconds)[0][0]
-        each = _run_cameras(group, CAMERAS, CAMERA_FPS, seconds)
+        if node:  # the node's CPU over the camera's run and the wait after it
+            fps.details["node_cpu_cores"].append(node_cpu / (seconds + 0.5))
+            fps.details["node_cpu_ms_per_frame"].append(node_cpu / max(1.0, single * seconds) * 1e3)
+        one = _run_cameras(group, CAMERAS[:1], CAMERA_FPS, seconds)[0][0][0]
+        each = _run_cameras(group, CAMERAS, CAMERA_FPS, seconds)[0]
         total = sum(r[0] for r in each)
         scaling.values.append(total / one)
         scaling.details["total_fps"].append(total)
@@ -110,12 +127,13 @@ def segment_figures(group: Group, model: BackendModel, context: Context, reps: i
 
 
 def _run_cameras(group: Group, cameras: List[str], rate: float,
-                 seconds: float) -> List[Tuple[float, float, float]]:
+                 seconds: float) -> Tuple[List[Tuple[float, float, float]], float]:
     """Publishes on ``cameras`` at ``rate`` for ``seconds``; per camera (fps, p50 latency s,
-    published fps) of the node's predictions."""
+    published fps) of the node's predictions, and the camera process's CPU seconds."""
     events, subs = _listen(cameras)
     try:
-        published = _stream(group, f"cameras{len(cameras)}", ",".join(cameras), rate, seconds)
+        published, camera_cpu = stream_with_cpu(group, f"cameras{len(cameras)}",
+                                                ",".join(cameras), rate, seconds)
         time.sleep(0.5)  # the last frames' results are on their way
     finally:
         for sub in subs:
@@ -124,4 +142,4 @@ def _run_cameras(group: Group, cameras: List[str], rate: float,
     for camera in events:
         got_fps, latency = _rates(events[camera], warmup=1.0)
         out.append((got_fps, latency, published))
-    return out
+    return out, camera_cpu

@@ -102,8 +102,8 @@ def test_segment_in_process_side_tiny() -> None:
     from bench import segnode
 
     model, context = local.load("torch", segnode.MODEL)
-    frame_s, fps = segnode.in_process(model, context, seconds=0.0)
-    assert frame_s > 0 and fps > 0
+    frame_s, fps, cpu = segnode.in_process(model, context, seconds=0.0)
+    assert frame_s > 0 and fps > 0 and cpu > 0
 
 
 def test_the_hand_written_peer_serves_the_same_weights() -> None:
@@ -130,3 +130,35 @@ def test_throughput_schedule_alternates_and_client_logs_add_up(tmp_path: Path) -
     for name, lines in (("c0", "window 0 /a 10\nwindow 0 /b 7\n"), ("c1", "noise\nwindow 0 /a 5\n")):
         (tmp_path / f"{name}.log").write_text(lines)
     assert _windows(str(tmp_path), ["c0", "c1"]) == {(0, "/a"): 15, (0, "/b"): 7}
+
+
+def test_window_cpu_reads_the_serving_process_of_each_window() -> None:
+    import subprocess
+    import sys
+    import time
+
+    from bench.peer import _window_cpu, process_cpu_seconds
+
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        start = time.time() + 0.2
+        spent = _window_cpu(start, ["/busy", "/idle"], 1, 0.3, {"/busy": busy.pid, "/idle": idle.pid})
+        assert set(spent) == {(0, "/busy"), (0, "/idle")}
+        assert spent[(0, "/busy")] > 0.05 and spent[(0, "/idle")] < 0.03
+        assert process_cpu_seconds(busy.pid) >= spent[(0, "/busy")]
+    finally:
+        busy.kill()
+        idle.kill()
+        busy.wait()
+        idle.wait()
+
+
+def test_hot_path_pieces_all_run() -> None:
+    from bench.hot_path import best_us, pieces
+
+    named = pieces()
+    assert named[0][0] == "hand-written handler" and named[1][0] == "ml_bridge handler"
+    for _name, fn in named:
+        fn()
+    assert best_us(named[0][1], calls=5, runs=1) > 0
