@@ -7,6 +7,7 @@ and are measured in the same repetitions, the order alternating:
 - throughput: calls per second of ``clients`` client processes (bench.client) calling at once,
   each with its own persistent connection.
 """
+import contextlib
 import functools
 import glob
 import os
@@ -94,6 +95,9 @@ def throughput(group: Group, key: str, reps: int, clients: int, seconds: float,
         os.remove(stale)
     services = [HANDWRITTEN, OURS] if hand_first else [OURS, HANDWRITTEN]
     names = [f"{key}_client{i}" for i in range(clients)]
+    for name in names:  # the logs are appended to: a figure taken before must not count
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(group.workdir, f"{name}.log"))
     procs = [group.python(name, "bench.client", work, name, str(seconds), str(reps), *services)
              for name in names]
     try:

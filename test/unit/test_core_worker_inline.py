@@ -1,11 +1,12 @@
 """The inline path of ModelWorker (``~model_thread``): a request runs on the caller's thread,
-with the context restored, taking turns at the model lock, never beside another model call.
+with the context restored, never beside another model call; requests that arrive while the
+model runs are joined into one batch that a waiting caller runs on its own thread.
 """
 import concurrent.futures
 import threading
 import time
 from types import TracebackType
-from typing import Any, Callable, List, Optional, Tuple, Type
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
 import numpy as np
 import pytest
@@ -114,7 +115,7 @@ def test_an_idle_model_runs_the_call_on_the_callers_thread_with_the_context_ente
         queued.close()
 
 
-def test_callers_that_find_the_model_busy_wait_their_turn_and_run_one_at_a_time() -> None:
+def test_callers_that_find_the_model_busy_are_joined_into_one_batch_on_the_leaders_thread() -> None:
     model = Model(hold_first=True)
     worker = ModelWorker(Context(), model, max_batch=8, inline=True, name="model-thread")
     results: List[Any] = [None] * 4
@@ -127,16 +128,114 @@ def test_callers_that_find_the_model_busy_wait_their_turn_and_run_one_at_a_time(
     assert model.entered.wait(TIMEOUT)  # the first call holds the model, on its own thread
     for t in threads[1:]:
         t.start()
-    wait_for(lambda: worker.waiting == 3)  # the others wait for the model lock
+    wait_for(lambda: worker.waiting == 3)  # the others left their requests and wait
     assert len(model.calls) == 1 and worker.queued == 0
     model.release.set()
     for t in threads:
         t.join(TIMEOUT)
     worker.close()
     assert model.overlaps == 0  # never two calls at once
-    assert sorted(c[0] for c in model.calls) == [f"caller{i}" for i in range(4)]  # no hand-off
+    # caller0 ran its own call, then the three waiting requests as one call of 3 rows
+    assert model.calls == [("caller0", 1, 0), ("caller0", 3, 0)]
     for i, result in enumerate(results):
         np.testing.assert_array_equal(result.outputs[0], rows(1, 10 * i)[0] * 2 + 1)
+        assert result.batched_with == (1 if i == 0 else 3)
+
+
+class Gated(Model):
+    """Holds every call until its gate is opened, one gate per call (in call order)."""
+
+    def __init__(self, calls: int, context: Optional[DepthContext] = None) -> None:
+        super().__init__(context)
+        self.gates = [threading.Event() for _ in range(calls)]
+        self.started = [threading.Event() for _ in range(calls)]
+
+    def __call__(self, inputs: List[np.ndarray]) -> Tuple[List[np.ndarray], int]:
+        n = len(self.calls)
+        self.started[n].set()
+        assert self.gates[n].wait(TIMEOUT)
+        return super().__call__(inputs)
+
+
+def test_a_leader_runs_two_batches_at_most_then_the_next_waiting_caller_leads() -> None:
+    ctx = DepthContext()
+    model = Gated(3, ctx)
+    worker = ModelWorker(ctx, model, max_batch=8, inline=True)
+    results: Dict[str, Any] = {}
+
+    def start(name: str, start_value: float) -> threading.Thread:
+        t = threading.Thread(target=lambda: results.update({name: worker.run(rows(1, start_value), TIMEOUT)}),
+                             name=name)
+        t.start()
+        return t
+
+    threads = [start("a", 0)]
+    assert model.started[0].wait(TIMEOUT)     # a leads: its own call runs
+    threads.append(start("b", 10))
+    wait_for(lambda: worker.waiting == 1)
+    model.gates[0].set()
+    assert model.started[1].wait(TIMEOUT)     # a runs b's request (its second batch)
+    threads += [start("c", 20), start("d", 30)]
+    wait_for(lambda: worker.waiting == 3)     # b waits for its result, c and d are left
+    model.gates[1].set()
+    assert model.started[2].wait(TIMEOUT)     # a has handed the lead on: c runs c and d
+    model.gates[2].set()
+    for t in threads:
+        t.join(TIMEOUT)
+    worker.close()
+    # every batch on its leader's thread, with the context entered there
+    assert model.calls == [("a", 1, 1), ("a", 1, 1), ("c", 2, 1)]
+    for name, value in (("a", 0), ("b", 10), ("c", 20), ("d", 30)):
+        np.testing.assert_array_equal(results[name].outputs[0], rows(1, value)[0] * 2 + 1)
+
+
+def test_waiting_requests_are_joined_by_shape_and_max_batch_and_one_bad_one_fails_alone() -> None:
+    model = Model(hold_first=True)
+    worker = ModelWorker(Context(), model, max_batch=3, inline=True)
+    box: Dict[int, Any] = {}
+
+    def call(i: int, inputs: List[np.ndarray]) -> None:
+        try:
+            box[i] = worker.run(inputs, TIMEOUT)
+        except Exception as err:  # the test looks at it
+            box[i] = err
+
+    requests = {0: rows(1), 1: rows(2, 10), 2: [np.ones((1, 4), np.float32)], 3: rows(2, 20),
+                4: [-np.ones((1, 3), np.float32)], 5: rows(1, 30)}
+    threads = [threading.Thread(target=call, args=(0, requests[0]))]
+    threads[0].start()
+    assert model.entered.wait(TIMEOUT)
+    for i in range(1, 6):
+        threads.append(threading.Thread(target=call, args=(i, requests[i])))
+        threads[-1].start()
+        wait_for(lambda: worker.waiting == i)  # noqa: B023 (i is read at once)
+    model.release.set()
+    for t in threads:
+        t.join(TIMEOUT)
+    worker.close()
+    # after the first call: 1 (2 rows; with 3 it would be 4 > max_batch), 2 (another shape),
+    # 3 + 4 joined (3 rows) fail and are retried one by one (2, 1), 5 (no room left beside them)
+    assert [c[1] for c in model.calls[1:]] == [2, 1, 3, 2, 1, 1]
+    assert isinstance(box[4], ModelCallError) and "negative input" in str(box[4])
+    for i in (0, 1, 3, 5):
+        np.testing.assert_array_equal(box[i].outputs[0], requests[i][0] * 2 + 1)
+    np.testing.assert_array_equal(box[2].outputs[0], requests[2][0] * 2 + 1)
+    assert model.overlaps == 0
+
+
+def test_a_waiting_caller_that_times_out_is_taken_back_and_never_runs() -> None:
+    model = Model(hold_first=True)
+    worker = ModelWorker(Context(), model, inline=True)
+    holder = threading.Thread(target=lambda: worker.run(rows(1)))
+    holder.start()
+    assert model.entered.wait(TIMEOUT)
+    with pytest.raises(concurrent.futures.TimeoutError, match="model was busy"):
+        worker.run(rows(1, 50), timeout=0.01)
+    assert worker.waiting == 0
+    model.release.set()
+    holder.join(TIMEOUT)
+    worker.close()
+    assert [c[1] for c in model.calls] == [1]  # the request that gave up was not run
 
 
 def test_a_caller_that_waits_too_long_for_the_model_gets_a_timeout() -> None:
@@ -347,3 +446,49 @@ def test_inline_results_equal_the_model_threads_bit_for_bit(backend: str) -> Non
     finally:
         inline.close()
         queued.close()
+
+
+class GateThenFail(Context):
+    """Its first entry waits for ``release`` and then fails (a device that cannot be set)."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.first = True
+
+    def __enter__(self) -> "GateThenFail":
+        if self.first:
+            self.first = False
+            self.entered.set()
+            assert self.release.wait(TIMEOUT)
+            raise RuntimeError("cannot restore device")
+        return self
+
+
+@pytest.mark.parametrize("failure", ["model", "context"])
+def test_a_leader_that_fails_hands_the_waiting_requests_on(failure: str) -> None:
+    model = Model(hold_first=failure == "model")
+    ctx = GateThenFail() if failure == "context" else Context()
+    worker = ModelWorker(ctx, model, max_batch=8, inline=True)
+    box: Dict[str, Any] = {}
+
+    def call(name: str, inputs: List[np.ndarray]) -> None:
+        try:
+            box[name] = worker.run(inputs, TIMEOUT)
+        except Exception as err:  # the test looks at it
+            box[name] = err
+
+    leader = threading.Thread(target=call, args=("leader", [-np.ones((1, 3), np.float32)]))
+    leader.start()
+    assert (model.entered if failure == "model" else ctx.entered).wait(TIMEOUT)  # type: ignore[attr-defined]
+    follower = threading.Thread(target=call, args=("follower", rows(1, 5)))
+    follower.start()
+    wait_for(lambda: worker.waiting == 1)
+    (model.release if failure == "model" else ctx.release).set()  # type: ignore[attr-defined]
+    leader.join(TIMEOUT)
+    follower.join(TIMEOUT)
+    worker.close()
+    expected = "negative input" if failure == "model" else "restoring or leaving the framework context"
+    assert isinstance(box["leader"], ModelCallError) and expected in str(box["leader"])
+    np.testing.assert_array_equal(box["follower"].outputs[0], rows(1, 5)[0] * 2 + 1)
+    assert model.overlaps == 0 and worker.waiting == 0
