@@ -10,12 +10,13 @@ With ``inline`` (CPU models, see ``~model_thread``), :meth:`ModelWorker.run` ski
 the call runs on the caller's thread, with the context restored there, holding the model lock.
 Callers that arrive while an inline call runs leave their request with it and wait: when its
 call is done, that caller (the leader) runs everything left with it as one micro-batch on its
-own thread and delivers the results, and if more arrived meanwhile, makes the first of those
-the next leader. Waiting requests are joined instead of taking turns at the lock: the model
-runs back to back while the callers wake, and a batch of 8 rows costs a small model about
-what one row does. Jobs (clone, swap) still run on the model thread, holding the same lock,
-so they fall between two calls; while one is queued or running, inline callers queue behind
-it (and are micro-batched there). Either way at most one model call runs at any time.
+own thread and delivers the results, does the same once more for what arrived meanwhile, and
+then makes the first caller still waiting the next leader. Waiting requests are joined
+instead of taking turns at the lock: the model runs back to back while the callers wake, and
+a batch of 8 rows costs a small model about what one row does. Jobs (clone, swap) still run
+on the model thread, holding the same lock, so they fall between two calls; while one is
+queued or running, inline callers queue behind it (and are micro-batched there). Either way
+at most one model call runs at any time.
 """
 import collections
 import concurrent.futures
