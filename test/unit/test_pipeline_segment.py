@@ -179,7 +179,7 @@ def test_mask_from_scores_is_the_arg_max_of_the_softmax_logits_or_probabilities(
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_class_argmax_is_numpys_including_ties(classes: int, dtype: type) -> None:
     # whole numbers in a small range: many pixels have equal top scores (lower id wins)
-    scores = np.random.default_rng(classes).integers(-3, 3, (2, classes, 9, 11)).astype(dtype)
+    scores: np.ndarray = np.random.default_rng(classes).integers(-3, 3, (2, classes, 9, 11)).astype(dtype)
     got = class_argmax(scores)
     assert got.dtype == np.uint8 and got.shape == (2, 9, 11)
     np.testing.assert_array_equal(got, scores.argmax(axis=1))
