@@ -147,3 +147,24 @@ def test_the_real_node_exits_1_with_one_fatal_line(master: Dict[str, str], arg: 
     assert "Traceback" not in out, out
     lines = [line for line in out.splitlines() if "ml_bridge cannot start" in line]
     assert len(lines) == 1 and words in lines[0], out
+
+
+def test_threads_are_refused_below_0_and_set_before_loading(
+        given: Dict[str, Any], loads: List[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    given["threads"] = -1
+    with pytest.raises(ParameterError, match=re.escape(
+            "~threads must be an integer >= 0 (0 = the framework's default), got -1")):
+        params.load_server()
+    import types
+
+    from ml_bridge.core import registry
+
+    calls: List[Any] = []
+    backend = types.SimpleNamespace(set_threads=lambda n: calls.append((n, len(loads))))
+    monkeypatch.setattr(registry, "load", lambda name: backend)
+    given["threads"] = "1"
+    params.load_server()
+    assert calls == [(1, 0)]  # set once, before the model was loaded
+    given["threads"] = 0
+    params.load_server()
+    assert calls == [(1, 0)] and len(loads) == 2  # 0: the framework's default is left alone

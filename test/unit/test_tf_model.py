@@ -303,3 +303,24 @@ def test_saved_model_directory(tmp: str) -> None:
     with pytest.raises(ModelLoadError, match="serving_default"):
         load_model(path, ModelOptions(extra={"signature": "nope"}))
     shutil.rmtree(path)
+
+
+def test_set_threads_sets_tensorflows_intra_op_threads_before_it_starts() -> None:
+    import subprocess
+    import sys
+
+    code = ("from ml_bridge.core import registry\n"
+            "import tensorflow as tf\n"
+            "registry.load('tensorflow').set_threads(1)\n"
+            "print(tf.config.threading.get_intra_op_parallelism_threads())\n"
+            "tf.constant(1.0) + 1.0\n"  # the runtime starts here
+            "try:\n"
+            "    registry.load('tensorflow').set_threads(2)\n"
+            "except Exception as err:\n"
+            "    print(type(err).__name__, err)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    lines = out.stdout.strip().splitlines()
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert lines[0] == "1"
+    assert lines[1].startswith("MLBridgeError") and "set them before the first model" in lines[1]

@@ -241,3 +241,16 @@ def test_regression_targets_must_match_the_output_shape() -> None:
         model.check_targets(Dataset("bad", [x], [np.zeros((5, 3), np.float32)]))
     with pytest.raises(DatasetError, match=r"targets have shape \[5\]"):
         model.check_targets(Dataset("bad", [x], [np.zeros(5, np.float32)]))
+
+
+def test_set_threads_sets_torchs_intra_op_threads() -> None:
+    import torch
+
+    from ml_bridge.core import registry
+
+    before = torch.get_num_threads()
+    try:
+        registry.load("torch").set_threads(1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -6,7 +6,7 @@ from typing import Dict, List
 from ml_bridge.core.errors import BackendError
 
 #: Backend name -> module. Each module provides ``load_model(source, options) -> BackendModel``,
-#: ``framework_version() -> str`` and ``devices() -> List[str]``.
+#: ``framework_version() -> str``, ``devices() -> List[str]`` and ``set_threads(n)``.
 BACKENDS: Dict[str, str] = {
     "torch": "ml_bridge.backends.torch",
     "tensorflow": "ml_bridge.backends.tensorflow",

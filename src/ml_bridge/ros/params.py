@@ -11,6 +11,7 @@ from typing import Any, List
 
 import rospy
 
+from ml_bridge.core import registry
 from ml_bridge.core.datasets import check_name
 from ml_bridge.core.errors import DatasetError, MLBridgeError
 from ml_bridge.core.model import ModelOptions
@@ -136,6 +137,9 @@ def load_server() -> ModelServer:
     if kwargs["model_thread"] not in MODEL_THREAD_MODES:
         raise _bad("model_thread", "auto, always or never (auto: on the caller's thread for "
                    "CPU models)", _get("model_thread", "auto"))
+    threads = int_param("threads", 0, 0, "0 = the framework's default")
+    if threads:  # before the model loads: TensorFlow takes it only before it starts
+        registry.load(backend).set_threads(threads)
     return ModelServer.load(backend, model, options, **kwargs)
 
 

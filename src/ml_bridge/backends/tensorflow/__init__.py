@@ -24,12 +24,27 @@ from ml_bridge.core.model import BackendModel, ModelBundle, ModelOptions
 
 from .core import capture, devices, framework_version, parse_device
 
-__all__ = ["capture", "devices", "framework_version", "load_model"]
+__all__ = ["capture", "devices", "framework_version", "load_model", "set_threads"]
 
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _FORMS = ("a built-in name ({builtins}), a .keras file, a SavedModel directory, a frozen "
           "GraphDef .pb file (with input_tensor and output_tensor), or a package.module:callable "
           "factory returning a keras.Model or a ModelBundle")
+
+
+def set_threads(threads: int) -> None:
+    """Runs TensorFlow's CPU operators on ``threads`` threads (intra-op) in this process.
+
+    Raises:
+        MLBridgeError: TensorFlow has already started its thread pools (set it first).
+    """
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError as err:
+        raise MLBridgeError(f"TensorFlow's threads cannot be set any more: {err} (set them "
+                            "before the first model is loaded)") from err
 
 
 def _accepted() -> str:

@@ -18,5 +18,10 @@ def framework_version() -> str:
     return str(torch.__version__)
 
 
+def set_threads(threads: int) -> None:
+    """Runs torch's CPU operators on ``threads`` threads (intra-op) in this process."""
+    torch.set_num_threads(threads)
+
+
 __all__: List[str] = ["TorchContext", "TorchModel", "devices", "framework_version",
-                      "load_model", "parse_device", "save_torchscript"]
+                      "load_model", "parse_device", "save_torchscript", "set_threads"]
