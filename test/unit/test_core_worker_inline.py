@@ -88,6 +88,14 @@ def wait_for(condition: Callable[[], bool]) -> None:
         time.sleep(0.001)
 
 
+def run_into(worker: ModelWorker, box: Dict[Any, Any], key: Any, inputs: List[np.ndarray]) -> None:
+    """``worker.run(inputs)`` on this thread; its result, or the error it raised, in box[key]."""
+    try:
+        box[key] = worker.run(inputs, TIMEOUT)
+    except Exception as err:  # the test looks at it
+        box[key] = err
+
+
 def wait_queued(worker: ModelWorker, count: int) -> None:
     """Waits until ``count`` items wait in the worker's queue."""
     wait_for(lambda: worker.queued >= count)
@@ -193,20 +201,13 @@ def test_waiting_requests_are_joined_by_shape_and_max_batch_and_one_bad_one_fail
     model = Model(hold_first=True)
     worker = ModelWorker(Context(), model, max_batch=3, inline=True)
     box: Dict[int, Any] = {}
-
-    def call(i: int, inputs: List[np.ndarray]) -> None:
-        try:
-            box[i] = worker.run(inputs, TIMEOUT)
-        except Exception as err:  # the test looks at it
-            box[i] = err
-
     requests = {0: rows(1), 1: rows(2, 10), 2: [np.ones((1, 4), np.float32)], 3: rows(2, 20),
                 4: [-np.ones((1, 3), np.float32)], 5: rows(1, 30)}
-    threads = [threading.Thread(target=call, args=(0, requests[0]))]
+    threads = [threading.Thread(target=run_into, args=(worker, box, 0, requests[0]))]
     threads[0].start()
     assert model.entered.wait(TIMEOUT)
     for i in range(1, 6):
-        threads.append(threading.Thread(target=call, args=(i, requests[i])))
+        threads.append(threading.Thread(target=run_into, args=(worker, box, i, requests[i])))
         threads[-1].start()
         wait_for(lambda: worker.waiting == i)  # noqa: B023 (i is read at once)
     model.release.set()
@@ -223,21 +224,6 @@ def test_waiting_requests_are_joined_by_shape_and_max_batch_and_one_bad_one_fail
     assert model.overlaps == 0
 
 
-def test_a_waiting_caller_that_times_out_is_taken_back_and_never_runs() -> None:
-    model = Model(hold_first=True)
-    worker = ModelWorker(Context(), model, inline=True)
-    holder = threading.Thread(target=lambda: worker.run(rows(1)))
-    holder.start()
-    assert model.entered.wait(TIMEOUT)
-    with pytest.raises(concurrent.futures.TimeoutError, match="model was busy"):
-        worker.run(rows(1, 50), timeout=0.01)
-    assert worker.waiting == 0
-    model.release.set()
-    holder.join(TIMEOUT)
-    worker.close()
-    assert [c[1] for c in model.calls] == [1]  # the request that gave up was not run
-
-
 def test_a_caller_that_waits_too_long_for_the_model_gets_a_timeout() -> None:
     model = Model(hold_first=True)
     worker = ModelWorker(Context(), model, inline=True)
@@ -245,9 +231,11 @@ def test_a_caller_that_waits_too_long_for_the_model_gets_a_timeout() -> None:
     holder.start()
     assert model.entered.wait(TIMEOUT)
     with pytest.raises(concurrent.futures.TimeoutError, match="model was busy"):
-        worker.run(rows(1), timeout=0.01)
+        worker.run(rows(1, 50), timeout=0.01)
+    assert worker.waiting == 0  # the request was taken back
     model.release.set()
     holder.join(TIMEOUT)
+    assert [c[1] for c in model.calls] == [1]  # and never run: the leader found nothing left
     assert worker.run(rows(1), timeout=0.01).outputs[0][0, 0] == 1  # free again: no wait
     worker.close()
 
@@ -471,17 +459,11 @@ def test_a_leader_that_fails_hands_the_waiting_requests_on(failure: str) -> None
     ctx = GateThenFail() if failure == "context" else Context()
     worker = ModelWorker(ctx, model, max_batch=8, inline=True)
     box: Dict[str, Any] = {}
-
-    def call(name: str, inputs: List[np.ndarray]) -> None:
-        try:
-            box[name] = worker.run(inputs, TIMEOUT)
-        except Exception as err:  # the test looks at it
-            box[name] = err
-
-    leader = threading.Thread(target=call, args=("leader", [-np.ones((1, 3), np.float32)]))
+    leader = threading.Thread(target=run_into,
+                              args=(worker, box, "leader", [-np.ones((1, 3), np.float32)]))
     leader.start()
     assert (model.entered if failure == "model" else ctx.entered).wait(TIMEOUT)  # type: ignore[attr-defined]
-    follower = threading.Thread(target=call, args=("follower", rows(1, 5)))
+    follower = threading.Thread(target=run_into, args=(worker, box, "follower", rows(1, 5)))
     follower.start()
     wait_for(lambda: worker.waiting == 1)
     (model.release if failure == "model" else ctx.release).set()  # type: ignore[attr-defined]
