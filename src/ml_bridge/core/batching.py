@@ -1,12 +1,7 @@
 """Micro-batching shared by the model thread and the inline path: which requests can be joined,
 how they are grouped, and one joined model call split back into each request's result."""
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
-
-try:
-    from typing import Protocol
-except ImportError:  # pragma: no cover (Python < 3.8)
-    from typing_extensions import Protocol  # type: ignore[assignment]
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, TypeVar
 
 import numpy as np
 
