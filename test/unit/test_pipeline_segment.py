@@ -1,5 +1,6 @@
-"""The segment pipeline (pipelines/segment.py) against plain references: preprocessing, class
-maps, nearest upscale, overlays, classes present, output layouts and containers, parameters."""
+"""The segment pipeline (pipelines/segment.py, pipelines/masks.py) against plain references:
+preprocessing, class maps, nearest upscale, overlays, classes present, output layouts and
+containers, parameters."""
 import math
 from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
@@ -16,9 +17,8 @@ from ml_bridge.core.synthetic import SHAPE_LABELS, render_scene
 from ml_bridge.core.vision import ImageFormat
 from ml_bridge.pipelines import make_pipeline
 from ml_bridge.pipelines.base import Frame, PredictFn, Result
-from ml_bridge.pipelines.segment import (
+from ml_bridge.pipelines.masks import (
     PALETTE,
-    SegmentPipeline,
     blur_outside,
     class_argmax,
     class_colours,
@@ -28,6 +28,7 @@ from ml_bridge.pipelines.segment import (
     mask_from_scores,
     upscale_mask,
 )
+from ml_bridge.pipelines.segment import SegmentPipeline
 
 LABELS = ["background", "dark", "mid", "light"]
 SIZE = (12, 16)  # the fake model's input (H, W); its scores are at half that
