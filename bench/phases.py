@@ -4,7 +4,7 @@ the in-process pipeline figures. Each records its figures in a :class:`bench.run
 """
 import argparse
 import traceback
-from typing import TYPE_CHECKING, Any, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
 from bench.common import Figure
 
@@ -49,14 +49,12 @@ def digits_node(run: "Run", group: Any, port: int, reps: int, backend: str,
 
     suffix = "_tf" if backend == "tensorflow" else ""
     latency, throughput, overhead, train = (f"{k}{suffix}" for k in DIGITS_KEYS)
-    keys = [latency, overhead, train]
+    keys = [overhead, train]
     if not suffix:
         keys.append("cancel_latency_batches")
     node = None
     try:
         node = start_node(group, port, backend, "digits_mlp")
-        run.phase(f"~predict vs the hand-written node, latency ({backend} digits_mlp)",
-                  [latency], lambda: [_peer_latency(group, backend, latency, reps)])
         run.phase(f"~predict overhead ({backend} digits_mlp)", [overhead],
                   lambda: [rosfigs.predict_overhead(group, backend, overhead, reps, 200)])
         run.phase(f"~train overhead ({backend}, 5 epochs)", [train],
@@ -70,57 +68,47 @@ def digits_node(run: "Run", group: Any, port: int, reps: int, backend: str,
     finally:
         if node is not None:
             group.stop(node)
-    run.phase(f"~predict vs the hand-written node, throughput ({backend} digits_mlp, both "
-              "started afresh for each repetition)", [throughput],
-              lambda: [_peer_throughput(group, port, backend, throughput, reps, peer_seconds)])
+    run.phase(f"~predict vs the hand-written node ({backend} digits_mlp, both started afresh "
+              "for each repetition)", [latency, throughput],
+              lambda: _peer(group, port, backend, (latency, throughput), reps, peer_seconds))
 
 
-def _peer_latency(group: Any, backend: str, key: str, reps: int) -> Figure:
-    """The latency figure with the hand-written node up beside ours."""
-    from bench import peer
-
-    handwritten = peer.start_handwritten(group, backend)
-    try:
-        return peer.latency(key, reps, 400)
-    finally:
-        group.stop(handwritten)
-
-
-def _peer_throughput(group: Any, port: int, backend: str, key: str, reps: int,
-                     seconds: float) -> Figure:
-    """The throughput figure, each repetition against a node and a hand-written node started
-    for it (the order of the two windows alternating).
-
-    Under 8 clients a rospy node process settles, for its lifetime, at one of two rates
-    about 2-4x apart (seen for ours and the hand-written one alike, for identical processes
-    side by side): one process per side would make the figure a single draw of that.
-    """
+def _peer(group: Any, port: int, backend: str, keys: Tuple[str, str], reps: int,
+          seconds: float) -> List[Figure]:
+    """The latency and throughput figures, each repetition against a node and a hand-written
+    node started for it, so that the repetitions share no pair of processes and their state
+    (the throughput windows' order alternating)."""
     from bench import peer
     from bench.harness import node_pid, start_node
 
-    total: Optional[Figure] = None
+    totals: List[Optional[Figure]] = [None, None]
     for rep in range(reps):
         node = start_node(group, port, backend, "digits_mlp")
         handwritten = None
         try:
             handwritten = peer.start_handwritten(group, backend)
-            fig = peer.throughput(group, key, 1, PEER_CLIENTS, seconds,
-                                  {peer.OURS: node_pid(node.pid),
-                                   peer.HANDWRITTEN: handwritten.pid},
-                                  hand_first=rep % 2 == 1)
+            figures = [peer.latency(keys[0], 1, 400),
+                       peer.throughput(group, keys[1], 1, PEER_CLIENTS, seconds,
+                                       {peer.OURS: node_pid(node.pid),
+                                        peer.HANDWRITTEN: handwritten.pid},
+                                       hand_first=rep % 2 == 1)]
         finally:
             if handwritten is not None:
                 group.stop(handwritten)
             group.stop(node)
-        if total is None:
-            total = fig
-            total.details["fresh_processes_per_repetition"] = True
-        else:
-            total.values += fig.values
-            for name, value in fig.details.items():
-                if isinstance(value, list):
-                    total.details[name] += value
-    assert total is not None
+        totals = [_merged(total, fig) for total, fig in zip(totals, figures)]
+    return [fig for fig in totals if fig is not None]
+
+
+def _merged(total: Optional[Figure], fig: Figure) -> Figure:
+    """``fig``'s repetitions appended to ``total``'s (its details lists too)."""
+    if total is None:
+        fig.details["fresh_processes_per_repetition"] = True
+        return fig
+    total.values += fig.values
+    for name, value in fig.details.items():
+        if isinstance(value, list):
+            total.details[name] += value
     return total
 
 
