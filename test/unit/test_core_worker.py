@@ -1,63 +1,15 @@
 """ml_bridge.core.worker: one model thread, the context restored, errors and micro-batching."""
 import threading
 from concurrent.futures import Future
-from types import TracebackType
-from typing import Dict, List, Optional, Tuple, Type
+from typing import Dict, List, Tuple
 
 import numpy as np
 import pytest
+from worker_doubles import TIMEOUT, DepthContext, Model, rows
 
 from ml_bridge.core.context import Context, in_context
 from ml_bridge.core.errors import InputError, MLBridgeError, ModelCallError
 from ml_bridge.core.worker import ModelWorker, WorkerResult, WorkerStopped
-
-TIMEOUT = 10.0
-
-
-class RecordingContext(Context):
-    """Counts, per thread, how deep it is entered: a stand-in for a framework's state."""
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-        self.entered_on: List[str] = []
-
-    @property
-    def depth(self) -> int:
-        return getattr(self._local, "depth", 0)
-
-    def __enter__(self) -> "RecordingContext":
-        self._local.depth = self.depth + 1
-        self.entered_on.append(threading.current_thread().name)
-        return self
-
-    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
-                 tb: Optional[TracebackType]) -> None:
-        self._local.depth -= 1
-
-
-class Model:
-    """predict_fn double: y = 2x + 1; raises on negative input; can hold its first call."""
-
-    def __init__(self, context: Optional[RecordingContext] = None, hold_first: bool = False) -> None:
-        self.context = context
-        self.calls: List[Tuple[str, int, int]] = []  # (thread, rows, context depth)
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        if not hold_first:
-            self.release.set()
-
-    def __call__(self, inputs: List[np.ndarray]) -> Tuple[List[np.ndarray], int]:
-        depth = self.context.depth if self.context is not None else 0
-        self.calls.append((threading.current_thread().name, int(inputs[0].shape[0]), depth))
-        self.entered.set()
-        assert self.release.wait(TIMEOUT)
-        if (inputs[0] < 0).any():
-            raise ValueError("negative input")
-        return [inputs[0] * 2 + 1], 7
-
-
-def rows(n: int, start: float = 0.0) -> List[np.ndarray]:
-    return [np.arange(start, start + 3 * n, dtype=np.float32).reshape(n, 3)]
 
 
 def hold(model: Model, worker: ModelWorker) -> "Future[WorkerResult]":
@@ -68,7 +20,7 @@ def hold(model: Model, worker: ModelWorker) -> "Future[WorkerResult]":
 
 
 def test_calls_run_on_the_model_thread_with_the_context_entered() -> None:
-    ctx = RecordingContext()
+    ctx = DepthContext()
     model = Model(ctx)
     worker = ModelWorker(ctx, model, name="model-thread")
     futures: Dict[int, Future[WorkerResult]] = {}
@@ -94,7 +46,7 @@ def test_calls_run_on_the_model_thread_with_the_context_entered() -> None:
 
 
 def test_submit_runs_any_callable_on_the_model_thread() -> None:
-    ctx = RecordingContext()
+    ctx = DepthContext()
     worker = ModelWorker(ctx, Model())
     assert worker.submit(lambda: (threading.current_thread(), ctx.depth)).result(TIMEOUT) == (
         worker.thread, 1)
@@ -105,7 +57,7 @@ def test_submit_runs_any_callable_on_the_model_thread() -> None:
 
 
 def test_in_context_decorator_restores_on_the_calling_thread() -> None:
-    ctx = RecordingContext()
+    ctx = DepthContext()
 
     @in_context(ctx)
     def depth() -> int:

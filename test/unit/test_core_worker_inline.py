@@ -5,79 +5,18 @@ model runs are joined into one batch that a waiting caller runs on its own threa
 import concurrent.futures
 import threading
 import time
-from types import TracebackType
-from typing import Any, Callable, Dict, List, Optional, Tuple, Type
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import pytest
 from threads import on_thread
+from worker_doubles import TIMEOUT, DepthContext, Model, rows
 
 from ml_bridge.core.context import Context
 from ml_bridge.core.errors import InputError, ModelCallError
 from ml_bridge.core.model import ModelOptions
 from ml_bridge.core.server import ModelServer
 from ml_bridge.core.worker import ModelWorker, WorkerStopped, runs_inline
-
-TIMEOUT = 10.0
-
-
-class DepthContext(Context):
-    """Counts, per thread, how deep it is entered: a stand-in for a framework's state."""
-
-    def __init__(self, fail_once: bool = False) -> None:
-        self._local = threading.local()
-        self.fail_once = fail_once
-
-    @property
-    def depth(self) -> int:
-        return getattr(self._local, "depth", 0)
-
-    def __enter__(self) -> "DepthContext":
-        if self.fail_once:
-            self.fail_once = False
-            raise RuntimeError("cannot restore device")
-        self._local.depth = self.depth + 1
-        return self
-
-    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
-                 tb: Optional[TracebackType]) -> None:
-        self._local.depth -= 1
-
-
-class Model:
-    """predict_fn double: y = 2x + 1, recording each call's thread, rows and context depth;
-    can hold its first call; notes any call that starts while another is running."""
-
-    def __init__(self, context: Optional[DepthContext] = None, hold_first: bool = False) -> None:
-        self.context = context
-        self.calls: List[Tuple[str, int, int]] = []
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        self.active = 0
-        self.overlaps = 0
-        self._lock = threading.Lock()
-        if not hold_first:
-            self.release.set()
-
-    def __call__(self, inputs: List[np.ndarray]) -> Tuple[List[np.ndarray], int]:
-        with self._lock:
-            self.overlaps += int(self.active > 0)
-            self.active += 1
-        try:
-            depth = self.context.depth if self.context is not None else 0
-            self.calls.append((threading.current_thread().name, int(inputs[0].shape[0]), depth))
-            self.entered.set()
-            assert self.release.wait(TIMEOUT)
-            if (inputs[0] < 0).any():
-                raise ValueError("negative input")
-            return [inputs[0] * 2 + 1], 7
-        finally:
-            with self._lock:
-                self.active -= 1
-
-
-def rows(n: int, start: float = 0.0) -> List[np.ndarray]:
-    return [np.arange(start, start + 3 * n, dtype=np.float32).reshape(n, 3)]
 
 
 def wait_for(condition: Callable[[], bool]) -> None:
@@ -94,6 +33,15 @@ def run_into(worker: ModelWorker, box: Dict[Any, Any], key: Any, inputs: List[np
         box[key] = worker.run(inputs, TIMEOUT)
     except Exception as err:  # the test looks at it
         box[key] = err
+
+
+def hold_inline(worker: ModelWorker, model: Model) -> threading.Thread:
+    """Starts an inline call of one row on another thread and waits until it is inside the
+    model (which holds it until ``model.release`` is set)."""
+    thread = threading.Thread(target=lambda: worker.run(rows(1)))
+    thread.start()
+    assert model.entered.wait(TIMEOUT)
+    return thread
 
 
 def wait_queued(worker: ModelWorker, count: int) -> None:
@@ -227,9 +175,7 @@ def test_waiting_requests_are_joined_by_shape_and_max_batch_and_one_bad_one_fail
 def test_a_caller_that_waits_too_long_for_the_model_gets_a_timeout() -> None:
     model = Model(hold_first=True)
     worker = ModelWorker(Context(), model, inline=True)
-    holder = threading.Thread(target=lambda: worker.run(rows(1)))
-    holder.start()
-    assert model.entered.wait(TIMEOUT)
+    holder = hold_inline(worker, model)
     with pytest.raises(concurrent.futures.TimeoutError, match="model was busy"):
         worker.run(rows(1, 50), timeout=0.01)
     assert worker.waiting == 0  # the request was taken back
@@ -243,9 +189,7 @@ def test_a_caller_that_waits_too_long_for_the_model_gets_a_timeout() -> None:
 def test_a_job_queued_during_an_inline_call_runs_after_it() -> None:
     model = Model(hold_first=True)
     worker = ModelWorker(Context(), model, inline=True)
-    caller = threading.Thread(target=lambda: worker.run(rows(1)))
-    caller.start()
-    assert model.entered.wait(TIMEOUT)
+    caller = hold_inline(worker, model)
     job = worker.submit(lambda: (model.active, len(model.calls)))  # e.g. a swap
     wait_queued(worker, 1)
     later = worker.predict(rows(1, 5))  # queued behind the job
