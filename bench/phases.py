@@ -3,8 +3,9 @@ master (digits_mlp with the hand-written peer, image_cnn, the four-camera segmen
 the in-process pipeline figures. Each records its figures in a :class:`bench.run.Run`.
 """
 import argparse
+import contextlib
 import traceback
-from typing import TYPE_CHECKING, Any, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Tuple
 
 from bench.common import Figure
 
@@ -40,6 +41,22 @@ def pipeline_figures(reps: int) -> List[Figure]:
         torch.set_num_threads(before)
 
 
+@contextlib.contextmanager
+def _node_phases(run: "Run", group: Any, keys: List[str], what: str) -> Iterator[List[Any]]:
+    """Where the phases against a node run: the processes appended to the yielded list are
+    stopped on the way out, and an error (the node did not start, ...) leaves ``keys`` null
+    with the reason instead of ending the benchmark."""
+    started: List[Any] = []
+    try:
+        yield started
+    except Exception as err:
+        traceback.print_exc()
+        run.skip(keys, f"{what}: {type(err).__name__}: {err}")
+    finally:
+        for proc in started:
+            group.stop(proc)
+
+
 def digits_node(run: "Run", group: Any, port: int, reps: int, backend: str,
                 peer_seconds: float) -> None:
     """The peer figures, predict and train overhead (and, for torch, cancel latency) against
@@ -52,9 +69,8 @@ def digits_node(run: "Run", group: Any, port: int, reps: int, backend: str,
     keys = [overhead, train]
     if not suffix:
         keys.append("cancel_latency_batches")
-    node = None
-    try:
-        node = start_node(group, port, backend, "digits_mlp")
+    with _node_phases(run, group, keys, f"{backend} node") as started:
+        started.append(start_node(group, port, backend, "digits_mlp"))
         run.phase(f"~predict overhead ({backend} digits_mlp)", [overhead],
                   lambda: [rosfigs.predict_overhead(group, backend, overhead, reps, 200)])
         run.phase(f"~train overhead ({backend}, 5 epochs)", [train],
@@ -62,12 +78,6 @@ def digits_node(run: "Run", group: Any, port: int, reps: int, backend: str,
         if not suffix:
             run.phase("cancel latency (torch)", ["cancel_latency_batches"],
                       lambda: [rosfigs.cancel_latency("torch", 3)])
-    except Exception as err:
-        traceback.print_exc()
-        run.skip(keys, f"{backend} node: {type(err).__name__}: {err}")
-    finally:
-        if node is not None:
-            group.stop(node)
     run.phase(f"~predict vs the hand-written node ({backend} digits_mlp, both started afresh "
               "for each repetition)", [latency, throughput],
               lambda: _peer(group, port, backend, (latency, throughput), reps, peer_seconds))
@@ -120,23 +130,22 @@ def segment_node(run: "Run", group: Any, port: int, reps: int, seconds: float) -
     from bench.harness import node_pid, start_node
 
     keys = ["segment_fps_ratio", "cameras_scaling"]
-    node = None
     before = torch.get_num_threads()
     try:
-        node = start_node(group, port, "torch", segnode.MODEL, image=" ".join(segnode.CAMERAS),
-                          env={"OMP_NUM_THREADS": str(IMAGE_THREADS)}, args=["pipeline:=segment"])
-        pid = node_pid(node.pid)
-        torch.set_num_threads(IMAGE_THREADS)
-        model, context = local.load("torch", segnode.MODEL)
-        run.phase("segment stream (shapes_seg at 128x128, 640x480 rgb8, 1 and 4 cameras)", keys,
-                  lambda: segnode.segment_figures(group, model, context, reps, seconds, pid))
-    except Exception as err:
-        traceback.print_exc()
-        run.skip(keys, f"segment node: {type(err).__name__}: {err}")
+        with _node_phases(run, group, keys, "segment node") as started:
+            node = start_node(group, port, "torch", segnode.MODEL,
+                              image=" ".join(segnode.CAMERAS),
+                              env={"OMP_NUM_THREADS": str(IMAGE_THREADS)},
+                              args=["pipeline:=segment"])
+            started.append(node)
+            pid = node_pid(node.pid)
+            torch.set_num_threads(IMAGE_THREADS)
+            model, context = local.load("torch", segnode.MODEL)
+            run.phase("segment stream (shapes_seg at 128x128, 640x480 rgb8, 1 and 4 cameras)",
+                      keys,
+                      lambda: segnode.segment_figures(group, model, context, reps, seconds, pid))
     finally:
         torch.set_num_threads(before)
-        if node is not None:
-            group.stop(node)
 
 
 def image_node(run: "Run", group: Any, port: int, args: argparse.Namespace) -> None:
@@ -146,19 +155,12 @@ def image_node(run: "Run", group: Any, port: int, args: argparse.Namespace) -> N
 
     keys = ["image_fps_ratio", "image_latency_ratio", "image_fps_ratio_naive",
             "image_latency_ratio_naive"]
-    node = None
-    try:
+    with _node_phases(run, group, keys, "image node") as started:
         # One torch thread on both sides (node, in-process reference, naive subscriber): on two
         # cores the other one is the camera's and rospy's. With two threads each, the camera
         # process takes CPU from the node that the in-process reference never had to share.
-        node = start_node(group, port, "torch", "image_cnn", image="/bench/image",
-                          env={"OMP_NUM_THREADS": str(IMAGE_THREADS)})
+        started.append(start_node(group, port, "torch", "image_cnn", image="/bench/image",
+                                  env={"OMP_NUM_THREADS": str(IMAGE_THREADS)}))
         run.phase("image stream (torch image_cnn, 640x480 rgb8)", keys,
                   lambda: rosfigs.image_figures(group, "/bench/image", 5, args.image_seconds,
                                                 args.image_rate, threads=IMAGE_THREADS))
-    except Exception as err:
-        traceback.print_exc()
-        run.skip(keys, f"image node: {type(err).__name__}: {err}")
-    finally:
-        if node is not None:
-            group.stop(node)

@@ -8,6 +8,7 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import Any, List
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 sys.path.insert(0, ROOT)
@@ -162,3 +163,28 @@ def test_hot_path_pieces_all_run() -> None:
     for _name, fn in named:
         fn()
     assert best_us(named[0][1], calls=5, runs=1) > 0
+
+
+def test_node_phases_stop_what_started_and_an_error_leaves_its_keys_null() -> None:
+    from bench.phases import _node_phases
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.skipped: List[Any] = []
+            self.stopped: List[str] = []
+
+        def skip(self, keys: List[str], reason: str) -> None:
+            self.skipped.append((keys, reason))
+
+        def stop(self, proc: str) -> None:
+            self.stopped.append(proc)
+
+    rec = Recorder()
+    with _node_phases(rec, rec, ["a_key"], "test node") as started:  # type: ignore[arg-type]
+        started.append("node")
+        raise RuntimeError("did not come up")
+    assert rec.skipped == [(["a_key"], "test node: RuntimeError: did not come up")]
+    assert rec.stopped == ["node"]
+    with _node_phases(rec, rec, ["b_key"], "ok node") as started:  # type: ignore[arg-type]
+        started.append("other")
+    assert len(rec.skipped) == 1 and rec.stopped == ["node", "other"]
