@@ -179,21 +179,23 @@ def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float],
         if offset.any():
             out -= offset[:, None, None]
         return out
+    row_scale, row_offset = _channel_factors(tuple(mean), tuple(std), channels, width)
     out = np.empty((height, width * channels), np.float32)
-    np.multiply(image.reshape(height, width * channels), np.tile(scale, width), out=out)
+    np.multiply(image.reshape(height, width * channels), row_scale, out=out)
     if offset.any():
-        out -= np.tile(offset, width)
+        out -= row_offset
     return out.reshape(height, width, channels)
 
 
 @functools.lru_cache(maxsize=64)
-def _channel_factors(mean: Tuple[float, ...], std: Tuple[float, ...],
-                     channels: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Per channel: 1 / (255 std) and mean / std, float32 (one value is repeated)."""
+def _channel_factors(mean: Tuple[float, ...], std: Tuple[float, ...], channels: int,
+                     repeat: int = 1) -> Tuple[np.ndarray, np.ndarray]:
+    """Per channel: 1 / (255 std) and mean / std, float32 (one value is repeated), the
+    channels repeated ``repeat`` times (a whole row of an H x W x C image)."""
     m = np.broadcast_to(np.asarray(mean, np.float32), (channels,))
     s = np.broadcast_to(np.asarray(std, np.float32), (channels,))
-    scale = (1.0 / (255.0 * s)).astype(np.float32)
-    offset = (m / s).astype(np.float32)
+    scale = np.tile((1.0 / (255.0 * s)).astype(np.float32), repeat)
+    offset = np.tile((m / s).astype(np.float32), repeat)
     scale.flags.writeable = False  # cached and shared
     offset.flags.writeable = False
     return scale, offset
