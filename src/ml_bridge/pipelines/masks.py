@@ -202,7 +202,7 @@ def blur_outside(frame: np.ndarray, keep_mask: np.ndarray, kernel: int) -> np.nd
     return out
 
 
-def palette_for(frame: np.ndarray, palette: np.ndarray) -> np.ndarray:
+def _palette_for(frame: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """The palette in the frame's layout: [256, 3] RGB, or [256] gray (luma) for mono frames."""
     if frame.ndim == 2 and palette.ndim == 2:
         return cv2.cvtColor(palette[None], cv2.COLOR_RGB2GRAY)[0]
@@ -221,7 +221,7 @@ def class_colours(mask: np.ndarray, palette: np.ndarray) -> np.ndarray:
     return cv2.applyColorMap(mask, np.ascontiguousarray(palette[:, None, :]))
 
 
-def blend(frame: np.ndarray, mask: np.ndarray, colours: np.ndarray, alpha: float) -> np.ndarray:
+def _blend(frame: np.ndarray, mask: np.ndarray, colours: np.ndarray, alpha: float) -> np.ndarray:
     """(1 - alpha) * frame + alpha * colours where mask != 0; the frame's pixels elsewhere."""
     out = cv2.addWeighted(frame, 1.0 - alpha, colours, alpha, 0.0)
     cv2.copyTo(frame, (mask == 0).view(np.uint8), out)
@@ -238,4 +238,4 @@ def color_blend(frame: np.ndarray, mask: np.ndarray, alpha: float,
         alpha: weight of the colour, in [0, 1].
         palette: [256, 3] RGB colours by class id (mono frames get their luma).
     """
-    return blend(frame, mask, class_colours(mask, palette_for(frame, palette)), alpha)
+    return _blend(frame, mask, class_colours(mask, _palette_for(frame, palette)), alpha)

@@ -15,14 +15,11 @@ from ml_bridge.pipelines.base import Frame, Pipeline, Request, Result, image_for
 from ml_bridge.pipelines.classify import rows_of
 from ml_bridge.pipelines.masks import (
     MAX_CLASSES,
-    PALETTE,
-    blend,
     blur_outside,
-    class_colours,
     class_scores_nchw,
     classes_present,
+    color_blend,
     mask_from_scores,
-    palette_for,
     upscale_mask,
 )
 
@@ -142,4 +139,4 @@ class SegmentPipeline(Pipeline[Dict[str, Frame]]):
     def _overlay(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if self.overlay_class is not None:
             return blur_outside(image, mask == self.overlay_class, self.kernel)
-        return blend(image, mask, class_colours(mask, palette_for(image, PALETTE)), self.alpha)
+        return color_blend(image, mask, self.alpha)
