@@ -106,6 +106,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--peer-seconds", type=float, default=2.0,
                         help="seconds of each side in each repetition of the throughput figure")
     args = parser.parse_args(argv)
+    from ml_bridge.core import allocator
+
+    allocator.keep_freed_buffers(allocator.DEFAULT_KEEP_MB)  # the in-process sides as the node runs
     shutil.rmtree(args.workdir, ignore_errors=True)
     os.makedirs(args.workdir)
     reps = max(1, args.reps)

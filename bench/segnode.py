@@ -37,18 +37,23 @@ WANTED: FrozenSet[str] = frozenset({"mask", "predictions"})
 
 
 def in_process(model: BackendModel, context: Context,
-               seconds: float) -> Tuple[float, float, float]:
-    """(p50 seconds per frame, frames per second, CPU seconds per frame) of the segment
-    pipeline run in-process on a 640 x 480 frame for ``seconds`` (the wanted outputs only, as
-    the node computes them)."""
+               seconds: float) -> Tuple[float, float, float, float]:
+    """(p50 seconds per frame, frames per second, CPU seconds per frame, p50 model seconds) of
+    the segment pipeline run in-process on a 640 x 480 frame for ``seconds`` (the wanted outputs
+    only, as the node computes them)."""
     from ml_bridge.pipelines.segment import SegmentPipeline
 
     pipeline = SegmentPipeline(model, {})
     stamp = ModelStamp.of(model, 1)
     image = camera_frame()
 
+    model_times: List[float] = []
+
     def predict(inputs: List[np.ndarray]) -> Prediction:
-        return Prediction(model.predict(inputs), stamp, 0.0)
+        start = time.perf_counter()
+        outputs = model.predict(inputs)
+        model_times.append(time.perf_counter() - start)
+        return Prediction(outputs, stamp, 0.0)
 
     times: List[float] = []
     with context:
@@ -61,20 +66,25 @@ def in_process(model: BackendModel, context: Context,
             pipeline.run(Frame(image), predict, wanted=WANTED)
             times.append(time.perf_counter() - start)
         cpu = time.process_time() - cpu
-    return p50(times), 1.0 / float(np.mean(times)), cpu / len(times)
+    return p50(times), 1.0 / float(np.mean(times)), cpu / len(times), p50(model_times[3:])
 
 
-def _listen(cameras: List[str]) -> Tuple[Dict[str, List[Tuple[float, float]]], List[rospy.Subscriber]]:
-    """Subscribes to each camera's predictions (recorded) and mask (only so it is computed)."""
-    events: Dict[str, List[Tuple[float, float]]] = {}
+Events = Dict[str, List[Tuple[float, float, float]]]
+
+
+def _listen(cameras: List[str]) -> Tuple[Events, List[rospy.Subscriber]]:
+    """Subscribes to each camera's predictions (recorded: arrival, stamp, the node's model ms)
+    and mask (only so it is computed)."""
+    events: Events = {}
     subs = []
     for topic in cameras:
         camera = topic.strip("/").split("/")[0]
-        got: List[Tuple[float, float]] = []
+        got: List[Tuple[float, float, float]] = []
         events[camera] = got
         subs.append(rospy.Subscriber(f"/ml_bridge/{camera}/predictions", PredictionMsg,
                                      lambda m, out=got: out.append((time.time(),
-                                                                    m.header.stamp.to_sec())),
+                                                                    m.header.stamp.to_sec(),
+                                                                    m.inference_ms)),
                                      queue_size=1000))
         subs.append(rospy.Subscriber(f"/ml_bridge/{camera}/mask", Image, lambda _m: None,
                                      queue_size=1))
@@ -93,22 +103,24 @@ def segment_figures(group: Group, model: BackendModel, context: Context, reps: i
                           "fps": [], "latency_ms": [], "in_process_fps": [],
                           "in_process_frame_ms": [], "published_fps": [],
                           "node_cpu_ms_per_frame": [], "in_process_cpu_ms_per_frame": [],
-                          "camera_cpu_cores": [], "node_cpu_cores": []})
+                          "camera_cpu_cores": [], "node_cpu_cores": [], "node_model_ms": [],
+                          "in_process_model_ms": []})
     scaling = Figure("cameras_scaling", "(report)",
                      details={"cameras": len(CAMERAS), "camera_fps": CAMERA_FPS,
                               "total_fps": [], "single_fps": [],
                               "per_camera_fps": [], "published_fps_per_camera": []})
     for _ in range(reps):
-        frame_s, in_fps, in_cpu = in_process(model, context, min(seconds, 3.0))
+        frame_s, in_fps, in_cpu, model_s = in_process(model, context, min(seconds, 3.0))
         rate = 1.5 * in_fps  # faster than the model keeps up: latest frame wins
         before = process_cpu_seconds(node) if node else 0.0
         runs, camera_cpu = _run_cameras(group, CAMERAS[:1], rate, seconds)
-        single, latency, published = runs[0]
+        single, latency, published, node_model_ms = runs[0]
         node_cpu = process_cpu_seconds(node) - before if node else 0.0
         fps.values.append(single / in_fps)
         for key, value in (("fps", single), ("latency_ms", latency * 1e3),
                            ("in_process_fps", in_fps), ("in_process_frame_ms", frame_s * 1e3),
-                           ("published_fps", published),
+                           ("published_fps", published), ("node_model_ms", node_model_ms),
+                          ("in_process_model_ms", model_s * 1e3),
                            ("in_process_cpu_ms_per_frame", in_cpu * 1e3),
                            ("camera_cpu_cores", camera_cpu / seconds)):
             fps.details[key].append(value)
@@ -127,9 +139,10 @@ def segment_figures(group: Group, model: BackendModel, context: Context, reps: i
 
 
 def _run_cameras(group: Group, cameras: List[str], rate: float,
-                 seconds: float) -> Tuple[List[Tuple[float, float, float]], float]:
+                 seconds: float) -> Tuple[List[Tuple[float, float, float, float]], float]:
     """Publishes on ``cameras`` at ``rate`` for ``seconds``; per camera (fps, p50 latency s,
-    published fps) of the node's predictions, and the camera process's CPU seconds."""
+    published fps, p50 model ms) of the node's predictions, and the camera process's CPU
+    seconds."""
     events, subs = _listen(cameras)
     try:
         published, camera_cpu = stream_with_cpu(group, f"cameras{len(cameras)}",
@@ -140,6 +153,6 @@ def _run_cameras(group: Group, cameras: List[str], rate: float,
             sub.unregister()
     out = []
     for camera in events:
-        got_fps, latency = _rates(events[camera], warmup=1.0)
-        out.append((got_fps, latency, published))
+        got_fps, latency = _rates([e[:2] for e in events[camera]], warmup=1.0)
+        out.append((got_fps, latency, published, p50([e[2] for e in events[camera]])))
     return out, camera_cpu

@@ -103,8 +103,8 @@ def test_segment_in_process_side_tiny() -> None:
     from bench import segnode
 
     model, context = local.load("torch", segnode.MODEL)
-    frame_s, fps, cpu = segnode.in_process(model, context, seconds=0.0)
-    assert frame_s > 0 and fps > 0 and cpu > 0
+    frame_s, fps, cpu, model_s = segnode.in_process(model, context, seconds=0.0)
+    assert frame_s > 0 and fps > 0 and cpu > 0 and 0 < model_s < frame_s
 
 
 def test_the_hand_written_peer_serves_the_same_weights() -> None:

@@ -168,3 +168,26 @@ def test_threads_are_refused_below_0_and_set_before_loading(
     given["threads"] = 0
     params.load_server()
     assert calls == [(1, 0)] and len(loads) == 2  # 0: the framework's default is left alone
+
+
+def test_keep_freed_mb_is_checked_and_applied_before_loading(
+        given: Dict[str, Any], loads: List[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from ml_bridge.core import allocator
+
+    calls: List[Any] = []
+
+    def keep(mb: int) -> bool:
+        calls.append((mb, len(loads)))
+        return True
+
+    monkeypatch.setattr(allocator, "keep_freed_buffers", keep)
+    for bad, accepted in ((-1, "an integer >= 0"), (4096, "at most 2047")):
+        given["keep_freed_mb"] = bad
+        with pytest.raises(ParameterError, match=re.escape(f"~keep_freed_mb must be {accepted}")):
+            params.load_server()
+    assert calls == [] and loads == []
+    del given["keep_freed_mb"]
+    params.load_server()
+    given["keep_freed_mb"] = 0
+    params.load_server()
+    assert calls == [(allocator.DEFAULT_KEEP_MB, 0), (0, 1)]  # each before its model was loaded

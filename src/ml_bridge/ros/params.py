@@ -11,7 +11,7 @@ from typing import Any, List
 
 import rospy
 
-from ml_bridge.core import registry
+from ml_bridge.core import allocator, registry
 from ml_bridge.core.datasets import check_name
 from ml_bridge.core.errors import DatasetError, MLBridgeError
 from ml_bridge.core.model import ModelOptions
@@ -137,6 +137,11 @@ def load_server() -> ModelServer:
     if kwargs["model_thread"] not in MODEL_THREAD_MODES:
         raise _bad("model_thread", "auto, always or never (auto: on the caller's thread for "
                    "CPU models)", _get("model_thread", "auto"))
+    keep_mb = int_param("keep_freed_mb", allocator.DEFAULT_KEEP_MB, 0,
+                        "MiB; 0 = the C library's defaults")
+    if keep_mb > allocator.MAX_KEEP_MB:
+        raise _bad("keep_freed_mb", f"at most {allocator.MAX_KEEP_MB} (MiB)", keep_mb)
+    allocator.keep_freed_buffers(keep_mb)  # before the first frame's buffers
     threads = int_param("threads", 0, 0, "0 = the framework's default")
     if threads:  # before the model loads: TensorFlow takes it only before it starts
         registry.load(backend).set_threads(threads)
