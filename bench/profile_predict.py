@@ -3,7 +3,7 @@
 ``python -m bench.profile_predict [--backend torch] [--seconds 10] [--gil]`` starts a private
 master and the node, hammers ``~predict`` with a persistent proxy (digits_mlp, batch 1) and
 samples the node with py-spy: wall time, waits included, of the threads a request passes through
-(rospy's connection thread and the model thread). It prints the heaviest stacks of the node and
+(the node's serving thread and the model thread). It prints the heaviest stacks of the node and
 writes the raw collapsed stacks to ``build/bench/profile_<backend>_<name>.txt``; the same is done
 for the hand-written peer (``bench.handwritten``) and the bare rospy echo service
 (``bench.echo``), so the three can be compared side by side.
@@ -28,8 +28,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-#: The threads a request passes through: rospy's service connection thread and the model thread.
-SERVING_THREADS = ("(handle)", "ml_bridge-model")
+#: The threads a request passes through: rospy's service connection threads (the peer, the
+#: echo), the node's one serving thread (LoopedService) and the model thread.
+SERVING_THREADS = ("(handle)", "service /", "ml_bridge-model")
 
 
 def _py_spy() -> str:

@@ -177,6 +177,36 @@ class NodeTest(unittest.TestCase):
             self.assertTrue(0.0 < s <= 1.0)
         self.assertEqual(list(by_data.labels), [str(c) for c in by_data.class_ids])
 
+    def test_many_persistent_callers_each_get_their_own_answer(self) -> None:
+        # One thread serves every ~predict connection and answers requests that arrive
+        # together as a batch: each caller must still get the answer to its own rows.
+        alone = [call_predict([array_to_tensor(self.x[i:i + 1 + i % 3])]) for i in range(8)]
+        wrong: List[str] = []
+
+        def caller(i: int) -> None:
+            proxy = rospy.ServiceProxy(NS + "/predict", Predict, persistent=True)
+            try:
+                for _ in range(50):
+                    resp = proxy(inputs=[array_to_tensor(self.x[i:i + 1 + i % 3])])
+                    same = (resp.model_version == alone[i].model_version
+                            and list(resp.class_ids) == list(alone[i].class_ids)
+                            and np.allclose(tensor_to_array(resp.outputs[0]),
+                                            tensor_to_array(alone[i].outputs[0]),
+                                            rtol=1e-4, atol=1e-5))
+                    if not same:
+                        wrong.append(f"caller {i}: {list(resp.class_ids)}")
+            except Exception as err:  # a failed call fails the test below
+                wrong.append(f"caller {i}: {type(err).__name__}: {err}")
+            finally:
+                proxy.close()
+
+        threads = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT)
+        self.assertEqual(wrong, [])
+
     def test_bad_requests_refused(self) -> None:
         bad = {
             "unknown dtype": [Tensor(dtype="complex64", shape=[1, 64], data=bytes(512))],

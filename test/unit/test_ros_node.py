@@ -5,6 +5,7 @@ framework); its services, subscribers, publishers and timer are stand-ins that k
 callbacks, so each test calls what rospy would call and reads what the node published.
 """
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
@@ -25,6 +26,7 @@ from ml_bridge.core.datasets import Dataset, digits
 from ml_bridge.core.samples import SampleStore
 from ml_bridge.core.server import ModelServer
 from ml_bridge.core.training import Callback
+from ml_bridge.ros import node as node_module
 from ml_bridge.ros import train_action
 from ml_bridge.ros.conversions import array_to_image, array_to_tensor, tensor_to_array
 from ml_bridge.ros.node import MLBridgeNode, NodeConfig
@@ -79,6 +81,12 @@ class Ros:
             def shutdown(self) -> None:
                 pass
 
+        class LoopedService(Service):  # ~predict: its handler takes the requests that arrived together
+            def __init__(self, name: str, _type: Any, handle_many: Callable[[Any], Any],
+                         **_kw: Any) -> None:
+                super().__init__(name, _type, lambda req: handle_many([req])[0])
+                self.handle_many = handle_many
+
         class Publisher:
             def __init__(self, name: str, _type: Any, **_kw: Any) -> None:
                 self.messages: List[Any] = []
@@ -123,6 +131,7 @@ class Ros:
                             ("get_param", lambda _name, default=None: default),
                             ("get_param_cached", lambda _name, default=None: default)):
             monkeypatch.setattr(rospy, name, value)
+        monkeypatch.setattr(node_module, "LoopedService", LoopedService)
         monkeypatch.setattr(rospy.rostime, "_rostime_initialized", True)  # wall-clock time
         monkeypatch.setattr(train_action.actionlib, "SimpleActionServer",
                             lambda *_a, **_kw: FakeActionServer())
@@ -215,6 +224,39 @@ def test_a_model_that_does_not_answer_in_time_is_named_in_the_reply(
     resp = predict(ros, [array_to_tensor(rows)])
     assert not resp.success and resp.model_version == 1
     assert resp.message == "the model did not answer within ~timeout = 0.2 s (it is busy or stuck)"
+
+
+@pytest.mark.parametrize("model_thread,calls", [("always", 1), ("auto", 4)])
+def test_requests_that_arrive_together_are_answered_in_order_each_with_its_own_result(
+        make_node: Callable[..., MLBridgeNode], ros: Ros, model: ImageLinear, rows: np.ndarray,
+        model_thread: str, calls: int) -> None:
+    # On the model thread they are queued together and joined into one call; an inline (CPU)
+    # model runs them one after the other on the serving thread.
+    node = make_node(model_thread=model_thread)
+    good = [array_to_tensor(rows[i:i + 1]) for i in range(4)]
+    bad = array_to_tensor(np.zeros((1, 63), np.float32))
+    requests = [PredictRequest(inputs=[t]) for t in (good[0], bad, *good[1:])]
+    before = model.calls
+    answered: List[Any] = []
+    free = threading.Event()
+    if model_thread == "always":  # the model thread busy until all have queued
+        node.server.worker.submit(lambda: free.wait(WAIT))
+    caller = threading.Thread(target=lambda: answered.extend(
+        ros.services["~predict"].handle_many(requests)))
+    caller.start()
+    deadline = time.monotonic() + WAIT  # until the requests that will queue have queued
+    while model_thread == "always" and node.server.worker.queued < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    free.set()
+    caller.join(WAIT)
+    responses = answered
+    assert [r.success for r in responses] == [True, False, True, True, True]
+    assert "63" in responses[1].message
+    for resp, row in zip([responses[0], *responses[2:]], rows[:4]):
+        np.testing.assert_allclose(tensor_to_array(resp.outputs[0]),
+                                   model.predict([row[None]])[0], rtol=1e-6)
+    assert model.calls - before - 4 == calls  # the 4 checks just above are calls too
+    assert (node.stats.requests, node.stats.errors) == (5, 1)
 
 
 def test_millions_of_tensors_are_refused_by_count_before_any_conversion(

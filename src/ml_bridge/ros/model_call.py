@@ -4,7 +4,7 @@ A call that waits longer than ``~timeout`` for the model thread gets the same me
 everywhere: ``~predict`` replies with it, a stream skips the frame and warns with it.
 """
 import concurrent.futures
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -34,9 +34,29 @@ def predict_within(server: ModelServer, inputs: Sequence[np.ndarray],
         ModelTimeout: the model did not answer within ``timeout`` seconds.
         MLBridgeError: anything :meth:`ModelServer.predict` raises.
     """
+    if batched:
+        return predict_queued(server, inputs, timeout)()
     try:
-        if batched:
-            return server.predict_async(inputs)(timeout)
         return server.predict(inputs, timeout=timeout)
     except concurrent.futures.TimeoutError as err:  # its str() is empty: say what happened
         raise ModelTimeout(timeout_message(timeout)) from err
+
+
+def predict_queued(server: ModelServer, inputs: Sequence[np.ndarray],
+                   timeout: Optional[float]) -> Callable[[], Prediction]:
+    """Validates ``inputs`` and queues the call on the model thread now; the function returned
+    waits for its Prediction (at most ``timeout`` seconds). Requests queued together before
+    any is waited on are joined into micro-batches.
+
+    Raises:
+        MLBridgeError: the inputs are invalid (at once), or the call failed (when waited on;
+            a timeout as :class:`ModelTimeout`).
+    """
+    wait = server.predict_async(inputs)
+
+    def result() -> Prediction:
+        try:
+            return wait(timeout)
+        except concurrent.futures.TimeoutError as err:  # its str() is empty: say what happened
+            raise ModelTimeout(timeout_message(timeout)) from err
+    return result

@@ -5,9 +5,10 @@ fake one; every callback runs with the captured framework context restored. Imag
 through streams (:mod:`ml_bridge.ros.streams`): one per camera, each running the pipeline
 chosen by ``~pipeline`` on a thread of its own.
 """
+import functools
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import diagnostic_updater
 import rospy
@@ -16,15 +17,16 @@ from diagnostic_msgs.msg import DiagnosticStatus
 import ml_bridge.ros.bag  # noqa: F401  (registers the ".bag" dataset loader)
 from ml_bridge.core.context import in_context
 from ml_bridge.core.errors import InputError, MLBridgeError
-from ml_bridge.core.server import ModelServer
+from ml_bridge.core.server import ModelServer, Prediction
 from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS
 from ml_bridge.msg import TensorSpec
 from ml_bridge.pipelines import make_pipeline
 from ml_bridge.pipelines.classify import classify
 from ml_bridge.ros.conversions import arrays_to_tensors, tensors_to_arrays
-from ml_bridge.ros.model_call import predict_within
+from ml_bridge.ros.model_call import predict_queued, predict_within
 from ml_bridge.ros.rules import RosRules
 from ml_bridge.ros.samples import SampleRecorder
+from ml_bridge.ros.service_loop import LoopedService
 from ml_bridge.ros.sinks import SinkOptions
 from ml_bridge.ros.stats import Stats
 from ml_bridge.ros.streams import RosStream, camera_names
@@ -64,7 +66,12 @@ class MLBridgeNode:
         self.stats = Stats()
         # ~predict needs no context of its own: the model call restores it on whichever thread
         # runs it (ModelServer.predict); the rest of the handler is numpy and messages.
-        self.predict_srv = rospy.Service("~predict", Predict, self.handle_predict)
+        # Bytes a request may have before its tensors are even looked at: 16 a element (data
+        # and values both full of float64) for each input, and room for names and shapes.
+        limit = 16 * self.config.max_elements * max(1, len(server.model.inputs)) + (1 << 20)
+        self.predict_srv = LoopedService(
+            "~predict", Predict, self.handle_predicts, max_request_bytes=limit,
+            hint=f" (~max_elements = {self.config.max_elements} elements a request)")
         self.info_srv = rospy.Service("~info", GetInfo, in_context(server.context)(self.handle_info))
         # Rules are validated first (an invalid one stops start-up); their recorder subscribes
         # after every typed subscriber of the node: rospy shares a topic's connection within a
@@ -83,14 +90,40 @@ class MLBridgeNode:
         self.rules.start()
 
     # -- services -----------------------------------------------------------------------------
+    def handle_predicts(self, requests: List[PredictRequest]) -> List[PredictResponse]:
+        """The ~predict requests that arrived together: one thread serves every connection
+        (:class:`LoopedService`). An idle CPU model (``~model_thread`` inline) runs them one
+        after the other on that thread, each call cheaper than a hand-off; otherwise all are
+        queued before any is waited on, so that the model thread joins them into micro-batches.
+        """
+        if len(requests) == 1 or self.server.worker.inline:
+            return [self.handle_predict(req) for req in requests]
+        queued = [(time.perf_counter(), req, self._queue(req)) for req in requests]
+        return [self._respond(start, req, call) for start, req, call in queued]
+
     def handle_predict(self, req: PredictRequest) -> PredictResponse:
         """Runs the model on the request's tensors; bad requests get success=false."""
         start = time.perf_counter()
+        return self._respond(start, req, lambda: predict_within(
+            self.server, tensors_to_arrays(req.inputs, len(self.server.model.inputs),
+                                           self.config.max_elements),  # counts, then converts
+            self.config.timeout))
+
+    def _queue(self, req: PredictRequest) -> Callable[[], Prediction]:
+        """Queues the request on the model thread; what waits for it (or raises its error)."""
+        try:
+            return predict_queued(self.server, tensors_to_arrays(
+                req.inputs, len(self.server.model.inputs), self.config.max_elements),
+                self.config.timeout)
+        except Exception as err:  # bad input: raised again, and answered, in its turn
+            return functools.partial(_raise, err)
+
+    def _respond(self, start: float, req: PredictRequest,
+                 call: Callable[[], Prediction]) -> PredictResponse:
+        """The response to ``req`` from ``call``'s Prediction, or its error (success=false)."""
         use_values = bool(req.inputs) and all(not len(t.data) and len(t.values) for t in req.inputs)
         try:
-            arrays = tensors_to_arrays(req.inputs, len(self.server.model.inputs),
-                                       self.config.max_elements)  # counts first, then converts
-            pred = predict_within(self.server, arrays, self.config.timeout)
+            pred = call()
             classes = classify(pred)
             resp = PredictResponse(True, "", pred.model_version,  # positional: the hot path
                                    arrays_to_tensors(pred.outputs, pred.model.output_names,
@@ -182,3 +215,7 @@ class MLBridgeNode:
         self.rules.close()  # open recordings end now and are written out complete
         self.samples.close()
         self.server.close()
+
+
+def _raise(err: BaseException) -> Prediction:
+    raise err
