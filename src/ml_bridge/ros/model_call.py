@@ -4,6 +4,7 @@ A call that waits longer than ``~timeout`` for the model thread gets the same me
 everywhere: ``~predict`` replies with it, a stream skips the frame and warns with it.
 """
 import concurrent.futures
+import time
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -45,18 +46,20 @@ def predict_within(server: ModelServer, inputs: Sequence[np.ndarray],
 def predict_queued(server: ModelServer, inputs: Sequence[np.ndarray],
                    timeout: Optional[float]) -> Callable[[], Prediction]:
     """Validates ``inputs`` and queues the call on the model thread now; the function returned
-    waits for its Prediction (at most ``timeout`` seconds). Requests queued together before
-    any is waited on are joined into micro-batches.
+    waits for its Prediction until ``timeout`` seconds after the call was queued (however late
+    it is called). Requests queued together before any is waited on are joined into
+    micro-batches.
 
     Raises:
         MLBridgeError: the inputs are invalid (at once), or the call failed (when waited on;
             a timeout as :class:`ModelTimeout`).
     """
     wait = server.predict_async(inputs)
+    deadline = None if timeout is None else time.monotonic() + timeout
 
     def result() -> Prediction:
         try:
-            return wait(timeout)
+            return wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
         except concurrent.futures.TimeoutError as err:  # its str() is empty: say what happened
             raise ModelTimeout(timeout_message(timeout)) from err
     return result
