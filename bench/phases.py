@@ -17,6 +17,9 @@ DIGITS_KEYS = ("predict_vs_handwritten_latency", "predict_vs_handwritten_through
                "predict_overhead_ratio", "train_overhead_ratio")
 IMAGE_THREADS = 1  # torch intra-op threads for both sides of the image and pipeline figures
 PEER_CLIENTS = 8  # client processes of the throughput figure
+#: Repetitions of the peer figures beyond ``--reps``: each pairs two fresh processes, and which
+#: pair a repetition gets moves its ratio more than anything measured inside it (README).
+PEER_EXTRA_REPS = 2
 
 
 def pipeline_figures(reps: int) -> List[Figure]:
@@ -80,7 +83,8 @@ def digits_node(run: "Run", group: Any, port: int, reps: int, backend: str,
                       lambda: [rosfigs.cancel_latency("torch", 3)])
     run.phase(f"~predict vs the hand-written node ({backend} digits_mlp, both started afresh "
               "for each repetition)", [latency, throughput],
-              lambda: _peer(group, port, backend, (latency, throughput), reps, peer_seconds))
+              lambda: _peer(group, port, backend, (latency, throughput), reps + PEER_EXTRA_REPS,
+                            peer_seconds))
 
 
 def _peer(group: Any, port: int, backend: str, keys: Tuple[str, str], reps: int,
