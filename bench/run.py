@@ -2,7 +2,7 @@
 
 Every figure is a ratio measured side by side in this run (the median of several repetitions,
 with the spread). Writes bench/results.json (each key a number, or null with the reason in
-``_details``) and prints the table. About 7 minutes on a 2-core machine.
+``_details``) and prints the table. About 9 minutes on a 2-core machine.
 """
 import argparse
 import os
