@@ -225,6 +225,19 @@ def test_a_caller_that_leaves_mid_request_or_before_its_answer_harms_no_one(
     assert other.receive()[1].message == "other"
 
 
+def test_a_connection_closed_before_the_loop_takes_it_is_dropped_alone(
+        service: LoopedService) -> None:
+    ours, theirs = socket.socketpair()
+    ours.close()
+    theirs.close()  # what rospy hands over is already closed
+    dead = Transport(theirs)
+    service.handle(dead, {"persistent": "1"})
+    assert dead.closed.wait(WAIT)
+    client = Client(service)
+    client.send(named("alive"))
+    assert client.receive()[1].message == "alive"
+
+
 def test_shutdown_closes_every_connection_and_stops_the_thread(echo: Echo) -> None:
     service = LoopedService(f"/test_loop_{next(_names)}/predict", Predict, echo)
     clients = [Client(service) for _ in range(3)]

@@ -165,9 +165,14 @@ class LoopedService(rospy.Service):
         with self._lock:
             arrived, self._arrived = self._arrived, []
         for conn in arrived:
-            conn.sock.setblocking(False)
+            try:
+                conn.sock.setblocking(False)
+                self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+            except (OSError, ValueError):  # closed before the loop got to it
+                conn.closed = True
+                conn.transport.close()
+                continue
             self._connections[id(conn)] = conn
-            self._selector.register(conn.sock, selectors.EVENT_READ, conn)
 
     def _read(self, conn: _Connection, batch: List[Tuple[_Connection, Any]]) -> None:
         """Receives what the connection has; each whole request found goes into ``batch``."""
