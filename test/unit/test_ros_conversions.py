@@ -24,6 +24,7 @@ from ml_bridge.msg import (
     TrainResult,
 )
 from ml_bridge.srv import GetInfoResponse, PredictRequest, PredictResponse
+from sensor_msgs.msg import Image
 
 from ml_bridge.ros.conversions import (
     ConversionError,
@@ -165,6 +166,39 @@ def test_image_encodings_convert_to_rgb_or_mono(encoding: str) -> None:
     out = image_to_array(wire(array_to_image(np.ascontiguousarray(source), encoding)))
     expected = gray if encoding.startswith("mono") or encoding == "8UC1" else rgb
     np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "mono8", "bgr8", "mono16"])
+def test_rows_padded_beyond_the_width_are_read_by_their_step(encoding: str) -> None:
+    rng = np.random.default_rng(2)
+    rgb = rng.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
+    source = {"rgb8": rgb, "bgr8": rgb[:, :, ::-1], "mono8": rgb[:, :, :1],
+              "mono16": (rgb[:, :, :1].astype(np.uint16) * 257).view(np.uint8)}[encoding]
+    row = 7 * source.shape[2]
+    padded = np.full((5, row + 3), 99, np.uint8)  # e.g. rows aligned to 4 bytes
+    padded[:, :row] = np.ascontiguousarray(source).reshape(5, -1)
+    msg = wire(Image(height=5, width=7, encoding=encoding, step=row + 3, data=padded.tobytes()))
+    out = image_to_array(msg)
+    np.testing.assert_array_equal(out, rgb[:, :, 0] if encoding.startswith("mono") else rgb)
+    if encoding in ("rgb8", "mono8"):  # a view of the message's bytes, read-only like them
+        assert np.shares_memory(out, np.frombuffer(msg.data, np.uint8)) and not out.flags.writeable
+
+
+def test_images_built_from_arrays_match_what_cv_bridge_builds() -> None:
+    from cv_bridge import CvBridge
+
+    rng = np.random.default_rng(3)
+    for array, encoding in ((rng.integers(0, 256, (4, 5), dtype=np.uint8), "mono8"),
+                            (rng.integers(0, 256, (4, 5, 3), dtype=np.uint8), "rgb8"),
+                            (rng.integers(0, 256, (4, 5, 3), dtype=np.uint8), "bgr8"),
+                            (rng.integers(0, 256, (4, 5, 4), dtype=np.uint8), "bgra8")):
+        ours = array_to_image(array, encoding)
+        theirs = CvBridge().cv2_to_imgmsg(array, encoding=encoding)
+        assert (ours.height, ours.width, ours.encoding, ours.is_bigendian, ours.step, ours.data) \
+            == (theirs.height, theirs.width, theirs.encoding, theirs.is_bigendian, theirs.step,
+                theirs.data)
+    with pytest.raises(ConversionError, match="rgb8"):
+        array_to_image(np.zeros((4, 5), np.uint8), "rgb8")  # one channel is not rgb8
 
 
 def test_unsupported_encoding_and_bad_sizes_are_refused() -> None:

@@ -23,6 +23,13 @@ IMAGE_ENCODINGS = {"mono8": "mono8", "mono16": "mono8", "8UC1": "mono8", "rgb8":
 #: refuses to convert them to any colour encoding ("[8UC3] is not a color format"), and
 #: ``cv2_to_imgmsg`` of a plain OpenCV image (BGR, or one channel) labels it this way.
 _PLAIN_ENCODINGS = {"8UC1": "mono8", "8UC3": "bgr8"}
+#: Encodings whose bytes are already what :func:`image_to_array` returns, by channel count.
+_AS_IS = {"mono8": 1, "rgb8": 3}
+#: Bytes per pixel of each encoding read.
+_PIXEL_BYTES = {"mono8": 1, "mono16": 2, "8UC1": 1, "rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4,
+                "8UC3": 3}
+#: Other 8-bit encodings :func:`array_to_image` writes as they are, by channel count.
+_PLAIN_CHANNELS = {"bgr8": 3, "8UC1": 1, "8UC3": 3, "rgba8": 4, "bgra8": 4}
 _bridge = CvBridge()
 #: dtype name -> (numpy dtype, its little-endian form on the wire); "" is float32. Looked up
 #: per message, so the hot path builds no dtype objects.
@@ -200,10 +207,24 @@ def image_to_array(msg: Image) -> np.ndarray:
     if len(msg.data) != msg.step * msg.height:
         raise ConversionError(f"image data has {len(msg.data)} bytes, but step {msg.step} x height "
                               f"{msg.height} = {msg.step * msg.height}")
-    plain = _PLAIN_ENCODINGS.get(msg.encoding)
-    if plain is not None:  # same bytes, relabelled: no copy of the data
-        msg = Image(header=msg.header, height=msg.height, width=msg.width, encoding=plain,
-                    is_bigendian=msg.is_bigendian, step=msg.step, data=msg.data)
+    channels = _AS_IS.get(msg.encoding)
+    if channels is not None and msg.step >= msg.width * channels:
+        # Already what is returned: a view of the message's bytes, rows of ``step`` bytes
+        # (cv_bridge copies the image and costs as much again in encoding look-ups).
+        rows = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)
+        image = rows[:, :msg.width * channels]
+        return image if channels == 1 else image.reshape(msg.height, msg.width, channels)
+    row = msg.width * _PIXEL_BYTES[msg.encoding]
+    if msg.step < row:
+        raise ConversionError(f"image step {msg.step} is less than width {msg.width} x "
+                              f"{_PIXEL_BYTES[msg.encoding]} bytes of {msg.encoding}")
+    data = msg.data
+    if msg.step > row:  # padded rows: cv_bridge reads rows of width x pixel bytes
+        data = np.frombuffer(data, np.uint8).reshape(msg.height, msg.step)[:, :row].tobytes()
+    encoding = _PLAIN_ENCODINGS.get(msg.encoding, msg.encoding)
+    if data is not msg.data or encoding != msg.encoding:  # relabelled: no copy of the data
+        msg = Image(header=msg.header, height=msg.height, width=msg.width, encoding=encoding,
+                    is_bigendian=msg.is_bigendian, step=row, data=data)
     try:
         return np.asarray(_bridge.imgmsg_to_cv2(msg, desired_encoding=target))
     except (CvBridgeError, TypeError, ValueError) as err:
@@ -216,6 +237,14 @@ def array_to_image(array: np.ndarray, encoding: Optional[str] = None) -> Image:
     array = np.asarray(array)
     if encoding is None:
         encoding = "mono8" if array.ndim == 2 else "rgb8"
+    channels = _AS_IS.get(encoding, _PLAIN_CHANNELS.get(encoding))
+    if (channels is not None and array.dtype == np.uint8 and array.ndim in (2, 3)
+            and (array.shape[2:] or (1,)) == (channels,)):
+        # The message as cv_bridge builds it, without its encoding look-ups (a third of the
+        # cost of publishing a mask): the bytes in C order, rows of width x channels bytes.
+        height, width = array.shape[:2]
+        return Image(height=height, width=width, encoding=encoding, is_bigendian=0,
+                     step=width * channels, data=np.ascontiguousarray(array).tobytes())
     try:
         return _bridge.cv2_to_imgmsg(np.ascontiguousarray(array), encoding=encoding)
     except (CvBridgeError, TypeError, ValueError) as err:
