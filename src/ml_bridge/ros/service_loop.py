@@ -72,6 +72,7 @@ class LoopedService(rospy.Service):
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)  # a full pipe already holds a wake-up
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._lock = threading.Lock()  # guards the two below
         self._arrived: List[_Connection] = []  # connections rospy accepted, not yet in the loop
@@ -152,7 +153,7 @@ class LoopedService(rospy.Service):
     def _wake(self) -> None:
         try:
             self._wake_w.send(b"\0")
-        except OSError:  # the loop has closed it: nothing to wake
+        except OSError:  # full (a wake-up is pending) or closed by the loop: nothing to do
             pass
 
     def _adopt(self) -> None:
