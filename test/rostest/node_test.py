@@ -205,6 +205,7 @@ class NodeTest(unittest.TestCase):
             t.start()
         for t in threads:
             t.join(WAIT)
+        self.assertEqual([t for t in threads if t.is_alive()], [])  # no call left unanswered
         self.assertEqual(wrong, [])
 
     def test_bad_requests_refused(self) -> None:

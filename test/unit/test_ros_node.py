@@ -4,8 +4,10 @@ The node is built as ``rosrun ml_bridge server`` builds it, around a numpy model
 framework); its services, subscribers, publishers and timer are stand-ins that keep the
 callbacks, so each test calls what rospy would call and reads what the node published.
 """
+import struct
 import threading
 import time
+from io import BytesIO
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
@@ -257,6 +259,19 @@ def test_requests_that_arrive_together_are_answered_in_order_each_with_its_own_r
                                    model.predict([row[None]])[0], rtol=1e-6)
     assert model.calls - before - 4 == calls  # the 4 checks just above are calls too
     assert (node.stats.requests, node.stats.errors) == (5, 1)
+
+
+def test_a_wrong_tensor_count_is_refused_from_the_request_bytes_before_deserializing(
+        make_node: Callable[..., MLBridgeNode], rows: np.ndarray) -> None:
+    node = make_node()
+    # 5 million tensors announced: the count alone answers (the rest need not even be there).
+    resp = node.screen_predict(struct.pack("<I", 5_000_000))
+    assert resp is not None and not resp.success and resp.model_version == 1
+    assert resp.message == "request has 5000000 input tensor(s); the model takes 1"
+    good = BytesIO()
+    PredictRequest(inputs=[array_to_tensor(rows[:1])]).serialize(good)
+    assert node.screen_predict(good.getvalue()) is None  # the right count goes on
+    assert (node.stats.requests, node.stats.errors) == (1, 1)
 
 
 def test_millions_of_tensors_are_refused_by_count_before_any_conversion(

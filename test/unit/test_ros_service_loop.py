@@ -181,14 +181,51 @@ def test_too_long_and_undeserializable_requests_get_errors_and_the_connection_se
     assert client.receive()[1].message == "after_garbage"
 
 
+def test_answers_found_before_the_handler_keep_each_connections_order(echo: Echo) -> None:
+    # A request the screen answers, or one that does not deserialize, read in the same turn
+    # as good ones: every answer in the order of the requests.
+    def screen(body: bytes) -> Optional[PredictResponse]:
+        count = struct.unpack_from("<I", body)[0]  # Tensor[] inputs comes first
+        return PredictResponse(message=f"{count} tensors") if count > 1 else None
+
+    service = LoopedService(f"/test_loop_{next(_names)}/predict", Predict, echo, screen=screen)
+    try:
+        client = Client(service)
+        two = PredictRequest(inputs=[Tensor(name="x"), Tensor(name="y")])
+        client.send(named("first"), b"\x01\x00\x00\x00\xff", two, named("last"))
+        assert client.receive()[1].message == "first"
+        ok, text = client.receive()
+        assert not ok and "could not be deserialized" in text
+        assert client.receive() == (True, PredictResponse(message="2 tensors"))
+        assert client.receive()[1].message == "last"
+        assert all("x" not in batch for batch in echo.batches)  # never deserialized
+    finally:
+        service.shutdown("test over")
+
+
+def test_a_request_longer_than_one_read_arrives_whole(echo: Echo) -> None:
+    service = LoopedService(f"/test_loop_{next(_names)}/predict", Predict, echo)
+    try:
+        client = Client(service)
+        big = PredictRequest(inputs=[Tensor(name="big", data=bytes(range(256)) * 4096)])  # 1 MiB
+        sender = threading.Thread(target=client.send, args=(big, named("after")))
+        sender.start()  # the socket pair holds far less: the loop reads it in pieces
+        assert client.receive()[1].message == "big"
+        assert client.receive()[1].message == "after"
+        sender.join(WAIT)
+        assert echo.batches[0] == ["big"]
+    finally:
+        service.shutdown("test over")
+
+
 def test_handler_errors_reach_the_callers_and_the_service_serves_on(
         service: LoopedService, echo: Echo) -> None:
     client = Client(service)
     client.send(named("refused"))
     assert client.receive() == (False, "service cannot process request: refused by the handler")
     client.send(named("none"))
-    ok, text = client.receive()
-    assert not ok and text.startswith("error processing request: ")
+    assert client.receive() == (False, "service cannot process request: service handler "
+                                       "returned None")
     echo.raise_on = "boom"
     client.send(named("boom"))
     assert client.receive() == (False, "error processing request: cannot answer boom")
@@ -233,6 +270,11 @@ def test_a_connection_closed_before_the_loop_takes_it_is_dropped_alone(
     dead = Transport(theirs)
     service.handle(dead, {"persistent": "1"})
     assert dead.closed.wait(WAIT)
+    gone = Transport(socket.socket())
+    gone.socket = None  # type: ignore[assignment]  # a closed TCPROSTransport's socket
+    gone.close = gone.closed.set  # type: ignore[method-assign]
+    service.handle(gone, {"persistent": "1"})
+    assert gone.closed.wait(WAIT)
     client = Client(service)
     client.send(named("alive"))
     assert client.receive()[1].message == "alive"

@@ -6,6 +6,7 @@ through streams (:mod:`ml_bridge.ros.streams`): one per camera, each running the
 chosen by ``~pipeline`` on a thread of its own.
 """
 import functools
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
@@ -56,6 +57,9 @@ class NodeConfig:
     record_dir: str = "~/.ros/ml_bridge/recordings"  # where rules' bags go
     record_buffer_mb: float = 256.0     # bound of the rules' pre-event ring buffer, all topics
 
+#: The first field of a serialized PredictRequest: how many tensors ``inputs`` holds.
+_COUNT = struct.Struct("<I")
+
 
 class MLBridgeNode:
     """Wires ROS interfaces to a ModelServer."""
@@ -66,12 +70,14 @@ class MLBridgeNode:
         self.stats = Stats()
         # ~predict needs no context of its own: the model call restores it on whichever thread
         # runs it (ModelServer.predict); the rest of the handler is numpy and messages.
-        # Bytes a request may have before its tensors are even looked at: 16 a element (data
-        # and values both full of float64) for each input, and room for names and shapes.
-        limit = 16 * self.config.max_elements * max(1, len(server.model.inputs)) + (1 << 20)
+        # Bytes a request may have before its tensors are even looked at: 16 an element (data
+        # and values both full of float64; ~max_elements bounds all tensors together), and
+        # room for each input's name, dtype and shape.
+        limit = 16 * self.config.max_elements + 4096 * len(server.model.inputs) + (1 << 20)
         self.predict_srv = LoopedService(
             "~predict", Predict, self.handle_predicts, max_request_bytes=limit,
-            hint=f" (~max_elements = {self.config.max_elements} elements a request)")
+            hint=f" (~max_elements = {self.config.max_elements} elements a request)",
+            screen=self.screen_predict)
         self.info_srv = rospy.Service("~info", GetInfo, in_context(server.context)(self.handle_info))
         # Rules are validated first (an invalid one stops start-up); their recorder subscribes
         # after every typed subscriber of the node: rospy shares a topic's connection within a
@@ -96,14 +102,29 @@ class MLBridgeNode:
         after the other on that thread, each call cheaper than a hand-off; otherwise all are
         queued before any is waited on, so that the model thread joins them into micro-batches.
         """
+        start = time.perf_counter()  # each request's latency counts from its arrival
         if len(requests) == 1 or self.server.worker.inline:
-            return [self.handle_predict(req) for req in requests]
-        queued = [(time.perf_counter(), req, self._queue(req)) for req in requests]
-        return [self._respond(start, req, call) for start, req, call in queued]
+            return [self.handle_predict(req, start) for req in requests]
+        queued = [(req, self._queue(req)) for req in requests]
+        return [self._respond(start, req, call) for req, call in queued]
 
-    def handle_predict(self, req: PredictRequest) -> PredictResponse:
-        """Runs the model on the request's tensors; bad requests get success=false."""
+    def screen_predict(self, body: bytes) -> Optional[PredictResponse]:
+        """Answers a ~predict request from its bytes when it holds the wrong number of tensors
+        (the count comes first), before genpy builds them: millions of empty tensors take
+        seconds to deserialize, and every caller waits for the one serving thread."""
         start = time.perf_counter()
+        expected = len(self.server.model.inputs)
+        if len(body) < 4 or _COUNT.unpack_from(body)[0] == expected:
+            return None
+        resp = PredictResponse(success=False, model_version=self.server.version,
+                               message=f"request has {_COUNT.unpack_from(body)[0]} input "
+                                       f"tensor(s); the model takes {expected}")
+        self.stats.record((time.perf_counter() - start) * 1000.0, False)
+        return resp
+
+    def handle_predict(self, req: PredictRequest, start: Optional[float] = None) -> PredictResponse:
+        """Runs the model on the request's tensors; bad requests get success=false."""
+        start = time.perf_counter() if start is None else start
         return self._respond(start, req, lambda: predict_within(
             self.server, tensors_to_arrays(req.inputs, len(self.server.model.inputs),
                                            self.config.max_elements),  # counts, then converts

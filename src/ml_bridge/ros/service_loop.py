@@ -12,44 +12,38 @@ as one list and can join them into one model call.
 :class:`LoopedService` is a ``rospy.Service`` (registered with the master, found by
 ``rosservice``, called by any ROS client): rospy still accepts each connection and reads its
 header; the connection is then handed to the loop instead of to a thread of its own. The wire
-format is rospy's: each request and response is a 4-byte little-endian length and the message;
-a response starts with an ok byte (0 and an error string when the request failed).
+format is rospy's (:mod:`ml_bridge.ros.service_wire`).
 """
 import selectors
 import socket
 import struct
 import threading
-from io import BytesIO
-from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import genpy
 import rospy
 from rospy.impl.tcpros_service import convert_return_to_response
 
+from ml_bridge.ros.service_wire import ServiceConnection, error_frame, response_frame
+
 #: The service's handler: the requests that arrived together -> one response for each, in
 #: order (a response, something rospy converts to one, or an exception to report instead).
 BatchHandler = Callable[[List[Any]], Sequence[Any]]
 
-_LEN = struct.Struct("<I")
-_ERROR = struct.Struct("<BI")
-#: Bytes read from a connection per turn of the loop (more while a long request is incomplete).
-RECV_BYTES = 1 << 16
-_RECV_MAX = 1 << 23
+
+class _Answered:
+    """A request answered before the handler: ``error`` is sent as it is (ok byte 0), or
+    ``response`` (a response, or an exception) as the handler's would be."""
+
+    __slots__ = ("error", "response")
+
+    def __init__(self, error: str = "", response: Any = None) -> None:
+        self.error = error
+        self.response = response
 
 
-class _Connection:
-    """One client's connection: bytes received and not yet a whole request, bytes to send."""
-
-    __slots__ = ("transport", "sock", "persistent", "inbox", "outbox", "skip", "closed")
-
-    def __init__(self, transport: Any, persistent: bool) -> None:
-        self.transport = transport
-        self.sock: socket.socket = transport.socket
-        self.persistent = persistent
-        self.inbox = bytearray()
-        self.outbox = bytearray()
-        self.skip = 0  # bytes still to discard of a request that was too long
-        self.closed = False
+#: What the loop found on a connection: a deserialized request, or an answer already.
+_Item = Tuple[ServiceConnection, Any]
 
 
 class LoopedService(rospy.Service):
@@ -59,14 +53,19 @@ class LoopedService(rospy.Service):
     in arrival order) and returns a response for each. A request longer than
     ``max_request_bytes`` is read and discarded, and answered with an error (``hint`` says
     what bounds it), as is one that does not deserialize; the connection stays open for the
-    next.
+    next. ``screen`` sees each request's bytes before they are deserialized and may answer it
+    there (a response, or an exception to report), e.g. a count that is wrong before genpy
+    builds millions of objects; it returns None to let the request through. Every connection's
+    answers go out in the order of its requests.
     """
 
     def __init__(self, name: str, service_class: Any, handle_many: BatchHandler,
-                 max_request_bytes: int = 1 << 32, hint: str = "") -> None:
+                 max_request_bytes: int = 1 << 32, hint: str = "",
+                 screen: Optional[Callable[[bytes], Any]] = None) -> None:
         # Everything the loop needs exists before the base class registers the service: a
         # client may connect as soon as the master knows it.
         self._handle_many = handle_many
+        self._screen = screen
         self.max_request_bytes = max_request_bytes
         self._too_large = f"request too large: more than {max_request_bytes} bytes{hint}"
         self._selector = selectors.DefaultSelector()
@@ -75,9 +74,9 @@ class LoopedService(rospy.Service):
         self._wake_w.setblocking(False)  # a full pipe already holds a wake-up
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._lock = threading.Lock()  # guards the two below
-        self._arrived: List[_Connection] = []  # connections rospy accepted, not yet in the loop
+        self._arrived: List[ServiceConnection] = []  # connections rospy accepted, not yet in the loop
         self._stopped = False
-        self._connections: Dict[int, _Connection] = {}
+        self._connections: Dict[int, ServiceConnection] = {}
         super().__init__(name, service_class, self._handle_one)
         self._thread = threading.Thread(target=self._loop, name=f"service {self.resolved_name}",
                                         daemon=True)
@@ -92,15 +91,15 @@ class LoopedService(rospy.Service):
     def handle(self, transport: Any, header: Dict[str, str]) -> None:
         """Called by rospy on a thread of its own for each new connection: hands it to the loop
         (rospy's own method would serve it here until it closes)."""
-        if header.get("probe") == "1":  # rosservice's probe only wanted the header
-            transport.close()
+        if header.get("probe") == "1" or transport.socket is None:  # a probe wants the header
+            transport.close()                                         # only; None: closed
             return
         persistent = header.get("persistent", "").lower() in ("1", "true")
         with self._lock:
             if self._stopped:
                 transport.close()
                 return
-            self._arrived.append(_Connection(transport, persistent))
+            self._arrived.append(ServiceConnection(transport, persistent))
         self._wake()
 
     def shutdown(self, reason: str = "") -> None:
@@ -137,16 +136,21 @@ class LoopedService(rospy.Service):
 
     def _turn(self, ready: List[Tuple[selectors.SelectorKey, int]]) -> None:
         """Reads every ready connection, answers the whole requests found as one batch."""
-        batch: List[Tuple[_Connection, Any]] = []
+        batch: List[_Item] = []
         for key, events in ready:
             conn = key.data
             if conn is None:
                 self._adopt()
                 continue
-            if events & selectors.EVENT_WRITE:
-                self._flush(conn)
-            if events & selectors.EVENT_READ and not conn.closed:
-                self._read(conn, batch)
+            try:
+                if events & selectors.EVENT_WRITE:
+                    self._flush(conn)
+                if events & selectors.EVENT_READ and not conn.closed:
+                    self._read(conn, batch)
+            except Exception as err:  # a bug of ours: this connection goes, the others stay
+                rospy.logerr("%s: closing a connection: %s: %s", self.resolved_name,
+                             type(err).__name__, err)
+                self._close(conn)
         if batch:
             self._answer(batch)
 
@@ -169,144 +173,122 @@ class LoopedService(rospy.Service):
             try:
                 conn.sock.setblocking(False)
                 self._selector.register(conn.sock, selectors.EVENT_READ, conn)
-            except (OSError, ValueError):  # closed before the loop got to it
-                conn.closed = True
+            except Exception:  # closed before the loop got to it (a closed transport's socket
+                conn.closed = True  # is None)
                 conn.transport.close()
                 continue
             self._connections[id(conn)] = conn
 
-    def _read(self, conn: _Connection, batch: List[Tuple[_Connection, Any]]) -> None:
+    def _read(self, conn: ServiceConnection, batch: List[_Item]) -> None:
         """Receives what the connection has; each whole request found goes into ``batch``."""
-        inbox = conn.inbox
-        want = RECV_BYTES
-        if len(inbox) >= 4:  # a long request: read the rest of it at once
-            want = min(max(want, _LEN.unpack_from(inbox)[0] + 4 - len(inbox)), _RECV_MAX)
-        try:
-            data = conn.sock.recv(want)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:  # the client closed the connection
+        bodies = conn.receive(self.max_request_bytes)
+        if bodies is None:  # the client closed the connection
             self._close(conn)
             return
-        inbox += data
-        while not conn.closed:
-            if conn.skip:
-                dropped = min(conn.skip, len(inbox))
-                del inbox[:dropped]
-                conn.skip -= dropped
-                if conn.skip:
-                    return
-                self._send_error(conn, self._too_large)
-            if len(inbox) < 4:
-                return
-            size = _LEN.unpack_from(inbox)[0]
-            if size > self.max_request_bytes:
-                del inbox[:4]
-                conn.skip = size
-                continue
-            if len(inbox) < 4 + size:
-                return
-            body = bytes(inbox[4:4 + size])
-            del inbox[:4 + size]
-            try:
-                request = self.request_class().deserialize(body)
-            except (genpy.DeserializationError, struct.error, ValueError, TypeError,
-                    UnicodeDecodeError) as err:
-                self._send_error(conn, f"request could not be deserialized as "
-                                       f"{self.request_class._type}: {err}")
-                continue
-            request._connection_header = conn.transport.header
-            batch.append((conn, request))
+        for body in bodies:
+            batch.append((conn, _Answered(error=self._too_large) if body is None else
+                          self._request(body, conn)))
 
-    def _answer(self, batch: List[Tuple[_Connection, Any]]) -> None:
-        """Runs the handler on the batch and sends each connection its response."""
+    def _request(self, body: bytes, conn: ServiceConnection) -> Any:
+        """The request in ``body``, or the answer it gets without the handler."""
+        if self._screen is not None:
+            answer = self._screen(body)
+            if answer is not None:
+                return _Answered(response=answer)
         try:
-            responses = list(self._handle_many([request for _, request in batch]))
-            if len(responses) != len(batch):
-                raise RuntimeError(f"the handler answered {len(responses)} of {len(batch)} "
-                                   f"requests")
-        except Exception as err:  # rospy's behaviour: log, and tell every caller
-            rospy.logerr("%s: error processing requests: %s: %s", self.resolved_name,
-                         type(err).__name__, err)
-            for conn, _ in batch:
-                self._send_error(conn, f"error processing request: {err}")
-            return
-        for (conn, _), response in zip(batch, responses):
+            request = self.request_class().deserialize(body)
+        except (genpy.DeserializationError, struct.error, ValueError, TypeError,
+                UnicodeDecodeError) as err:
+            return _Answered(error=f"request could not be deserialized as "
+                                   f"{self.request_class._type}: {err}")
+        request._connection_header = conn.transport.header
+        return request
+
+    def _answer(self, batch: List[_Item]) -> None:
+        """Runs the handler on the batch's requests and sends every answer, in order."""
+        requests = [item for _, item in batch if not isinstance(item, _Answered)]
+        responses: List[Any] = []
+        failed = ""
+        if requests:
+            try:
+                responses = list(self._handle_many(requests))
+                if len(responses) != len(requests):
+                    raise RuntimeError(f"the handler answered {len(responses)} of "
+                                       f"{len(requests)} requests")
+            except Exception as err:  # rospy's behaviour: log, and tell every caller
+                rospy.logerr("%s: error processing requests: %s: %s", self.resolved_name,
+                             type(err).__name__, err)
+                failed = f"error processing request: {err}"
+        answers = iter(responses)
+        for conn, item in batch:
+            if isinstance(item, _Answered):
+                error, response = item.error, item.response
+            else:
+                error, response = failed, None if failed else next(answers)
             if conn.closed:
                 continue
-            if isinstance(response, BaseException):
-                prefix = ("service cannot process request" if
-                          isinstance(response, rospy.ServiceException) else
-                          "error processing request")
-                self._send_error(conn, f"{prefix}: {response}")
-                continue
             try:
-                data = self._serialize(response)
-            except Exception as err:  # rospy.ServiceException for None, genpy's for bad fields
+                self._reply(conn, error, response)
+            except Exception as err:  # a bug of ours: this caller is told, the others served
+                self._send_error(conn, f"error processing request: {type(err).__name__}: "
+                                       f"{err}")
+
+    def _reply(self, conn: ServiceConnection, error: str, response: Any) -> None:
+        if error:
+            self._send_error(conn, error)
+        elif response is None:  # rospy's words for it
+            self._send_error(conn, "service cannot process request: service handler "
+                                   "returned None")
+        elif isinstance(response, BaseException):
+            prefix = ("service cannot process request" if
+                      isinstance(response, rospy.ServiceException) else
+                      "error processing request")
+            self._send_error(conn, f"{prefix}: {response}")
+        else:
+            try:
+                data = response_frame(convert_return_to_response(response, self.response_class))
+            except Exception as err:  # genpy's errors for bad fields
                 self._send_error(conn, f"error processing request: {err}")
-                continue
+                return
             self._send(conn, data)
 
-    def _serialize(self, response: Any) -> memoryview:
-        """ok byte, length and message (a view of a buffer of its own: no copy to send)."""
-        message = convert_return_to_response(response, self.response_class)
-        out = BytesIO()
-        out.write(b"\x01\0\0\0\0")
-        message.serialize(out)
-        view = out.getbuffer()
-        _LEN.pack_into(view, 1, len(view) - 5)
-        return view
+    def _send_error(self, conn: ServiceConnection, message: str) -> None:
+        self._send(conn, error_frame(message))
 
-    def _send_error(self, conn: _Connection, message: str) -> None:
-        text = message.encode("utf-8")
-        self._send(conn, _ERROR.pack(0, len(text)) + text)
-
-    def _send(self, conn: _Connection, data: Union[bytes, memoryview]) -> None:
+    def _send(self, conn: ServiceConnection, data: Any) -> None:
         """Sends a response now, or as much as the socket takes and the rest when writable;
         the connection is not read while a response waits (clients wait for it anyway)."""
         if conn.closed:
             return
-        if conn.outbox:
-            conn.outbox += data
-            return
+        waited = bool(conn.outbox)
         try:
-            sent = conn.sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
+            waiting = conn.send(data)
         except OSError:
             self._close(conn)
             return
-        if sent < len(data):
-            conn.outbox += data[sent:]
+        if waiting and not waited:
             self._selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
-        elif not conn.persistent:
+        elif not waiting and not conn.persistent:
             self._close(conn)
 
-    def _flush(self, conn: _Connection) -> None:
+    def _flush(self, conn: ServiceConnection) -> None:
         try:
-            sent = conn.sock.send(conn.outbox)
-        except (BlockingIOError, InterruptedError):
-            return
+            if conn.flush():
+                return
         except OSError:
             self._close(conn)
-            return
-        del conn.outbox[:sent]
-        if conn.outbox:
             return
         if conn.persistent:
             self._selector.modify(conn.sock, selectors.EVENT_READ, conn)
         else:
             self._close(conn)
 
-    def _close(self, conn: _Connection) -> None:
+    def _close(self, conn: ServiceConnection) -> None:
         if conn.closed:
             return
-        conn.closed = True
         self._connections.pop(id(conn), None)
         try:
             self._selector.unregister(conn.sock)
         except (KeyError, ValueError):
             pass
-        conn.transport.close()
+        conn.close()
