@@ -280,6 +280,22 @@ def test_a_connection_closed_before_the_loop_takes_it_is_dropped_alone(
     assert client.receive()[1].message == "alive"
 
 
+def test_a_name_already_served_is_refused_and_leaves_nothing_open(
+        service: LoopedService, echo: Echo, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: List[socket.socket] = []
+    pair = socket.socketpair
+
+    def recorded() -> Tuple[socket.socket, socket.socket]:
+        both = pair()
+        opened.extend(both)
+        return both
+
+    monkeypatch.setattr(socket, "socketpair", recorded)
+    with pytest.raises(rospy.ServiceException, match="already registered"):
+        LoopedService(service.resolved_name, Predict, echo)
+    assert len(opened) == 2 and all(s.fileno() == -1 for s in opened)  # closed
+
+
 def test_shutdown_closes_every_connection_and_stops_the_thread(echo: Echo) -> None:
     service = LoopedService(f"/test_loop_{next(_names)}/predict", Predict, echo)
     clients = [Client(service) for _ in range(3)]

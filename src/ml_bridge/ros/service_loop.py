@@ -77,7 +77,13 @@ class LoopedService(rospy.Service):
         self._arrived: List[ServiceConnection] = []  # connections rospy accepted, not yet in the loop
         self._stopped = False
         self._connections: Dict[int, ServiceConnection] = {}
-        super().__init__(name, service_class, self._handle_one)
+        try:
+            super().__init__(name, service_class, self._handle_one)
+        except BaseException:  # e.g. the name is taken: nothing of the loop stays open
+            self._selector.close()
+            self._wake_r.close()
+            self._wake_w.close()
+            raise
         self._thread = threading.Thread(target=self._loop, name=f"service {self.resolved_name}",
                                         daemon=True)
         self._thread.start()
