@@ -213,7 +213,9 @@ def test_a_request_longer_than_one_read_arrives_whole(echo: Echo) -> None:
         assert client.receive()[1].message == "big"
         assert client.receive()[1].message == "after"
         sender.join(WAIT)
-        assert echo.batches[0] == ["big"]
+        # Each handed to the handler once, whole and in order (whether "after" came in the same
+        # turn as the end of "big" depends on the scheduler, so batches are not compared).
+        assert [name for batch in echo.batches for name in batch] == ["big", "after"]
     finally:
         service.shutdown("test over")
 
