@@ -23,13 +23,12 @@ IMAGE_ENCODINGS = {"mono8": "mono8", "mono16": "mono8", "8UC1": "mono8", "rgb8":
 #: refuses to convert them to any colour encoding ("[8UC3] is not a color format"), and
 #: ``cv2_to_imgmsg`` of a plain OpenCV image (BGR, or one channel) labels it this way.
 _PLAIN_ENCODINGS = {"8UC1": "mono8", "8UC3": "bgr8"}
-#: Encodings whose bytes are already what :func:`image_to_array` returns, by channel count.
-_AS_IS = {"mono8": 1, "rgb8": 3}
+#: Channels of the 8-bit encodings: :func:`array_to_image` writes arrays in them as they are.
+_CHANNELS_8BIT = {"mono8": 1, "8UC1": 1, "rgb8": 3, "bgr8": 3, "8UC3": 3, "rgba8": 4, "bgra8": 4}
 #: Bytes per pixel of each encoding read.
-_PIXEL_BYTES = {"mono8": 1, "mono16": 2, "8UC1": 1, "rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4,
-                "8UC3": 3}
-#: Other 8-bit encodings :func:`array_to_image` writes as they are, by channel count.
-_PLAIN_CHANNELS = {"bgr8": 3, "8UC1": 1, "8UC3": 3, "rgba8": 4, "bgra8": 4}
+_PIXEL_BYTES = {**_CHANNELS_8BIT, "mono16": 2}
+#: Encodings whose bytes are already what :func:`image_to_array` returns.
+_AS_IS = ("mono8", "rgb8")
 _bridge = CvBridge()
 #: dtype name -> (numpy dtype, its little-endian form on the wire); "" is float32. Looked up
 #: per message, so the hot path builds no dtype objects.
@@ -137,6 +136,12 @@ def declared_elements(msg: Tensor) -> int:
     return len(msg.values)
 
 
+def check_tensor_count(count: int, n_inputs: int, what: str = "request") -> None:
+    """Raises ConversionError unless ``count`` tensors are the model's ``n_inputs``."""
+    if count != n_inputs:
+        raise ConversionError(f"{what} has {count} input tensor(s); the model takes {n_inputs}")
+
+
 def tensors_to_arrays(msgs: Sequence[Tensor], n_inputs: Optional[int] = None,
                       max_elements: int = DEFAULT_MAX_ELEMENTS, what: str = "request") -> List[np.ndarray]:
     """The arrays of several Tensors, after checking their number and total size first.
@@ -153,8 +158,8 @@ def tensors_to_arrays(msgs: Sequence[Tensor], n_inputs: Optional[int] = None,
     Raises:
         ConversionError: a wrong number of tensors, too many elements, or a bad tensor.
     """
-    if n_inputs is not None and len(msgs) != n_inputs:
-        raise ConversionError(f"{what} has {len(msgs)} input tensor(s); the model takes {n_inputs}")
+    if n_inputs is not None:
+        check_tensor_count(len(msgs), n_inputs, what)
     total = 0
     for msg in msgs:
         total += declared_elements(msg)
@@ -207,14 +212,12 @@ def image_to_array(msg: Image) -> np.ndarray:
     if len(msg.data) != msg.step * msg.height:
         raise ConversionError(f"image data has {len(msg.data)} bytes, but step {msg.step} x height "
                               f"{msg.height} = {msg.step * msg.height}")
-    channels = _AS_IS.get(msg.encoding)
-    if channels is not None and msg.step >= msg.width * channels:
+    row = msg.width * _PIXEL_BYTES[msg.encoding]
+    if msg.encoding in _AS_IS and msg.step >= row:
         # Already what is returned: a view of the message's bytes, rows of ``step`` bytes
         # (cv_bridge copies the image and costs as much again in encoding look-ups).
-        rows = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)
-        image = rows[:, :msg.width * channels]
-        return image if channels == 1 else image.reshape(msg.height, msg.width, channels)
-    row = msg.width * _PIXEL_BYTES[msg.encoding]
+        image = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)[:, :row]
+        return image if msg.encoding == "mono8" else image.reshape(msg.height, msg.width, 3)
     if msg.step < row:
         raise ConversionError(f"image step {msg.step} is less than width {msg.width} x "
                               f"{_PIXEL_BYTES[msg.encoding]} bytes of {msg.encoding}")
@@ -237,7 +240,7 @@ def array_to_image(array: np.ndarray, encoding: Optional[str] = None) -> Image:
     array = np.asarray(array)
     if encoding is None:
         encoding = "mono8" if array.ndim == 2 else "rgb8"
-    channels = _AS_IS.get(encoding, _PLAIN_CHANNELS.get(encoding))
+    channels = _CHANNELS_8BIT.get(encoding)
     if (channels is not None and array.dtype == np.uint8 and array.ndim in (2, 3)
             and (array.shape[2:] or (1,)) == (channels,)):
         # The message as cv_bridge builds it, without its encoding look-ups (a third of the

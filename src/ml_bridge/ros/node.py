@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 import diagnostic_updater
+import numpy as np
 import rospy
 from diagnostic_msgs.msg import DiagnosticStatus
 
@@ -23,7 +24,12 @@ from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS
 from ml_bridge.msg import TensorSpec
 from ml_bridge.pipelines import make_pipeline
 from ml_bridge.pipelines.classify import classify
-from ml_bridge.ros.conversions import arrays_to_tensors, tensors_to_arrays
+from ml_bridge.ros.conversions import (
+    ConversionError,
+    arrays_to_tensors,
+    check_tensor_count,
+    tensors_to_arrays,
+)
 from ml_bridge.ros.model_call import predict_queued, predict_within
 from ml_bridge.ros.rules import RosRules
 from ml_bridge.ros.samples import SampleRecorder
@@ -113,29 +119,31 @@ class MLBridgeNode:
         (the count comes first), before genpy builds them: millions of empty tensors take
         seconds to deserialize, and every caller waits for the one serving thread."""
         start = time.perf_counter()
-        expected = len(self.server.model.inputs)
-        if len(body) < 4 or _COUNT.unpack_from(body)[0] == expected:
-            return None
-        resp = PredictResponse(success=False, model_version=self.server.version,
-                               message=f"request has {_COUNT.unpack_from(body)[0]} input "
-                                       f"tensor(s); the model takes {expected}")
-        self.stats.record((time.perf_counter() - start) * 1000.0, False)
-        return resp
+        if len(body) < 4:
+            return None  # genpy's to refuse
+        try:
+            check_tensor_count(_COUNT.unpack_from(body)[0], len(self.server.model.inputs))
+        except ConversionError as err:
+            self.stats.record((time.perf_counter() - start) * 1000.0, False)
+            return PredictResponse(success=False, message=str(err),
+                                   model_version=self.server.version)
+        return None
 
     def handle_predict(self, req: PredictRequest, start: Optional[float] = None) -> PredictResponse:
         """Runs the model on the request's tensors; bad requests get success=false."""
         start = time.perf_counter() if start is None else start
         return self._respond(start, req, lambda: predict_within(
-            self.server, tensors_to_arrays(req.inputs, len(self.server.model.inputs),
-                                           self.config.max_elements),  # counts, then converts
-            self.config.timeout))
+            self.server, self._arrays(req), self.config.timeout))
+
+    def _arrays(self, req: PredictRequest) -> List[np.ndarray]:
+        """The request's tensors as arrays, their count and sizes checked first."""
+        return tensors_to_arrays(req.inputs, len(self.server.model.inputs),
+                                 self.config.max_elements)
 
     def _queue(self, req: PredictRequest) -> Callable[[], Prediction]:
         """Queues the request on the model thread; what waits for it (or raises its error)."""
         try:
-            return predict_queued(self.server, tensors_to_arrays(
-                req.inputs, len(self.server.model.inputs), self.config.max_elements),
-                self.config.timeout)
+            return predict_queued(self.server, self._arrays(req), self.config.timeout)
         except Exception as err:  # bad input: raised again, and answered, in its turn
             return functools.partial(_raise, err)
 

@@ -76,13 +76,10 @@ class LoopedService(rospy.Service):
         self._lock = threading.Lock()  # guards the two below
         self._arrived: List[ServiceConnection] = []  # connections rospy accepted, not yet in the loop
         self._stopped = False
-        self._connections: Dict[int, ServiceConnection] = {}
         try:
             super().__init__(name, service_class, self._handle_one)
         except BaseException:  # e.g. the name is taken: nothing of the loop stays open
-            self._selector.close()
-            self._wake_r.close()
-            self._wake_w.close()
+            self._close_selector()
             raise
         self._thread = threading.Thread(target=self._loop, name=f"service {self.resolved_name}",
                                         daemon=True)
@@ -130,12 +127,16 @@ class LoopedService(rospy.Service):
             except Exception as err:  # a bug of ours: log it, keep serving the others
                 rospy.logerr("%s: serving loop: %s: %s", self.resolved_name,
                              type(err).__name__, err)
-        for conn in list(self._connections.values()):
-            self._close(conn)
+        for key in list(self._selector.get_map().values()):
+            if key.data is not None:  # a connection (None: the wake-up pipe)
+                self._close(key.data)
         with self._lock:
             for conn in self._arrived:
-                conn.transport.close()
+                conn.close()
             self._arrived = []
+        self._close_selector()
+
+    def _close_selector(self) -> None:
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
@@ -180,10 +181,7 @@ class LoopedService(rospy.Service):
                 conn.sock.setblocking(False)
                 self._selector.register(conn.sock, selectors.EVENT_READ, conn)
             except Exception:  # closed before the loop got to it (a closed transport's socket
-                conn.closed = True  # is None)
-                conn.transport.close()
-                continue
-            self._connections[id(conn)] = conn
+                conn.close()        # is None)
 
     def _read(self, conn: ServiceConnection, batch: List[_Item]) -> None:
         """Receives what the connection has; each whole request found goes into ``batch``."""
@@ -292,7 +290,6 @@ class LoopedService(rospy.Service):
     def _close(self, conn: ServiceConnection) -> None:
         if conn.closed:
             return
-        self._connections.pop(id(conn), None)
         try:
             self._selector.unregister(conn.sock)
         except (KeyError, ValueError):
