@@ -65,6 +65,10 @@ def prediction_message(result: Result, classes: Classes, options: SinkOptions) -
     return msg
 
 
+#: Frame encodings an overlay is published in as they are; any other goes out as mono8/rgb8.
+OVERLAY_ENCODINGS = ("mono8", "rgb8", "bgr8", "rgba8", "bgra8", "8UC1", "8UC3")
+
+
 def encode_like_frame(array: np.ndarray, encoding: str) -> np.ndarray:
     """An RGB (H x W x 3) or mono (H x W) uint8 array in the channel order of ``encoding``."""
     if array.ndim == 2:
@@ -98,9 +102,13 @@ def mask_message(result: Result, mask: np.ndarray, _options: SinkOptions) -> Ima
 
 
 def overlay_message(result: Result, overlay: np.ndarray, _options: SinkOptions) -> Image:
-    """``~overlay``: the frame's encoding and size."""
+    """``~overlay``: the frame's encoding and size.
+
+    An 8-bit frame's overlay is published in the frame's own encoding (``8UC3`` in OpenCV's BGR
+    order, as it was read); a ``mono16`` frame's as ``mono8``, the 8 bits it was scaled to.
+    """
     encoding = result.frame.encoding
-    if encoding not in ("mono8", "rgb8", "bgr8", "rgba8", "bgra8"):
+    if encoding not in OVERLAY_ENCODINGS:
         encoding = "mono8" if overlay.ndim == 2 else "rgb8"
     try:
         return image_message(encode_like_frame(overlay, encoding), encoding, result.frame.header)
