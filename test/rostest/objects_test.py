@@ -132,12 +132,14 @@ class ObjectsTest(unittest.TestCase):
         return msg
 
     def detections_msg(self, camera: str, stamp: rospy.Time, shapes: Shapes) -> Any:
-        """The camera's detections type, stamped like the frame (darknet: ``image_header``),
-        with a frame_id of its own: the result must carry the frame's header instead."""
+        """The camera's detections type, stamped like the frame (darknet: ``image_header``).
+        Detection2DArray names the camera's frame_id (a differing one would not match);
+        darknet's leaves it empty (matched by stamp alone): the result must carry the frame's
+        header."""
         if KIND[camera].startswith("vision_msgs"):
-            return detection2d_array(self.classes[camera], stamp.secs, stamp.nsecs, "detector",
-                                     [box for _, box in shapes])
-        return bounding_boxes(self.classes[camera], stamp.secs, stamp.nsecs, "detector",
+            return detection2d_array(self.classes[camera], stamp.secs, stamp.nsecs,
+                                     f"{camera}_optical", [box for _, box in shapes])
+        return bounding_boxes(self.classes[camera], stamp.secs, stamp.nsecs, "",
                               [corners(box) for _, box in shapes])
 
     def boxes_of(self, camera: str, shapes: Shapes) -> List[Box]:

@@ -199,7 +199,7 @@ def test_detections_before_their_frame_wait_for_it() -> None:
     assert pipeline.request(state) is None
     assert pipeline.accept(frame_at(30), state)
     assert pipeline.counters(state) == {"detections_unmatched": 0, "detections_expired": 0,
-                                        "objects_refused": 0}
+                                        "detections_other_frame": 0, "objects_refused": 0}
 
 
 def test_unmatched_and_expired_detections_are_counted_and_dropped() -> None:
@@ -219,6 +219,40 @@ def test_unmatched_and_expired_detections_are_counted_and_dropped() -> None:
     assert counters["detections_expired"] == 2 and counters["detections_unmatched"] == 1
     assert not pipeline.accept(frame_at(7), state)  # 7 expired: nothing is due
     assert pipeline.accept(frame_at(8), state)
+
+
+def test_two_cameras_sharing_one_detections_topic_take_only_their_own_boxes() -> None:
+    """Synchronised cameras: same stamps; each detections message reaches both streams."""
+    pipeline = ObjectsPipeline(colour_model())
+    model = Model()
+    rects = {"left": ("red", (10, 10, 20, 20)), "right": ("blue", (50, 30, 60, 40))}
+    states = {cam: pipeline.new_state() for cam in rects}
+    labels: dict = {cam: [] for cam in rects}
+    for ns in range(1, 7):
+        dets = [Detections(ns, [box_of(*rect)], header=SimpleNamespace(frame_id=cam))
+                for cam, (_, rect) in rects.items()]
+        for cam, state in states.items():
+            frame = frame_at(ns, scene([rects[cam]]), frame_id=cam)
+            events: List[Any] = [frame, *dets]
+            if ns % 2:  # detections before their frame, too (pending)
+                events.reverse()
+            for event in events:
+                due = pipeline.accept(event, state) if isinstance(event, Frame) else \
+                    pipeline.accept_detections(event, state)
+                while due:
+                    result = run_due(pipeline, state, model, True)
+                    assert result is not None and result.frame.header.frame_id == cam
+                    labels[cam].append([o.label for o in result.outputs["objects"]])
+                    due = bool(state.due)
+    assert labels == {"left": [["red"]] * 6, "right": [["blue"]] * 6}
+    for state in states.values():
+        assert pipeline.counters(state)["detections_other_frame"] == 6
+        assert pipeline.counters(state)["detections_expired"] == 0
+    # A detector that leaves frame_id empty is matched by stamp alone.
+    state = states["left"]
+    assert pipeline.accept_detections(Detections(6, [box_of(10, 10, 20, 20)]), state)
+    assert pipeline.accept_detections(
+        Detections(6, [box_of(10, 10, 20, 20)], header=SimpleNamespace(frame_id="")), state)
 
 
 def test_given_crops_are_classified_without_a_frame_with_the_detections_header() -> None:

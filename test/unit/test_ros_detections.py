@@ -1,12 +1,21 @@
 """Detections decoded from the publisher's definition (ros/detections.py), without a master and
 without vision_msgs or darknet_ros_msgs installed."""
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import genpy.dynamic
 import numpy as np
 import pytest
 import rospy
-from detection_msgs import bounding_boxes, definition, detection2d_array, detection_class, serialize
+from detection_msgs import (
+    DARKNET_WITHOUT_IMAGE_HEADER,
+    VISION_MSGS_4,
+    bounding_boxes,
+    definition,
+    detection2d_array,
+    detection_class,
+    serialize,
+    sibling,
+)
 from std_msgs.msg import Header
 
 from ml_bridge.core.errors import InputError
@@ -16,6 +25,7 @@ from ml_bridge.ros.conversions import array_to_image
 from ml_bridge.ros.detections import (
     BOUNDING_BOXES,
     DETECTION2D_ARRAY,
+    DetectionsLayoutError,
     DetectionsSubscriber,
     DetectionsTypeError,
     decode,
@@ -26,9 +36,9 @@ STAMP = (1_700_000_000, 123_456_789)
 STAMP_NS = 1_700_000_000_123_456_789
 
 
-def wire(type_name: str, msg: Any) -> Dict[str, Any]:
+def wire(type_name: str, msg: Any, texts: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """What a subscriber gets: the connection header's fields and the bytes."""
-    text, md5 = definition(type_name)
+    text, md5 = definition(type_name, texts)
     return {"type_name": type_name, "definition": text, "md5sum": md5, "data": serialize(msg)}
 
 
@@ -70,6 +80,31 @@ def test_darknet_bounding_boxes_are_matched_by_the_image_header() -> None:
     assert dets.stamp_ns == STAMP_NS
     assert dets.boxes == [Box(20.0, 40.0, 20.0, 40.0), Box(2.5, 2.5, 5.0, 5.0)]
     assert dets.header.frame_id == "cam" and dets.crops_given is None
+
+
+def test_vision_msgs_4_detections_are_read_from_bbox_center_position() -> None:
+    cls = detection_class(DETECTION2D_ARRAY, VISION_MSGS_4)
+    msg = detection2d_array(cls, *STAMP, "left_optical", [(10.5, 20.0, 4.0, 6.0)])
+    assert hasattr(msg.detections[0].bbox.center, "position")  # the 4.x layout
+    dets = decode(**wire(DETECTION2D_ARRAY, msg, VISION_MSGS_4))
+    assert dets.stamp_ns == STAMP_NS and dets.frame_id == "left_optical"
+    assert dets.boxes == [Box(10.5, 20.0, 4.0, 6.0)] and dets.crops_given is None
+
+
+def test_a_layout_without_the_fields_read_names_what_it_has_and_what_is_read() -> None:
+    old = detection_class(BOUNDING_BOXES, DARKNET_WITHOUT_IMAGE_HEADER)()  # no image_header
+    with pytest.raises(DetectionsLayoutError) as err:
+        decode(**wire(BOUNDING_BOXES, old, DARKNET_WITHOUT_IMAGE_HEADER))
+    text = str(err.value)
+    assert "no field image_header" in text and "the message has: header, bounding_boxes" in text
+    assert "xmin, ymin, xmax, ymax" in text  # the layout read
+    # A Detection2DArray whose bbox.center has neither x/y nor position.x/y.
+    texts = dict(VISION_MSGS_4, **{"vision_msgs/Pose2D": "float64 u\nfloat64 v\n"})
+    msg = detection2d_array(detection_class(DETECTION2D_ARRAY, texts), *STAMP, "cam", [])
+    msg.detections.append(sibling(type(msg), "vision_msgs/Detection2D")())
+    with pytest.raises(DetectionsLayoutError, match=r"no field bbox\.center\.x \(bbox\.center "
+                       r"has: u, v\).*bbox\.center\.position\.x/y \(vision_msgs 4\.x\)"):
+        decode(**wire(DETECTION2D_ARRAY, msg, texts))
 
 
 @pytest.mark.parametrize("type_name", ["vision_msgs/Detection2D", "std_msgs/String", ""])
@@ -150,6 +185,23 @@ def test_the_subscriber_pushes_decoded_detections_and_counts_what_it_refuses(
     assert len(warnings) == 1 and "cannot read" in warnings[0]
     sub.unregister()
     assert fake.unregistered
+
+
+def test_another_layout_is_counted_invalid_with_a_warning_not_raised(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(module.rospy, "Subscriber", FakeSubscriber)
+    pushed: List[Detections] = []
+    warnings: List[str] = []
+    sub = DetectionsSubscriber("/darknet_ros/bounding_boxes", pushed.append, warnings.append)
+    fake: FakeSubscriber = sub._sub  # type: ignore[assignment]
+    old = wire(BOUNDING_BOXES, detection_class(BOUNDING_BOXES, DARKNET_WITHOUT_IMAGE_HEADER)(),
+               DARKNET_WITHOUT_IMAGE_HEADER)
+    for _ in range(3):  # an AttributeError here would reach rospy: a traceback per message
+        fake.callback(delivered(BOUNDING_BOXES, old["definition"], old["md5sum"], old["data"]))
+    assert pushed == []
+    assert sub.counters() == {"detections_refused": 0, "detections_invalid": 3}
+    assert len(warnings) == 3  # the stream's warn throttles them
+    assert "/darknet_ros/bounding_boxes" in warnings[0] and "image_header" in warnings[0]
 
 
 def test_the_objects_sink_publishes_one_entry_per_detection_with_the_frames_header() -> None:

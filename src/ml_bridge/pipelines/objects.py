@@ -3,8 +3,13 @@ class per object.
 
 Events of a stream come in two kinds: frames and detections (:class:`Detections`, neutral of
 any message type; :mod:`ml_bridge.ros.detections` decodes them). A detections message is
-matched to the frame with the *same* stamp, compared as integer nanoseconds:
+matched to the frame with the *same* stamp, compared as integer nanoseconds, and the same
+``frame_id`` where both name one:
 
+- detections whose ``frame_id`` differs from the camera's (the newest frame's, or the frame of
+  their stamp) belong to another camera that shares the detections topic: they are never cut
+  from this camera's frames (counted as ``detections_other_frame``). An empty ``frame_id`` on
+  either side matches by stamp alone;
 - the stream keeps its last ``~sync_queue`` frames (default 10); detections whose frame is
   among them are due at once;
 - detections may arrive before their frame (a detector faster than the camera transport):
@@ -37,7 +42,12 @@ from ml_bridge.core.errors import InputError
 from ml_bridge.core.model import BackendModel
 from ml_bridge.core.server import Prediction
 from ml_bridge.pipelines.base import Frame, Pipeline, Request, Result, image_format, main_output
+from ml_bridge.pipelines.boxes import NO_ROI, Box, Detections, ObjectResult, Roi, square_crop
 from ml_bridge.pipelines.classify import top_class
+
+# Box, Detections and square_crop are used from here by the ROS layer and the tests.
+__all__ = ["NO_ROI", "Box", "Detections", "ObjectResult", "ObjectsPipeline", "ObjectsState", "Roi",
+           "square_crop", "stamp_ns"]
 
 log = logging.getLogger(__name__)
 
@@ -45,97 +55,8 @@ log = logging.getLogger(__name__)
 DEFAULT_SYNC_QUEUE = 10
 #: Seconds between two log lines about refused boxes of one stream.
 WARN_PERIOD = 10.0
-#: Region of interest: (x_offset, y_offset, width, height) in image pixels.
-Roi = Tuple[int, int, int, int]
-#: The roi of a refused box.
-NO_ROI: Roi = (0, 0, 0, 0)
 # ROI fields are uint32: the bound for a crop given without a frame.
 _UNBOUNDED = (1 << 32) - 1
-
-
-@dataclass(frozen=True)
-class Box:
-    """One detection's box, in pixels of the frame it was detected on."""
-
-    x_center: float
-    y_center: float
-    width: float
-    height: float
-
-
-@dataclass
-class Detections:
-    """One detections message, neutral of its ROS type.
-
-    Attributes:
-        stamp_ns: the stamp of the frame the boxes belong to, in integer nanoseconds.
-        boxes: the boxes in message order (the order of ``objects``).
-        header: published with the result when no frame is needed (every crop given).
-        crops_given: per box, an image of the object supplied with the detection (Detection2D
-            ``source_img``; H x W or H x W x 3 RGB uint8) or None; None: no box has one.
-    """
-
-    stamp_ns: int
-    boxes: List[Box]
-    header: Any = None
-    crops_given: Optional[List[Optional[np.ndarray]]] = None
-
-    def self_contained(self) -> bool:
-        """True when every box brings its own image: no frame is needed."""
-        return bool(self.boxes) and self.crops_given is not None and \
-            all(c is not None for c in self.crops_given)
-
-    def given(self, index: int) -> Optional[np.ndarray]:
-        """The image supplied for box ``index``, or None."""
-        return self.crops_given[index] if self.crops_given is not None else None
-
-
-@dataclass
-class ObjectResult:
-    """One classified (or refused) detection, as ``~objects`` publishes it."""
-
-    detection_index: int
-    roi: Roi                 # the square crop that was classified; NO_ROI when refused
-    class_id: int            # -1: the box was refused
-    score: float             # probability of class_id
-    label: str
-
-
-def square_crop(box: Box, frame_w: int, frame_h: int) -> Roi:
-    """The square crop of ``box``: its shorter side widened to the longer about the centre,
-    then clamped to the frame (so at a border, or for a box larger than the frame, the crop
-    is the part of the square inside the frame).
-
-    Returns:
-        (x0, y0, width, height) in whole pixels.
-
-    Raises:
-        InputError: a size that is zero, negative or not finite, a non-finite centre, or a
-            square entirely outside the frame.
-    """
-    values = (box.x_center, box.y_center, box.width, box.height)
-    if not all(math.isfinite(v) for v in values):
-        raise InputError(f"box {_describe(box)} has a value that is not finite")
-    if not (box.width > 0 and box.height > 0):
-        raise InputError(f"box {_describe(box)} has no area (width and height must be > 0)")
-    side = max(box.width, box.height)
-    x0, x1 = _span(box.x_center, side, frame_w)
-    y0, y1 = _span(box.y_center, side, frame_h)
-    if x1 <= x0 or y1 <= y0:
-        raise InputError(f"box {_describe(box)} lies outside the {frame_w} x {frame_h} frame")
-    return x0, y0, x1 - x0, y1 - y0
-
-
-def _span(center: float, side: float, limit: int) -> Tuple[int, int]:
-    """Whole-pixel [start, stop) of ``side`` about ``center``, clamped to [0, limit]."""
-    start = math.floor(center - side / 2.0 + 0.5)
-    stop = start + max(1, math.floor(side + 0.5))
-    return max(0, start), min(limit, stop)
-
-
-def _describe(box: Box) -> str:
-    return (f"(centre {box.x_center:g}, {box.y_center:g}, size {box.width:g} x "
-            f"{box.height:g})")
 
 
 def stamp_ns(frame: Frame) -> int:
@@ -148,6 +69,16 @@ def stamp_ns(frame: Frame) -> int:
     return int(round(float(frame.stamp) * 1e9))
 
 
+def same_frame(frame_id: str, detections: Detections) -> bool:
+    """False only when both the image's and the detections' ``frame_id`` are set and differ:
+    a detector that leaves ``frame_id`` empty is matched by stamp alone."""
+    return not (frame_id and detections.frame_id and frame_id != detections.frame_id)
+
+
+def _frame_id(frame: Frame) -> str:
+    return str(getattr(frame.header, "frame_id", "") or "")
+
+
 @dataclass
 class ObjectsState:
     """One stream's frames, pending detections, due work and counters."""
@@ -156,8 +87,10 @@ class ObjectsState:
     pending: Deque[Detections] = field(default_factory=collections.deque)
     due: Deque[Tuple[Optional[Frame], Detections]] = field(default_factory=collections.deque)
     newest_ns: Optional[int] = None     # stamp of the newest frame seen
+    frame_id: str = ""                  # frame_id of the newest frame seen ("" unknown)
     unmatched: int = 0                  # detections whose frame had gone when they came
     expired: int = 0                    # pending detections whose frame never came
+    other_frame: int = 0                # detections of another camera (frame_id differs)
     refused: int = 0                    # boxes that could not be cut (see square_crop)
     refused_unlogged: int = 0           # refused since the last log line
     last_log: float = -math.inf         # time.monotonic() of the last log line
@@ -206,9 +139,10 @@ class ObjectsPipeline(Pipeline[ObjectsState]):
         return state
 
     def counters(self, state: ObjectsState) -> Dict[str, int]:
-        """``detections_unmatched``, ``detections_expired`` and ``objects_refused``."""
+        """``detections_unmatched``, ``detections_expired``, ``detections_other_frame`` and
+        ``objects_refused``."""
         return {"detections_unmatched": state.unmatched, "detections_expired": state.expired,
-                "objects_refused": state.refused}
+                "detections_other_frame": state.other_frame, "objects_refused": state.refused}
 
     def accept(self, frame: Frame, state: ObjectsState) -> bool:
         """Keeps the frame; pending detections of its stamp become due, older ones expire."""
@@ -219,9 +153,12 @@ class ObjectsPipeline(Pipeline[ObjectsState]):
             state.frames.popitem(last=False)
         if state.newest_ns is None or ns > state.newest_ns:
             state.newest_ns = ns
+            state.frame_id = _frame_id(frame)
         waiting: Deque[Detections] = collections.deque()
         for detections in state.pending:
-            if detections.stamp_ns == ns:
+            if detections.stamp_ns == ns and not same_frame(_frame_id(frame), detections):
+                state.other_frame += 1
+            elif detections.stamp_ns == ns:
                 state.due.append((frame, detections))
             elif detections.stamp_ns < ns:  # frames come in order: its frame was lost
                 state.expired += 1
@@ -234,11 +171,17 @@ class ObjectsPipeline(Pipeline[ObjectsState]):
         """Matches a :class:`Detections` to its frame, or keeps it pending (module docstring)."""
         if not isinstance(detections, Detections):
             raise InputError(f"the objects pipeline takes Detections, got {type(detections).__name__}")
+        if not same_frame(state.frame_id, detections):
+            # Boxes of another camera (one topic shared by several): never cut from ours.
+            state.other_frame += 1
+            return bool(state.due)
         if detections.self_contained():
             state.due.append((None, detections))
             return True
         frame = state.frames.get(detections.stamp_ns)
-        if frame is not None:
+        if frame is not None and not same_frame(_frame_id(frame), detections):
+            state.other_frame += 1
+        elif frame is not None:
             state.due.append((frame, detections))
         elif state.newest_ns is not None and detections.stamp_ns <= state.newest_ns:
             state.unmatched += 1  # its frame is older than the ring holds, or never came

@@ -1,6 +1,7 @@
 """Detections of a type known only at run time -> :class:`~ml_bridge.pipelines.objects.Detections`.
 
-The ``objects`` pipeline takes ``vision_msgs/Detection2DArray`` (Noetic's layout) or
+The ``objects`` pipeline takes ``vision_msgs/Detection2DArray`` (Noetic's layout, or vision_msgs
+4.x's with ``bbox.center.position``, as ROS 2 bridges publish it) or
 ``darknet_ros_msgs/BoundingBoxes`` without depending on either package: it subscribes with
 ``rospy.AnyMsg`` and builds the message class from what the publisher sends in its connection
 header (``type``, ``md5sum``, ``message_definition``) with genpy's dynamic generation, as
@@ -27,10 +28,22 @@ from ml_bridge.ros.conversions import image_to_array
 DETECTION2D_ARRAY = "vision_msgs/Detection2DArray"
 BOUNDING_BOXES = "darknet_ros_msgs/BoundingBoxes"
 SUPPORTED = (DETECTION2D_ARRAY, BOUNDING_BOXES)
+#: The fields read from each type, for the message that refuses another layout.
+LAYOUTS = {
+    DETECTION2D_ARRAY: "header and, per detection, bbox.center.x/y (vision_msgs 1.x, Noetic) or "
+                       "bbox.center.position.x/y (vision_msgs 4.x), bbox.size_x/size_y and, if "
+                       "present, source_img",
+    BOUNDING_BOXES: "image_header (the camera's stamp and frame_id) and, per box, xmin, ymin, "
+                    "xmax, ymax (darknet_ros_msgs)",
+}
 
 
 class DetectionsTypeError(InputError):
     """The detections topic carries a type the objects pipeline does not read."""
+
+
+class DetectionsLayoutError(InputError):
+    """A supported type name whose fields are laid out otherwise than the node reads."""
 
 
 _classes: Dict[str, Type[genpy.Message]] = {}
@@ -87,6 +100,7 @@ def to_detections(msg: Any, type_name: str) -> Detections:
 
     Raises:
         DetectionsTypeError: an unsupported type.
+        DetectionsLayoutError: a field the node reads is missing (another version's layout).
         InputError: a filled ``source_img`` cannot be converted.
     """
     if type_name == DETECTION2D_ARRAY:
@@ -98,15 +112,23 @@ def to_detections(msg: Any, type_name: str) -> Detections:
 
 
 def _from_detection2d_array(msg: Any) -> Detections:
-    """Noetic's layout: bbox.center.x/y and bbox.size_x/size_y; the array's header stamp."""
+    """bbox.center.x/y (Noetic) or bbox.center.position.x/y (4.x) and bbox.size_x/size_y; the
+    array's header stamp. 4.x has no source_img."""
+    def get(obj: Any, name: str, where: str) -> Any:
+        return _field(obj, name, where, DETECTION2D_ARRAY)
+
+    header = get(msg, "header", "")
     boxes: List[Box] = []
     crops: List[Any] = []
-    for i, det in enumerate(msg.detections):
-        bbox = det.bbox
-        boxes.append(Box(float(bbox.center.x), float(bbox.center.y), float(bbox.size_x),
-                         float(bbox.size_y)))
-        image = det.source_img
-        if len(image.data):
+    for i, det in enumerate(get(msg, "detections", "")):
+        bbox = get(det, "bbox", f"detections[{i}].")
+        center = get(bbox, "center", "bbox.")
+        point = center.position if hasattr(center, "position") else center
+        where = "bbox.center.position." if point is not center else "bbox.center."
+        boxes.append(Box(float(get(point, "x", where)), float(get(point, "y", where)),
+                         float(get(bbox, "size_x", "bbox.")), float(get(bbox, "size_y", "bbox."))))
+        image = getattr(det, "source_img", None)
+        if image is not None and len(image.data):
             try:
                 crops.append(image_to_array(image))
             except MLBridgeError as err:
@@ -114,15 +136,34 @@ def _from_detection2d_array(msg: Any) -> Detections:
         else:
             crops.append(None)
     given = crops if any(c is not None for c in crops) else None
-    return Detections(_nanoseconds(msg.header.stamp), boxes, _header(msg.header), given)
+    return Detections(_nanoseconds(header.stamp), boxes, _header(header), given)
 
 
 def _from_bounding_boxes(msg: Any) -> Detections:
     """darknet_ros: xmin..ymax in pixels; the image's stamp is in ``image_header`` (its
     ``header`` is stamped when the detector publishes)."""
-    boxes = [Box((b.xmin + b.xmax) / 2.0, (b.ymin + b.ymax) / 2.0, float(b.xmax - b.xmin),
-                 float(b.ymax - b.ymin)) for b in msg.bounding_boxes]
-    return Detections(_nanoseconds(msg.image_header.stamp), boxes, _header(msg.image_header))
+    image_header = _field(msg, "image_header", "", BOUNDING_BOXES)
+    boxes: List[Box] = []
+    for i, b in enumerate(_field(msg, "bounding_boxes", "", BOUNDING_BOXES)):
+        x0, y0, x1, y1 = (_field(b, name, f"bounding_boxes[{i}].", BOUNDING_BOXES)
+                          for name in ("xmin", "ymin", "xmax", "ymax"))
+        boxes.append(Box((x0 + x1) / 2.0, (y0 + y1) / 2.0, float(x1 - x0), float(y1 - y0)))
+    return Detections(_nanoseconds(image_header.stamp), boxes, _header(image_header))
+
+
+def _field(obj: Any, name: str, where: str, type_name: str) -> Any:
+    """``obj.name``, or an error naming the layout found and the one read.
+
+    Raises:
+        DetectionsLayoutError: ``obj`` has no field ``name``.
+    """
+    try:
+        return getattr(obj, name)
+    except AttributeError:
+        found = ", ".join(getattr(obj, "__slots__", ())) or "no fields"
+        raise DetectionsLayoutError(
+            f"this {type_name} has no field {where}{name} ({where.rstrip('.') or 'the message'} "
+            f"has: {found}); the node reads {LAYOUTS[type_name]}") from None
 
 
 def _nanoseconds(stamp: Any) -> int:
