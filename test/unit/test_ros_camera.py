@@ -1,12 +1,23 @@
-"""rosrun ml_bridge camera: its frame sources and arguments, without a master."""
+"""rosrun ml_bridge camera: its frame sources and arguments, without a master; and, on a
+private master, that a subscriber already listening gets every frame of a folder."""
 import itertools
+import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
+from typing import Any, List
 
 import cv2
 import numpy as np
 import pytest
 
-from ml_bridge.ros.camera import SourceError, frames, parse_args
+from ml_bridge.ros import camera as module
+from ml_bridge.ros.camera import Connections, SourceError, frames, parse_args, wait_for_subscribers
+from ml_bridge.ros.processes import free_port, stop
+
+#: Bound on each wait for a process (start-up on a loaded machine).
+WAIT = 60.0
 
 
 def _write_images(folder: Path) -> "list[np.ndarray]":
@@ -68,3 +79,146 @@ def test_arguments_are_checked() -> None:
     assert args.rate == 5 and args.loop and args.frame_id == "cam"
     with pytest.raises(SystemExit):
         parse_args(["--source", "synthetic", "--rate", "0"])
+
+
+def unreadable_folder(folder: Path, good: int = 0) -> None:
+    """Three files named like images that OpenCV cannot read, and ``good`` real ones."""
+    for name in ("a.png", "b.jpg", "c.png"):
+        (folder / name).write_bytes(b"not an image")
+    for i in range(good):
+        cv2.imwrite(str(folder / f"good{i}.png"), np.full((8, 8, 3), 60 * i, np.uint8))
+
+
+def test_a_looped_folder_that_reads_no_image_is_an_error_not_a_spin(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    unreadable_folder(tmp_path)
+    reads: List[str] = []
+    real = cv2.imread
+
+    def counting(path: str, flags: int) -> Any:
+        reads.append(path)
+        assert len(reads) <= 30, "the looped folder is read over and over without a frame"
+        return real(path, flags)
+    monkeypatch.setattr(cv2, "imread", counting)
+    monkeypatch.setattr(module.rospy, "logwarn", lambda text: None)
+    with pytest.raises(SourceError, match=r"none of the 3 image file\(s\) in .* could be read"):
+        next(frames(str(tmp_path), loop=True))
+    assert len(reads) == 3  # one pass
+    with pytest.raises(SourceError, match="could be read"):
+        list(frames(str(tmp_path)))  # without --loop too: not a silent end with 0 frames
+
+
+def test_each_unreadable_image_is_named_once_however_often_the_folder_loops(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    unreadable_folder(tmp_path, good=1)
+    warned: List[str] = []
+    monkeypatch.setattr(module.rospy, "logwarn", warned.append)
+    got = list(itertools.islice(frames(str(tmp_path), loop=True), 10))  # 10 passes
+    assert len(got) == 10
+    assert sorted(w.split()[1] for w in warned) == ["a.png", "b.jpg", "c.png"]
+
+
+class FakePublisher:
+    """get_num_connections as rospy's Publisher has it, set by the test."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+
+    def get_num_connections(self) -> int:
+        return self.connections
+
+
+def test_the_first_frame_waits_for_the_subscribers_registered_at_start() -> None:
+    pub, connections = FakePublisher(), Connections()
+    done = threading.Event()
+    result: List[bool] = []
+
+    def waiter() -> None:
+        result.append(wait_for_subscribers(pub, connections, ["/a", "/b"], WAIT))
+        done.set()
+    thread = threading.Thread(target=waiter, daemon=True)
+    thread.start()
+    for _ in range(2):  # rospy calls peer_subscribe once a connection is up
+        assert not done.is_set()
+        pub.connections += 1
+        connections.peer_subscribe("/image", None, None)
+    assert done.wait(WAIT) and result == [True]
+    # A subscriber that never connects: the wait ends at its bound, saying so.
+    assert not wait_for_subscribers(pub, connections, ["/a", "/b", "/gone"], 0.05)
+
+
+def test_shutdown_ends_the_wait_for_subscribers() -> None:
+    pub, connections = FakePublisher(), Connections()
+    done = threading.Event()
+
+    def waiter() -> None:
+        wait_for_subscribers(pub, connections, ["/a"], WAIT)
+        done.set()
+    threading.Thread(target=waiter, daemon=True).start()
+    connections.stop()  # what rospy's shutdown hook calls (Ctrl-C)
+    assert done.wait(WAIT)
+
+
+SUBSCRIBER = """
+import sys, rospy
+from sensor_msgs.msg import Image
+rospy.init_node("listener")
+rospy.Subscriber("/cam/image", Image, lambda m: print("frame", m.data[0], flush=True),
+                 queue_size=100)
+print("subscribed", flush=True)
+rospy.spin()
+"""
+
+
+class Lines:
+    """A process's output lines, read on a thread; waits for a condition on them."""
+
+    def __init__(self, proc: "subprocess.Popen[str]") -> None:
+        self.lines: List[str] = []
+        self.cond = threading.Condition()
+        threading.Thread(target=self._read, args=(proc,), daemon=True).start()
+
+    def _read(self, proc: "subprocess.Popen[str]") -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            with self.cond:
+                self.lines.append(line.strip())
+                self.cond.notify_all()
+
+    def wait_for(self, predicate: Any, timeout: float = WAIT) -> bool:
+        with self.cond:
+            return bool(self.cond.wait_for(lambda: predicate(self.lines), timeout))
+
+
+def test_a_subscriber_already_listening_gets_every_frame_of_a_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    count = 6
+    for i in range(count):
+        cv2.imwrite(str(folder / f"{i:02d}.png"), np.full((24, 32, 3), 30 * i, np.uint8))
+    port = free_port()
+    env = dict(os.environ, ROS_MASTER_URI=f"http://127.0.0.1:{port}/",
+               ROS_HOME=str(tmp_path / "ros"), ROS_LOG_DIR=str(tmp_path / "log"))
+    procs: List[Any] = []
+
+    def start(cmd: List[str], **kwargs: Any) -> Any:
+        procs.append(subprocess.Popen(cmd, env=env, start_new_session=True, **kwargs))
+        return procs[-1]
+    try:
+        start(["rosmaster", "--core", "-p", str(port)], stdout=subprocess.DEVNULL,
+              stderr=subprocess.DEVNULL)
+        listener = start([sys.executable, "-c", SUBSCRIBER], stdout=subprocess.PIPE, text=True)
+        out = Lines(listener)
+        assert out.wait_for(lambda lines: "subscribed" in lines), out.lines
+        script = Path(__file__).resolve().parents[2] / "scripts" / "camera"
+        cam = start([sys.executable, str(script), "--source", str(folder), "--rate", "50",
+                     "--frame-id", "cam", "image:=/cam/image"], stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT, text=True)
+        cam_out, _ = cam.communicate(timeout=WAIT)
+        assert cam.returncode == 0, cam_out
+        expected = [f"frame {30 * i}" for i in range(count)]  # each frame's grey level
+        assert out.wait_for(lambda lines: [x for x in lines if x.startswith("frame")] == expected,
+                            timeout=10.0), (out.lines, cam_out)
+    finally:
+        for proc in reversed(procs):
+            stop(proc, grace=5.0)
