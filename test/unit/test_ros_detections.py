@@ -8,6 +8,7 @@ import pytest
 import rospy
 from detection_msgs import (
     DARKNET_WITHOUT_IMAGE_HEADER,
+    MSG_TEXTS,
     VISION_MSGS_4,
     bounding_boxes,
     definition,
@@ -105,6 +106,13 @@ def test_a_layout_without_the_fields_read_names_what_it_has_and_what_is_read() -
     with pytest.raises(DetectionsLayoutError, match=r"no field bbox\.center\.x \(bbox\.center "
                        r"has: u, v\).*bbox\.center\.position\.x/y \(vision_msgs 4\.x\)"):
         decode(**wire(DETECTION2D_ARRAY, msg, texts))
+    # The fields are there but of another type (corners as strings).
+    texts = dict(MSG_TEXTS, **{"darknet_ros_msgs/BoundingBox": (
+        "string xmin\nstring ymin\nstring xmax\nstring ymax\n")})
+    boxes = detection_class(BOUNDING_BOXES, texts)()
+    boxes.bounding_boxes.append(sibling(type(boxes), "darknet_ros_msgs/BoundingBox")())
+    with pytest.raises(DetectionsLayoutError, match="not laid out as the node reads it"):
+        decode(**wire(BOUNDING_BOXES, boxes, texts))
 
 
 @pytest.mark.parametrize("type_name", ["vision_msgs/Detection2D", "std_msgs/String", ""])

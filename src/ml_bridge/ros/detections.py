@@ -103,10 +103,14 @@ def to_detections(msg: Any, type_name: str) -> Detections:
         DetectionsLayoutError: a field the node reads is missing (another version's layout).
         InputError: a filled ``source_img`` cannot be converted.
     """
-    if type_name == DETECTION2D_ARRAY:
-        return _from_detection2d_array(msg)
-    if type_name == BOUNDING_BOXES:
-        return _from_bounding_boxes(msg)
+    try:
+        if type_name == DETECTION2D_ARRAY:
+            return _from_detection2d_array(msg)
+        if type_name == BOUNDING_BOXES:
+            return _from_bounding_boxes(msg)
+    except (AttributeError, TypeError, ValueError) as err:  # a field of another type
+        raise DetectionsLayoutError(f"this {type_name} is not laid out as the node reads it "
+                                    f"({err}); the node reads {LAYOUTS[type_name]}") from err
     raise DetectionsTypeError(f"detections of type '{type_name}' are not supported; publish "
                               f"{' or '.join(SUPPORTED)}")
 
