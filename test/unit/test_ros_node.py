@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("ml_bridge.msg", reason="generated messages: run `make setup` and source build/env.sh")
 
 import rospy
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from ml_bridge.msg import Prediction, Sample, Tensor
 from ml_bridge.srv import GetInfoRequest, PredictRequest
 from test_core_server import LinearModel
@@ -386,3 +386,21 @@ def test_a_stream_skips_a_frame_the_model_does_not_answer_in_time_and_says_so(
     assert ros.wait(lambda: bool(published))
     prediction: Prediction = published[-1]
     assert prediction.header.frame_id == "cam" and len(prediction.class_ids) == 1
+
+
+def test_diagnostics_turn_error_with_the_cause_while_recordings_fail(
+        make_node: Callable[..., MLBridgeNode], ros: Ros, tmp_path: Path) -> None:
+    rules = [{"name": "seen", "all": [{"key": "score", "op": ">=", "value": 0.0}],
+              "record": {"topics": ["/other"]}}]
+    node = make_node(image="/cam/image", rules=rules, record_dir=str(tmp_path / "rec"))
+    (tmp_path / "rec").rmdir()
+    (tmp_path / "rec").write_text("")  # a file where the directory was: no bag can be made
+    ros.subscribers["/cam/image"].callback(array_to_image(np.zeros((16, 16), np.uint8)))
+    events = ros.publishers["~events"].messages
+    assert ros.wait(lambda: bool(events))
+    assert events[0].rule == "seen" and events[0].bag == ""  # no bag will appear
+    node.updater.force_update()
+    msg: DiagnosticArray = ros.publishers["/diagnostics"].messages[-1]
+    (status,) = [s for s in msg.status if s.name.endswith("model")]
+    assert status.level == DiagnosticStatus.ERROR
+    assert status.message.startswith("recordings fail, the last: rule 'seen': FileExistsError")

@@ -12,7 +12,7 @@ from std_msgs.msg import String
 
 from ml_bridge.core.errors import InputError
 from ml_bridge.pipelines.rules import parse_rules
-from ml_bridge.ros.bagfile import ACTIVE, UNFINISHED, BagFile, bag_path, set_aside_leftovers
+from ml_bridge.ros.bagfile import ACTIVE, UNFINISHED, BagFile, claim, set_aside_leftovers
 from ml_bridge.ros.recorder import Message, Recorder, Ring, serialized
 from ml_bridge.ros.rules import RosRules
 
@@ -85,12 +85,13 @@ def test_a_bag_has_its_final_name_only_once_complete(tmp_path: Any) -> None:
 
 
 def test_names_do_not_collide(tmp_path: Any) -> None:
-    first = bag_path(str(tmp_path), "r", 1000.0)
-    assert os.path.basename(first).startswith("r_") and first.endswith(".bag")
-    open(first + ACTIVE, "w").close()
-    second = bag_path(str(tmp_path), "r", 1000.0)
-    assert second == first[:-4] + "_2.bag"
-    assert bag_path(str(tmp_path), "r", 1000.0, {second}) == first[:-4] + "_3.bag"
+    first = claim(str(tmp_path), "r", 1000.0)
+    assert os.path.basename(first.path).startswith("r_") and first.path.endswith(".bag")
+    second = claim(str(tmp_path), "r", 1000.0)        # the first is being written
+    assert second.path == first.path[:-4] + "_2.bag"
+    first.close()
+    os.rename(second.temp, second.path + UNFINISHED)  # a leftover of the second name
+    assert claim(str(tmp_path), "r", 1000.0).path == first.path[:-4] + "_3.bag"
 
 
 def test_leftovers_are_set_aside_but_a_live_writer_is_left_alone(tmp_path: Any) -> None:

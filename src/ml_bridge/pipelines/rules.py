@@ -42,6 +42,9 @@ DEFAULT_AFTER = 5.0
 DEFAULT_MAX = 60.0
 # Rule names end up in bag file names: keep them to characters every file system takes.
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+#: The longest rule name: its longest bag file name, ``<name>_<YYYY-MM-DD-HH-MM-SS>_9999
+#: .bag.unfinished`` (ml_bridge.ros.bagfile), must fit the 255 bytes file systems allow a name.
+MAX_NAME = 255 - len("_YYYY-MM-DD-HH-MM-SS_9999.bag.unfinished")
 # A ROS graph name, relative, global or private (~).
 _TOPIC = re.compile(r"^[~/]?[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*$")
 
@@ -161,6 +164,9 @@ def parse_rule(item: Any, index: int) -> Rule:
     if not isinstance(name, str) or not _NAME.match(name):
         raise fail("name", f"must be letters, digits, '_', '-' or '.' (it names the bag files), "
                            f"got {name!r}")
+    if len(name) > MAX_NAME:
+        raise fail("name", f"{len(name)} characters is too long: at most {MAX_NAME}, so that "
+                           "its bag file names fit the 255 bytes a file name may have")
     all_ = _conditions(item.get("all"), "all", fail)
     any_ = _conditions(item.get("any"), "any", fail)
     if not all_ and not any_:

@@ -9,12 +9,25 @@ disk).
 A writer holds an exclusive ``flock`` on its ``.active`` file while it writes: a node
 starting up in the same directory leaves a live recording of another node alone. The lock
 dies with the process, so a killed writer's file is recognised as a leftover.
+
+A name is claimed when the rule fires (:func:`claim`): the ``.active`` file is created with
+``O_EXCL``, and the name is kept only if no finished form of it (``.bag``, ``.unfinished``)
+exists after that. Only the owner of a name's ``.active`` ever makes those forms, by renaming
+it, so nodes sharing a directory never write or announce the same bag. Names carry the wall
+clock's local time, as ``rosbag record`` names bags, under sim time too.
+
+A write or close that fails (a full disk) closes the file for sure: rosbag's own ``close``
+raises before it closes the file, and a ``rosbag.Bag`` sits in a reference cycle, so its
+descriptor would keep the disk space of the file even once deleted. What reached the disk is
+then set aside as ``<name>.bag.unfinished``, or removed when that is no more than the header.
 """
+import errno
 import fcntl
+import io
 import logging
 import os
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import genpy
 
@@ -26,16 +39,67 @@ RawMessage = Tuple[str, bytes, str, str]
 log = logging.getLogger(__name__)
 
 
-def bag_path(directory: str, rule: str, event_time: float, taken: Any = ()) -> str:
-    """``<dir>/<rule>_<YYYY-MM-DD-HH-MM-SS>.bag`` (local time, as ``rosbag record`` names
-    them), with ``_2``, ``_3``, ... when that name is in ``taken`` or any form of it is on disk."""
-    stem = os.path.join(directory, f"{rule}_{time.strftime('%Y-%m-%d-%H-%M-%S', time.localtime(event_time))}")
-    n = 1
-    while True:
-        path = f"{stem}.bag" if n == 1 else f"{stem}_{n}.bag"
-        if path not in taken and not any(os.path.exists(path + s) for s in ("", ACTIVE, UNFINISHED)):
-            return path
-        n += 1
+#: The most bags of one rule named in one second (``_2`` ... ``_9999``). Rule names are
+#: bounded so that the longest file name fits (``ml_bridge.pipelines.rules.MAX_NAME``).
+MAX_SUFFIX = 9999
+#: Size of a bag without messages: the version line and the header record (4096 bytes padded).
+_HEADER_BYTES = len(b"#ROSBAG V2.0\n") + 4 + 4096 + 4
+
+
+def bag_name(rule: str, stamp: float, n: int = 1) -> str:
+    """``<rule>_<YYYY-MM-DD-HH-MM-SS>.bag`` in the local time of ``stamp`` (wall-clock seconds,
+    as ``rosbag record`` names bags), with ``_<n>`` before ``.bag`` from the second on."""
+    stem = f"{rule}_{time.strftime('%Y-%m-%d-%H-%M-%S', time.localtime(stamp))}"
+    return f"{stem}.bag" if n == 1 else f"{stem}_{n}.bag"
+
+
+def prepare(directory: str) -> List[str]:
+    """Start-up of a node that records into ``directory``: creates it, proves that a file can
+    be created in it, loads rosbag (not on a stream's thread when a rule first fires) and sets
+    leftovers aside; returns their new names.
+
+    Raises:
+        OSError: the directory cannot be created, or no file can be created in it.
+    """
+    os.makedirs(directory, exist_ok=True)
+    probe = os.path.join(directory, f".ml_bridge-probe-{os.getpid()}")
+    os.close(os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644))
+    os.unlink(probe)
+    import rosbag  # noqa: F401  (only nodes that record pay for importing it)
+
+    return set_aside_leftovers(directory)
+
+
+def claim(directory: str, rule: str, stamp: float) -> "BagFile":
+    """The bag of a rule that fires now: the first ``bag_name(rule, stamp, n)`` in
+    ``directory`` whose ``.active`` this call creates and of which no finished form exists
+    then. ``directory`` is created again when it is missing (moved away by an offload).
+
+    Raises:
+        OSError: the directory or the file cannot be created (FileExistsError once
+            ``MAX_SUFFIX`` names are taken).
+    """
+    os.makedirs(directory, exist_ok=True)
+    path = directory
+    for n in range(1, MAX_SUFFIX + 1):
+        path = os.path.join(directory, bag_name(rule, stamp, n))
+        if _finished(path):
+            continue
+        try:
+            bag = BagFile(path)
+        except FileExistsError:  # being written, by this node or another
+            continue
+        # Looked at again after the claim: a writer that finished this name before it left
+        # its finished form; none can appear after it (only our .active could become one).
+        if not _finished(path):
+            return bag
+        bag.abandon()
+    raise FileExistsError(errno.EEXIST, f"rule '{rule}' has {MAX_SUFFIX} bags named in this "
+                          "second already", path)
+
+
+def _finished(path: str) -> bool:
+    return os.path.lexists(path) or os.path.lexists(path + UNFINISHED)
 
 
 class _RawType:
@@ -48,27 +112,44 @@ class _RawType:
 
 
 class BagFile:
-    """One bag being written under ``<path>.active``; :meth:`close` renames it to ``path``."""
+    """One bag being written under ``<path>.active``; :meth:`close` renames it to ``path``.
+
+    Its files are named relative to a descriptor of the directory: a directory renamed while
+    the bag is written (an offload) gets the bag complete, in its new place.
+    """
 
     def __init__(self, path: str) -> None:
-        """Creates ``<path>.active`` (it must not exist) and locks it.
+        """Creates ``<path>.active`` (it must not exist), locks it and starts the bag in it
+        (the header stays in memory until the first messages are flushed).
 
         Raises:
-            OSError: the file cannot be created (a full or read-only directory).
+            FileExistsError: ``<path>.active`` exists.
+            OSError: the file cannot be created (a missing, full or read-only directory).
         """
+        import rosbag  # loaded by prepare() already in a recording node
+
         self.path = path
         self.temp = path + ACTIVE
         self.messages = 0
         self.first: Optional[float] = None
         self.last: Optional[float] = None
-        self._lock_fd: Optional[int] = os.open(self.temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        self._name = os.path.basename(path)
+        self._file: Optional[io.BufferedRandom] = None
+        self._raw: Optional[io.FileIO] = None
+        self._lock_fd: Optional[int] = None
+        self._dir_fd: Optional[int] = os.open(os.path.dirname(path) or ".",
+                                              os.O_RDONLY | os.O_DIRECTORY)
         try:
-            import rosbag  # only nodes that record pay for importing it
-
+            self._lock_fd = os.open(self._name + ACTIVE, os.O_CREAT | os.O_EXCL | os.O_RDWR,
+                                    0o644, dir_fd=self._dir_fd)
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            self._bag = rosbag.Bag(self.temp, "w")
+            # rosbag writes to a file object of ours, so a failure can close it for sure; that
+            # has a descriptor of its own, and ours keeps the lock until after the rename.
+            self._raw = io.FileIO(os.dup(self._lock_fd), "r+")
+            self._file = io.BufferedRandom(self._raw)
+            self._bag = rosbag.Bag(self._file, "w")
         except BaseException:
-            os.close(self._lock_fd)
+            self._release(remove=self._lock_fd is not None)  # a file we created, nothing in it
             raise
         self._types: Dict[str, _RawType] = {}
 
@@ -91,38 +172,68 @@ class BagFile:
         self.last = t if self.last is None else max(self.last, t)
 
     def close(self) -> None:
-        """Writes the index, syncs the file and renames it to its final name."""
-        if self._lock_fd is None:
+        """Writes the index, syncs the file and renames it to its final name.
+
+        Raises:
+            OSError: the bag could not be completed; :meth:`abandon` closes it then.
+        """
+        if self._lock_fd is None or self._dir_fd is None:
             return
-        self._bag.close()
+        self._bag.close()                # closes our file object too
         os.fsync(self._lock_fd)          # the data is on disk before the name says complete
-        os.replace(self.temp, self.path)
-        _sync_dir(os.path.dirname(self.path) or ".")
-        os.close(self._lock_fd)          # releases the lock, after the rename
-        self._lock_fd = None
+        os.replace(self._name + ACTIVE, self._name, src_dir_fd=self._dir_fd,
+                   dst_dir_fd=self._dir_fd)
+        os.fsync(self._dir_fd)           # and so is the name
+        self._release(remove=False)      # the lock goes after the rename
 
-    def abandon(self) -> str:
-        """After a failed write: closes what can be closed and renames the file aside to
-        ``<path>.unfinished``; returns that name."""
-        aside = self.path + UNFINISHED
+    def abandon(self) -> Optional[str]:
+        """After a failed write or close: closes the file for sure, without trying rosbag's
+        close again (its state is unknown), and renames it aside to ``<path>.unfinished``
+        (``rosbag reindex`` recovers what reached the disk); returns where what it holds is
+        kept, or None when nothing past the header reached the disk (the file is removed)."""
+        if self._lock_fd is None:
+            return None
+        kept: Optional[str] = self.path + UNFINISHED
         try:
-            self._bag.close()
-        except Exception as err:  # the write error that brought us here is reported by the caller
-            log.warning("closing %s after a failed write also failed: %s", self.temp, err)
-        if self._lock_fd is not None:
-            if os.path.exists(self.temp):
-                os.replace(self.temp, aside)
-            os.close(self._lock_fd)
-            self._lock_fd = None
-        return aside
+            self._close_file()
+            if os.fstat(self._lock_fd).st_size > _HEADER_BYTES:
+                os.replace(self._name + ACTIVE, self._name + UNFINISHED,
+                           src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+            else:
+                kept = None
+                os.unlink(self._name + ACTIVE, dir_fd=self._dir_fd)
+        except OSError as err:  # left as .active: the next start-up sets it aside
+            log.warning("%s could not be set aside after the failure: %s", self.temp, err)
+            kept = self.temp
+        finally:
+            self._release(remove=False)
+        return kept
 
+    def _close_file(self) -> None:
+        """Closes rosbag's file whatever state a failure left it in. A buffered file's close
+        closes its descriptor even when the flush before fails; that failure is the one the
+        caller reports already, so it is only logged at debug level here."""
+        for f in (self._file, self._raw):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError as err:
+                    log.debug("closing %s: %s", self.temp, err)
+        self._file = self._raw = None
 
-def _sync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    def _release(self, remove: bool) -> None:
+        """Closes the file and the descriptors (the lock goes with them); with ``remove``,
+        removes the ``.active`` first, while the lock still keeps other nodes off it."""
+        self._close_file()
+        if remove and self._dir_fd is not None:
+            try:
+                os.unlink(self._name + ACTIVE, dir_fd=self._dir_fd)
+            except OSError as err:
+                log.warning("%s could not be removed: %s", self.temp, err)
+        for fd in (self._lock_fd, self._dir_fd):
+            if fd is not None:
+                os.close(fd)
+        self._lock_fd = self._dir_fd = None
 
 
 def set_aside_leftovers(directory: str) -> List[str]:

@@ -231,9 +231,8 @@ class MLBridgeNode:
             stat.add(key, str(value))
         for key, value in self.rules.counters().items():
             stat.add(f"rules: {key}", str(value))
-        if self.rules.buffer_dropped:
-            stat.mergeSummary(DiagnosticStatus.WARN, "recording buffer full: messages dropped, "
-                              "raise ~record_buffer_mb")
+        for level, message in self.rules.problems():  # recording failures, with their cause
+            stat.mergeSummary(level, message)
         return stat
 
     def shutdown(self) -> None:

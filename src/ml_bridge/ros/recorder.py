@@ -9,7 +9,9 @@ the bag's timeline is when the node received each message, not the header stamps
 When a rule fires (:meth:`Recorder.trigger`, on a stream's thread) the buffered messages from
 ``before`` seconds ahead of the event are handed to the writer thread, and so is every
 message received until the rule's :class:`~ml_bridge.pipelines.schedule.Schedule` says the
-recording is over. The writer thread does all file work, so a stream never waits on a disk.
+recording is over. The writer thread does the file work, so a stream never waits on a disk
+beyond claiming the bag's name when its rule fires (one file creation, :func:`bagfile.claim`):
+the event then names a bag no other node sharing ``~record_dir`` can take.
 One lock orders receive times, matches and ends: a message belongs to a recording exactly
 when its receive time is inside the recording's window.
 
@@ -24,6 +26,7 @@ import logging
 import math
 import os
 import threading
+import time
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Deque, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
@@ -32,7 +35,8 @@ import rospy
 from ml_bridge.core.errors import InputError
 from ml_bridge.pipelines.rules import Rule
 from ml_bridge.pipelines.schedule import FIRE, Schedule
-from ml_bridge.ros.bagfile import BagFile, RawMessage, bag_path, set_aside_leftovers
+from ml_bridge.ros import bagfile
+from ml_bridge.ros.bagfile import BagFile, RawMessage
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +100,9 @@ class Recording:
     rule: Rule
     path: str
     topics: FrozenSet[str]
+    bag: BagFile                    # claimed when the rule fired
     pending: List[Message] = field(default_factory=list)
     done: bool = False              # the schedule ended it: no more messages
-    bag: Optional[BagFile] = None   # opened by the writer thread
     failed: bool = False
 
 
@@ -134,7 +138,7 @@ class Recorder:
             resolve: topic name -> global name (default: ``rospy.resolve_name``).
 
         Raises:
-            InputError: ``record_dir`` cannot be created.
+            InputError: ``record_dir`` cannot be created or is not writable.
         """
         resolve = resolve or rospy.resolve_name
         self._clock = clock or rospy.get_time
@@ -155,13 +159,16 @@ class Recorder:
         self._closing = False
         self._subscribers: List[rospy.Subscriber] = []
         self._thread: Optional[threading.Thread] = None
+        #: The cause of the last failed recording, and whether the latest one failed.
+        self.last_error = ""
+        self.failing = False
         if self.rule_topics:
             try:
-                os.makedirs(self.record_dir, exist_ok=True)
+                leftovers = bagfile.prepare(self.record_dir)
             except OSError as err:
-                raise InputError(f"cannot create ~record_dir {self.record_dir}: {err}; set "
-                                 "~record_dir to a writable directory") from err
-            for aside in set_aside_leftovers(self.record_dir):
+                raise InputError(f"~record_dir {self.record_dir} cannot be created or written "
+                                 f"({err}); set ~record_dir to a writable directory") from err
+            for aside in leftovers:
                 log.warning("a recording was left unfinished by a node that did not stop cleanly; "
                             "renamed to %s (rosbag reindex recovers what reached the disk)", aside)
 
@@ -212,14 +219,27 @@ class Recorder:
             topics = self.rule_topics.get(rule)
             if topics is None:
                 return ""
-            path = bag_path(self.record_dir, rule, now, {r.path for r in self._open})
-            rec = Recording(schedule.rule, path, topics, self.ring.since(schedule.window_start, topics))
+            try:
+                # named by the wall clock, as rosbag record names bags (ROS time may be sim time)
+                bag = bagfile.claim(self.record_dir, rule, time.time())
+            except OSError as err:  # the event goes out naming no bag; the schedule runs on
+                self._failed(rule, f"{type(err).__name__}: {err}", "no bag could be created")
+                return ""
+            rec = Recording(schedule.rule, bag.path, topics, bag,
+                            self.ring.since(schedule.window_start, topics))
             self._pending_bytes += sum(m.size for m in rec.pending)
             self._active[rule] = rec
             self._open.append(rec)
             self.stats.recordings_started += 1
             self._cond.notify_all()
-            return path
+            return bag.path
+
+    def _failed(self, rule: str, cause: str, kept: str) -> None:
+        """A recording of ``rule`` failed (any thread): counted, logged, kept for diagnostics."""
+        self.stats.record_errors += 1
+        self.last_error = f"rule '{rule}': {cause}"
+        self.failing = True
+        log.error("recording of rule '%s' failed (%s); %s", rule, cause, kept)
 
     def _ended(self, rule: str, now: float) -> bool:
         """Under the lock: True (and the recording handed over to be closed) once it is over."""
@@ -278,24 +298,21 @@ class Recorder:
                 self._write(rec, items, done)
 
     def _write(self, rec: Recording, items: List[Message], done: bool) -> None:
+        bag = rec.bag
         try:
-            if rec.bag is None:
-                rec.bag = BagFile(rec.path)
             for item in items:
-                rec.bag.write(item.topic, item.t, item.raw, item.header)
+                bag.write(item.topic, item.t, item.raw, item.header)
             if not done:
                 return
-            rec.bag.close()
+            bag.close()
         except Exception as err:  # a full disk, a bag error: reported, the node goes on
             rec.failed = True
-            self.stats.record_errors += 1
-            kept = f"what it holds is kept as {rec.bag.abandon()}" if rec.bag is not None else \
-                f"{rec.path} could not be created"
-            log.error("recording of rule '%s' failed (%s: %s); %s", rec.rule.name,
-                      type(err).__name__, err, kept)
+            kept = bag.abandon()  # the file is closed: deleting files frees their space
+            self._failed(rec.rule.name, f"{type(err).__name__}: {err}",
+                         f"what it holds is kept as {kept}" if kept else "nothing was kept")
             return
         self.stats.recordings_written += 1
-        bag = rec.bag
+        self.failing = False
         if bag.messages == 0:
             log.warning("rule '%s' wrote %s without messages: are %s published?", rec.rule.name,
                         bag.path, ", ".join(sorted(rec.topics)))

@@ -10,6 +10,7 @@ import threading
 from typing import Any, Dict, FrozenSet, List, Sequence, Tuple
 
 import rospy
+from diagnostic_msgs.msg import DiagnosticStatus
 from std_msgs.msg import Header
 
 from ml_bridge.core.errors import InputError
@@ -97,10 +98,29 @@ class RosRules:
             counters.update(self.recorder.counters())
         return counters
 
-    @property
-    def buffer_dropped(self) -> int:
-        """Messages the ring buffer dropped because it was full."""
-        return self.recorder.ring.dropped
+    def problems(self) -> List[Tuple[int, str]]:
+        """What ``/diagnostics`` says of recording, as (level, message): ERROR while
+        recordings fail (the latest one failed), WARN once one failed or lost messages; each
+        with its cause and what to do."""
+        rec = self.recorder
+        if not rec.rule_topics:
+            return []
+        counters = rec.counters()
+        found: List[Tuple[int, str]] = []
+        if counters["record_errors"]:
+            state = ("recordings fail" if rec.failing else
+                     f"{counters['record_errors']} recording(s) failed")
+            found.append((DiagnosticStatus.ERROR if rec.failing else DiagnosticStatus.WARN,
+                          f"{state}, the last: {rec.last_error}; check ~record_dir "
+                          f"{rec.record_dir} (free space, permissions)"))
+        if counters["record_dropped"]:
+            found.append((DiagnosticStatus.WARN, f"recordings lost {counters['record_dropped']} "
+                          "messages: the writer fell ~record_buffer_mb behind (a slow disk); "
+                          "raise ~record_buffer_mb or record fewer topics"))
+        if counters["buffer_dropped"]:
+            found.append((DiagnosticStatus.WARN, "recording buffer full: messages dropped, "
+                          "raise ~record_buffer_mb"))
+        return found
 
     def close(self) -> None:
         """Ends open recordings now and writes them out complete."""
