@@ -12,6 +12,13 @@ class InputError(MLBridgeError):
     """A request does not fit the model (dtype, rank, dimension, size, encoding)."""
 
 
+class ConversionError(InputError):
+    """A message or array could not be converted: names the field and what was wrong.
+
+    Raised by ``ml_bridge.ros.conversions`` (which re-exports it) for every failure.
+    """
+
+
 class ModelLoadError(MLBridgeError):
     """A model could not be loaded (unknown name, missing file, wrong tensor names)."""
 

@@ -2,34 +2,29 @@
 
 ``tensor_to_array`` / ``array_to_tensor`` move bytes with ``np.frombuffer`` / ``tobytes``
 (no per-element Python work on the ``data`` path); ``image_to_array`` / ``array_to_image``
-wrap cv_bridge. Every failure is one exception, :class:`ConversionError`, that says what
-was wrong.
+(from :mod:`ml_bridge.ros.image_conversions`) wrap cv_bridge. Every failure, whatever a
+message or array holds, is one exception, :class:`ConversionError`, that says what was wrong.
 """
 import math
+import operator
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from cv_bridge import CvBridge, CvBridgeError
-from sensor_msgs.msg import Image
 
-from ml_bridge.core.errors import InputError
+from ml_bridge.core.errors import ConversionError, InputError
 from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS, SUPPORTED_DTYPES, check_dtype_name
 from ml_bridge.msg import Tensor
+from ml_bridge.ros.image_conversions import (
+    IMAGE_ENCODINGS,
+    array_to_image,
+    image_to_array,
+    message_bytes,
+)
 
-#: Encodings the image topic accepts, and what they are converted to for the model.
-IMAGE_ENCODINGS = {"mono8": "mono8", "mono16": "mono8", "8UC1": "mono8", "rgb8": "rgb8",
-                   "bgr8": "rgb8", "rgba8": "rgb8", "bgra8": "rgb8", "8UC3": "rgb8"}
-#: Channel-agnostic encodings read as the colour encoding OpenCV gives such images: cv_bridge
-#: refuses to convert them to any colour encoding ("[8UC3] is not a color format"), and
-#: ``cv2_to_imgmsg`` of a plain OpenCV image (BGR, or one channel) labels it this way.
-_PLAIN_ENCODINGS = {"8UC1": "mono8", "8UC3": "bgr8"}
-#: Channels of the 8-bit encodings: :func:`array_to_image` writes arrays in them as they are.
-_CHANNELS_8BIT = {"mono8": 1, "8UC1": 1, "rgb8": 3, "bgr8": 3, "8UC3": 3, "rgba8": 4, "bgra8": 4}
-#: Bytes per pixel of each encoding read.
-_PIXEL_BYTES = {**_CHANNELS_8BIT, "mono16": 2}
-#: Encodings whose bytes are already what :func:`image_to_array` returns.
-_AS_IS = ("mono8", "rgb8")
-_bridge = CvBridge()
+__all__ = ["IMAGE_ENCODINGS", "ConversionError", "array_to_image", "array_to_tensor",
+           "arrays_to_tensors", "check_tensor_count", "declared_elements", "image_to_array",
+           "tensor_to_array", "tensors_to_arrays"]
+
 #: dtype name -> (numpy dtype, its little-endian form on the wire); "" is float32. Looked up
 #: per message, so the hot path builds no dtype objects.
 _WIRE: Dict[str, Tuple[np.dtype, np.dtype]] = {
@@ -44,17 +39,35 @@ _BY_DTYPE: Dict[np.dtype, Tuple[str, np.dtype]] = {
 def _dtypes(name: str) -> Tuple[np.dtype, np.dtype]:
     try:
         return _WIRE[name]
-    except KeyError:
-        check_dtype_name(name)  # raises the InputError that lists the supported dtypes
+    except (KeyError, TypeError):  # TypeError: a hand-built message's unhashable dtype
+        # raises the InputError that lists the supported dtypes
+        check_dtype_name(name if isinstance(name, str) else repr(name))
         raise
-
-
-class ConversionError(InputError):
-    """A message could not be converted: names the field and what was wrong."""
 
 
 def _label(msg: Tensor) -> str:
     return f"tensor '{msg.name}'" if msg.name else "tensor"
+
+
+#: A shape's dimensions are uint32 on the wire.
+_UINT32_MAX = 0xFFFFFFFF
+
+
+def _shape(msg: Tensor) -> Tuple[int, ...]:
+    """``msg.shape`` checked: a hand-built message can hold -1 (numpy's "any size"), 2.5 or None."""
+    try:
+        dims = msg.shape
+    except AttributeError as err:
+        raise ConversionError(f"expected an ml_bridge/Tensor, got an object of type {type(msg).__name__}: "
+                              f"{err}") from err
+    try:
+        shape = tuple(map(operator.index, dims))  # refuses floats, which int() would truncate
+    except TypeError as err:
+        raise ConversionError(f"{_label(msg)}: shape {dims!r} must be a list of integers") from err
+    if shape and (min(shape) < 0 or max(shape) > _UINT32_MAX):
+        raise ConversionError(f"{_label(msg)}: shape {list(shape)} has a dimension outside "
+                              f"0..{_UINT32_MAX} (uint32); give every dimension's size")
+    return shape
 
 
 def tensor_to_array(msg: Tensor, max_elements: int = DEFAULT_MAX_ELEMENTS) -> np.ndarray:
@@ -62,22 +75,25 @@ def tensor_to_array(msg: Tensor, max_elements: int = DEFAULT_MAX_ELEMENTS) -> np
 
     Raises:
         ConversionError: unknown dtype, byte count or value count that does not match the
-            shape, too many elements, or values an integer dtype cannot hold (non-integral,
-            out of range, or not 0/1 for bool).
+            shape, too many elements, values an integer dtype cannot hold (non-integral,
+            out of range, or not 0/1 for bool), or, in a hand-built message, fields that
+            cannot be sent (not a Tensor, a negative or non-integer dimension, ``data`` that
+            is not bytes, ``values`` that are not a flat list of numbers).
     """
+    shape = _shape(msg)  # first: it says so if msg is not a Tensor at all
     try:
         dtype, wire = _dtypes(msg.dtype)
     except InputError as err:
         raise ConversionError(f"{_label(msg)}: {err}") from err
-    shape = tuple(map(int, msg.shape))
     count = math.prod(shape) if shape else -1
     if count > max_elements:
         label = _label(msg)
         raise ConversionError(f"{label}: shape {list(shape)} has {count} elements, more than the "
                               f"limit of {max_elements}")
-    data = msg.data
-    if len(data):
-        raw = data if isinstance(data, (bytes, bytearray)) else bytes(bytearray(data))
+    raw = msg.data
+    if type(raw) is not bytes:  # a received message holds bytes
+        raw = message_bytes(raw, f"{_label(msg)} data")
+    if len(raw):
         if len(raw) != count * dtype.itemsize:  # no shape given, or a wrong byte count
             label = _label(msg)
             if count >= 0:
@@ -92,7 +108,13 @@ def tensor_to_array(msg: Tensor, max_elements: int = DEFAULT_MAX_ELEMENTS) -> np
         array = np.frombuffer(raw, dtype=wire).reshape(shape)
         return array if wire.isnative else array.astype(dtype)
     label = _label(msg)
-    values = np.asarray(msg.values, dtype=np.float64)
+    try:
+        values = np.asarray(msg.values, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ConversionError(f"{label}: values must be a list of numbers: {err}") from err
+    if values.ndim != 1:
+        raise ConversionError(f"{label}: values must be a flat list of numbers (float64[]), not "
+                              f"nested {values.ndim} deep; the shape field gives the dimensions")
     if count < 0:
         shape = (values.size,)
     elif values.size != count:
@@ -128,12 +150,17 @@ def _check_integral(values: np.ndarray, dtype: np.dtype, label: str) -> None:
 
 def declared_elements(msg: Tensor) -> int:
     """Elements a Tensor says it carries (shape, else data or values length), without converting."""
-    if len(msg.shape):
-        return math.prod(int(d) for d in msg.shape)
-    if len(msg.data):
-        wire = _WIRE.get(msg.dtype)
-        return len(msg.data) // (wire[0].itemsize if wire is not None else 1)
-    return len(msg.values)
+    shape = _shape(msg)
+    if shape:
+        return math.prod(shape)
+    try:
+        n_data, n_values = len(msg.data), len(msg.values)
+    except TypeError:  # no length: tensor_to_array names the field and why
+        return 0
+    if n_data:
+        wire = _WIRE.get(msg.dtype) if isinstance(msg.dtype, str) else None
+        return n_data // (wire[0].itemsize if wire is not None else 1)
+    return n_values
 
 
 def check_tensor_count(count: int, n_inputs: int, what: str = "request") -> None:
@@ -158,6 +185,12 @@ def tensors_to_arrays(msgs: Sequence[Tensor], n_inputs: Optional[int] = None,
     Raises:
         ConversionError: a wrong number of tensors, too many elements, or a bad tensor.
     """
+    if not isinstance(msgs, (list, tuple)):
+        try:
+            msgs = list(msgs)
+        except TypeError as err:
+            raise ConversionError(f"{what}: expected a list of Tensors, got an object of type "
+                                  f"{type(msgs).__name__}") from err
     if n_inputs is not None:
         check_tensor_count(len(msgs), n_inputs, what)
     total = 0
@@ -193,63 +226,3 @@ def arrays_to_tensors(arrays: Sequence[np.ndarray], names: Sequence[str],
     """Several outputs at once, named after the model's output specs where known."""
     return [array_to_tensor(a, names[i] if i < len(names) else "", use_values)
             for i, a in enumerate(arrays)]
-
-
-def image_to_array(msg: Image) -> np.ndarray:
-    """H x W uint8 (mono encodings) or H x W x 3 uint8 RGB (colour encodings).
-
-    ``8UC1`` is read as mono8 and ``8UC3`` as bgr8 (OpenCV's channel order).
-
-    Raises:
-        ConversionError: unsupported encoding, or a data size that does not match the header.
-    """
-    target = IMAGE_ENCODINGS.get(msg.encoding)
-    if target is None:
-        raise ConversionError(f"image encoding '{msg.encoding}' is not supported; use one of "
-                              f"{', '.join(sorted(IMAGE_ENCODINGS))}")
-    if msg.height == 0 or msg.width == 0:
-        raise ConversionError(f"image is empty ({msg.width} x {msg.height})")
-    if len(msg.data) != msg.step * msg.height:
-        raise ConversionError(f"image data has {len(msg.data)} bytes, but step {msg.step} x height "
-                              f"{msg.height} = {msg.step * msg.height}")
-    row = msg.width * _PIXEL_BYTES[msg.encoding]
-    if msg.encoding in _AS_IS and msg.step >= row:
-        # Already what is returned: a view of the message's bytes, rows of ``step`` bytes
-        # (cv_bridge copies the image and costs as much again in encoding look-ups).
-        image = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)[:, :row]
-        return image if msg.encoding == "mono8" else image.reshape(msg.height, msg.width, 3)
-    if msg.step < row:
-        raise ConversionError(f"image step {msg.step} is less than width {msg.width} x "
-                              f"{_PIXEL_BYTES[msg.encoding]} bytes of {msg.encoding}")
-    data = msg.data
-    if msg.step > row:  # padded rows: cv_bridge reads rows of width x pixel bytes
-        data = np.frombuffer(data, np.uint8).reshape(msg.height, msg.step)[:, :row].tobytes()
-    encoding = _PLAIN_ENCODINGS.get(msg.encoding, msg.encoding)
-    if data is not msg.data or encoding != msg.encoding:  # relabelled: no copy of the data
-        msg = Image(header=msg.header, height=msg.height, width=msg.width, encoding=encoding,
-                    is_bigendian=msg.is_bigendian, step=row, data=data)
-    try:
-        return np.asarray(_bridge.imgmsg_to_cv2(msg, desired_encoding=target))
-    except (CvBridgeError, TypeError, ValueError) as err:
-        raise ConversionError(f"cannot convert a {msg.encoding} image "
-                              f"({msg.width} x {msg.height}, step {msg.step}): {err}") from err
-
-
-def array_to_image(array: np.ndarray, encoding: Optional[str] = None) -> Image:
-    """An Image message from H x W (mono8) or H x W x 3 (rgb8) uint8, or the given encoding."""
-    array = np.asarray(array)
-    if encoding is None:
-        encoding = "mono8" if array.ndim == 2 else "rgb8"
-    channels = _CHANNELS_8BIT.get(encoding)
-    if (channels is not None and array.dtype == np.uint8 and array.ndim in (2, 3)
-            and (array.shape[2:] or (1,)) == (channels,)):
-        # The message as cv_bridge builds it, without its encoding look-ups (a third of the
-        # cost of publishing a mask): the bytes in C order, rows of width x channels bytes.
-        height, width = array.shape[:2]
-        return Image(height=height, width=width, encoding=encoding, is_bigendian=0,
-                     step=width * channels, data=np.ascontiguousarray(array).tobytes())
-    try:
-        return _bridge.cv2_to_imgmsg(np.ascontiguousarray(array), encoding=encoding)
-    except (CvBridgeError, TypeError, ValueError) as err:
-        raise ConversionError(f"cannot encode an array of shape {list(array.shape)} and dtype "
-                              f"{array.dtype} as {encoding}: {err}") from err
