@@ -6,7 +6,9 @@ rospy would, the writer stepped by hand), so every file operation has happened w
 looks.
 """
 import errno
+import fcntl
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -21,7 +23,7 @@ from test_ros_recorder import Clock, any_msg, read
 
 from ml_bridge.core.errors import InputError
 from ml_bridge.pipelines.rules import MAX_NAME, parse_rules
-from ml_bridge.ros.bagfile import MAX_SUFFIX, UNFINISHED, bag_name, claim
+from ml_bridge.ros.bagfile import MAX_SUFFIX, UNFINISHED, bag_name, claim, set_aside_leftovers
 from ml_bridge.ros.recorder import Recorder
 from ml_bridge.ros.rules import RosRules
 
@@ -116,7 +118,42 @@ def test_a_record_dir_where_no_file_can_be_created_is_refused_at_start_up() -> N
         recorder("/sys/kernel", Clock())
 
 
+def test_a_full_record_dir_at_start_up_is_warned_of_not_refused(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch, caplog: Any) -> None:
+    real_open = os.open
+
+    def full(path: Any, *args: Any, **kw: Any) -> int:
+        if os.path.basename(str(path)).startswith(".ml_bridge-probe"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, *args, **kw)
+
+    monkeypatch.setattr(os, "open", full)
+    with caplog.at_level(logging.WARNING, logger="ml_bridge"):
+        recorder(tmp_path, Clock())  # space may be freed while the node serves
+    assert "is full" in caplog.text and "recordings fail until space is freed" in caplog.text
+
+
 # -- two nodes, one directory ------------------------------------------------------------------
+def test_a_name_set_aside_by_a_node_starting_up_before_it_was_locked_is_given_up(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch, caplog: Any) -> None:
+    real_flock = fcntl.flock
+    raced: List[int] = []
+
+    def racing(fd: int, op: int) -> None:
+        if not raced:  # between our exclusive create and our lock: the other node's start-up
+            raced.append(fd)
+            assert len(set_aside_leftovers(str(tmp_path))) == 1
+        real_flock(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", racing)
+    with caplog.at_level(logging.WARNING, logger="ml_bridge"):
+        bag = claim(str(tmp_path), "r", 1000.0)
+    assert bag.path.endswith("_2.bag") and caplog.text == ""
+    bag.close()
+    assert sorted(os.listdir(tmp_path)) == [os.path.basename(bag.path).replace("_2.bag", ".bag")
+                                            + UNFINISHED, os.path.basename(bag.path)]
+
+
 def test_two_nodes_firing_in_the_same_second_announce_and_write_their_own_bags(
         tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     second = time.localtime(1_700_000_000)

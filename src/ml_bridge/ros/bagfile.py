@@ -58,13 +58,22 @@ def prepare(directory: str) -> List[str]:
     be created in it, loads rosbag (not on a stream's thread when a rule first fires) and sets
     leftovers aside; returns their new names.
 
+    A full disk is not refused, only warned of: space may be freed while the node serves, and
+    each recording that fails meanwhile is reported.
+
     Raises:
         OSError: the directory cannot be created, or no file can be created in it.
     """
     os.makedirs(directory, exist_ok=True)
     probe = os.path.join(directory, f".ml_bridge-probe-{os.getpid()}")
-    os.close(os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644))
-    os.unlink(probe)
+    try:
+        os.close(os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644))
+        os.unlink(probe)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        log.warning("~record_dir %s is full (%s): recordings fail until space is freed",
+                    directory, err)
     import rosbag  # noqa: F401  (only nodes that record pay for importing it)
 
     return set_aside_leftovers(directory)
@@ -90,10 +99,11 @@ def claim(directory: str, rule: str, stamp: float) -> "BagFile":
         except FileExistsError:  # being written, by this node or another
             continue
         # Looked at again after the claim: a writer that finished this name before it left
-        # its finished form; none can appear after it (only our .active could become one).
+        # its finished form, and so did a node starting up that set our .active aside before
+        # we locked it; none can appear later (only our locked .active could become one).
         if not _finished(path):
             return bag
-        bag.abandon()
+        bag.give_up()
     raise FileExistsError(errno.EEXIST, f"rule '{rule}' has {MAX_SUFFIX} bags named in this "
                           "second already", path)
 
@@ -209,6 +219,10 @@ class BagFile:
             self._release(remove=False)
         return kept
 
+    def give_up(self) -> None:
+        """Gives the name up before anything was written: removes the ``.active``."""
+        self._release(remove=True)
+
     def _close_file(self) -> None:
         """Closes rosbag's file whatever state a failure left it in. A buffered file's close
         closes its descriptor even when the flush before fails; that failure is the one the
@@ -228,6 +242,8 @@ class BagFile:
         if remove and self._dir_fd is not None:
             try:
                 os.unlink(self._name + ACTIVE, dir_fd=self._dir_fd)
+            except FileNotFoundError:  # a node starting up set it aside before we locked it
+                pass
             except OSError as err:
                 log.warning("%s could not be removed: %s", self.temp, err)
         for fd in (self._lock_fd, self._dir_fd):
