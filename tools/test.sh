@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 status=0
 echo "== ruff"; ruff check . --output-format concise || status=1
 echo "== mypy"; mypy || status=1
-echo "== pytest (unit + rostest)"
-python -m pytest test/unit test/test_rostest.py -q -p no:cacheprovider --durations=20 "$@"; rc=$?
+echo "== pytest (unit, the install space, rostest)"
+python -m pytest test/unit test/test_install_space.py test/test_rostest.py -q -p no:cacheprovider --durations=20 "$@"; rc=$?
 [ $rc -ne 0 ] && status=$rc
 [ $status -ne 0 ] && echo "make test: FAILED (ruff, mypy or pytest above)"
 exit $status
