@@ -1,13 +1,17 @@
-"""MasterWatch with a stand-in master: a node the master forgot is told once, with the cause."""
+"""MasterWatch with a stand-in master: a node the master forgot is told once, with the cause;
+a node that shuts down (and unregisters itself) is never told."""
 import threading
-from typing import Any, Dict, List
+import types
+from typing import Any, Callable, Dict, List, Optional
 
 import pytest
 import rosgraph
 
+from ml_bridge.ros import params
 from ml_bridge.ros.master_watch import MasterWatch
 
 SERVICE, OURS = "/ml_bridge/info", "rosrpc://host:4000"
+WAIT = 30.0  # bound on waits for what comes at once when the code works
 
 
 class FakeMaster:
@@ -21,9 +25,13 @@ class FakeMaster:
         self.down = False
         self.lookups = 0
         self.looked = threading.Event()  # set by every lookup
+        #: Called inside a lookup, before it answers (what happens while the look is in flight).
+        self.during_lookup: Optional[Callable[[], None]] = None
 
     def lookupService(self, name: str) -> str:
         self.lookups += 1
+        if self.during_lookup is not None:
+            self.during_lookup()
         if self.down:
             raise ConnectionRefusedError(111, "Connection refused")
         where = self.services.get(name)
@@ -58,6 +66,7 @@ def test_a_restarted_master_is_named_with_both_run_ids(master: FakeMaster) -> No
     lost: List[str] = []
     w = watch(master, lost)
     master.services[SERVICE] = OURS
+    w.arm()  # as the thread does first
     assert w.check() == "" and w.check() == ""
     master.restart()
     message = w.check()
@@ -69,6 +78,7 @@ def test_a_master_that_is_down_is_waited_for_and_the_same_master_back_is_fine(
         master: FakeMaster) -> None:
     w = watch(master, [])
     master.services[SERVICE] = OURS
+    w.arm()
     assert w.check() == ""
     master.down = True
     assert w.check() == "" and w.check() == ""  # may be restarting: not lost yet
@@ -81,18 +91,37 @@ def test_a_master_that_is_down_is_waited_for_and_the_same_master_back_is_fine(
     assert "restarted" in w.check()             # back, but a new one
 
 
-def test_nothing_is_lost_before_the_node_was_seen_registered(master: FakeMaster) -> None:
+def test_a_bare_master_without_run_id_is_named_with_a_question_mark(master: FakeMaster) -> None:
     w = watch(master, [])
-    assert w.check() == ""  # rospy still registering at start-up
     master.services[SERVICE] = OURS
+    w.arm()
     assert w.check() == ""
     master.restart(run_id="")  # a bare rosmaster has no /run_id
     assert "(/run_id run-a -> ?)" in w.check()
 
 
+def test_a_master_restarted_before_the_first_look_is_a_loss(master: FakeMaster) -> None:
+    """The node registered its services, then the master restarted before the watch looked."""
+    told: List[str] = []
+    called = threading.Event()
+
+    def on_lost(message: str) -> None:
+        told.append(message)
+        called.set()
+
+    master.services[SERVICE] = OURS  # registered: rospy.Service returned
+    master.restart()                 # within the first period
+    w = MasterWatch(SERVICE, OURS, on_lost, period=0.01, master=master)
+    w.start()
+    assert called.wait(WAIT), "the watch never reported the node lost"
+    w.close()
+    assert "no longer knows this node" in told[0] and "exiting" in told[0]
+
+
 def test_the_service_at_another_address_is_a_loss_that_names_it(master: FakeMaster) -> None:
     w = watch(master, [])
     master.services[SERVICE] = OURS
+    w.arm()
     assert w.check() == ""
     master.services[SERVICE] = "rosrpc://other:5000"
     message = w.check()
@@ -117,3 +146,87 @@ def test_the_thread_calls_on_lost_once_and_stops(master: FakeMaster) -> None:
     looked = master.lookups
     assert len(told) == 1 and w.lost == told[0]
     assert not w._thread.is_alive() and master.lookups == looked  # no look after the loss
+
+
+def test_a_shutdown_during_a_look_is_not_a_loss(master: FakeMaster) -> None:
+    """rospy runs the on_shutdown hook (close) and unregisters while a look is in flight."""
+    told: List[str] = []
+    master.services[SERVICE] = OURS
+    w = MasterWatch(SERVICE, OURS, told.append, period=0.01, master=master)
+
+    def shut_down() -> None:
+        if master.lookups == 2:  # the second look: the node is shutting down meanwhile
+            w.close(0)              # the on_shutdown hook, as params.main registers it
+            master.services.clear()  # then rospy's pre-shutdown hook unregisters the node
+
+    master.during_lookup = shut_down
+    w.start()
+    w._thread.join(WAIT)
+    assert not w._thread.is_alive()
+    assert told == [] and w.lost == ""
+    assert master.lookups == 2  # and no look after close
+
+
+def test_no_loss_is_reported_once_rospy_shutdown_began(master: FakeMaster) -> None:
+    """A shutdown that unregisters before the watch's close (a hook run earlier) is not a loss."""
+    told: List[str] = []
+    shutting_down = threading.Event()
+    master.services[SERVICE] = OURS
+    w = MasterWatch(SERVICE, OURS, told.append, period=0.01, master=master,
+                    shutting_down=shutting_down.is_set)
+
+    def shut_down() -> None:
+        if master.lookups == 2:
+            shutting_down.set()
+            master.services.clear()
+
+    master.during_lookup = shut_down
+    w.start()
+    w._thread.join(WAIT)  # it ends at the look that finds the node gone
+    assert not w._thread.is_alive()
+    assert told == [] and w.lost == ""
+
+
+def test_main_stops_the_watch_before_rospy_unregisters_on_a_clean_stop(
+        master: FakeMaster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """params.main with rospy's shutdown order: client on_shutdown hooks, then unregistering."""
+    hooks: List[Callable[[], None]] = []
+    fatal: List[str] = []
+    watches: List[MasterWatch] = []
+    info = types.SimpleNamespace(model="m", backend="b", framework_version="1", device="cpu",
+                                 model_version=1)
+
+    class Node:
+        info_srv = types.SimpleNamespace(resolved_name=SERVICE, uri=OURS)
+
+        def __init__(self, *_args: Any) -> None:
+            pass
+
+        def shutdown(self) -> None:
+            pass
+
+    def make_watch(service: str, uri: str, on_lost: Callable[[str], None]) -> MasterWatch:
+        watches.append(MasterWatch(service, uri, on_lost, period=0.01, master=master))
+        return watches[-1]
+
+    def spin() -> None:
+        assert master.looked.wait(WAIT)  # the watch has looked: the node is up
+        for hook in list(hooks):  # what rospy.signal_shutdown does, in its order
+            hook()
+        master.services.clear()   # its pre-shutdown hook: the node unregisters
+        master.looked.clear()
+        watches[0]._thread.join(WAIT)  # a watch still running looks again here
+
+    for name, value in (("init_node", lambda *_a, **_k: None), ("logfatal", fatal.append),
+                        ("loginfo", lambda *_a, **_k: None), ("on_shutdown", hooks.append),
+                        ("signal_shutdown", lambda _reason: None), ("spin", spin),
+                        ("get_param", lambda _name, default=None: default)):
+        monkeypatch.setattr(params.rospy, name, value)
+    monkeypatch.setattr(params.tcpros_patch, "apply", lambda: None)
+    monkeypatch.setattr(params, "load_server",
+                        lambda: types.SimpleNamespace(info=lambda: info, close=lambda: None))
+    monkeypatch.setattr(params, "MLBridgeNode", Node)
+    monkeypatch.setattr(params, "MasterWatch", make_watch)
+    master.services[SERVICE] = OURS
+    assert params.main() == 0, fatal
+    assert fatal == []

@@ -107,6 +107,7 @@ def test_defaults_keep_five_checkpoints(given: Dict[str, Any], loads: List[Any])
 def test_main_says_one_fatal_line_and_returns_1_without_loading(
         given: Dict[str, Any], loads: List[Any], monkeypatch: pytest.MonkeyPatch) -> None:
     fatal: List[str] = []
+    monkeypatch.setattr(params.tcpros_patch, "apply", lambda: None)  # rospy stays as it is here
     monkeypatch.setattr(rospy, "init_node", lambda *args, **kwargs: None)
     monkeypatch.setattr(rospy, "logfatal", fatal.append)
     given["timeout"] = "abc"

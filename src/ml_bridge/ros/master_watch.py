@@ -7,6 +7,13 @@ asks the master every few seconds where one of the node's services is (one XML-R
 once the master no longer knows it at this node's address, ``on_lost`` is called once with
 a message saying what happened (the master's old and new ``/run_id`` when it has one).
 A master that does not answer is waited for: it may come back, and then it is asked again.
+
+The service is registered when the watch is built (``rospy.Service`` returns once the master
+has it), so the watch is armed from the start: a master restarted before its first look is a
+loss too. A node that shuts down unregisters its services itself (rospy's pre-shutdown hook,
+after the client ``on_shutdown`` hooks): :meth:`MasterWatch.close` from an ``on_shutdown``
+hook stops the watch before that, and no loss is reported once rospy's shutdown has begun,
+so a node stopped on purpose never exits with a false loss.
 """
 import logging
 import threading
@@ -14,6 +21,7 @@ import xmlrpc.client
 from typing import Any, Callable, Optional
 
 import rosgraph
+import rospy.core
 
 log = logging.getLogger(__name__)
 
@@ -25,54 +33,78 @@ class MasterWatch:
     """A thread that calls ``on_lost(message)`` once the master no longer knows ``service``."""
 
     def __init__(self, service: str, service_uri: str, on_lost: Callable[[str], None],
-                 period: float = PERIOD, master: Optional[Any] = None) -> None:
+                 period: float = PERIOD, master: Optional[Any] = None,
+                 shutting_down: Callable[[], bool] = rospy.core.is_shutdown_requested) -> None:
         """Watches the registration of ``service`` (resolved name) served at ``service_uri``.
 
         Args:
-            service: a service this node registered, e.g. ``/ml_bridge/info``.
+            service: a service this node has registered, e.g. ``/ml_bridge/info``.
             service_uri: where this node serves it (``rospy.Service.uri``).
             on_lost: called once, on the watch thread, with what happened.
             period: seconds between two looks.
             master: the master's API (``rosgraph.Master``); default: ROS_MASTER_URI's.
+            shutting_down: whether the process is shutting down (it unregisters then: no
+                loss is reported); default: rospy's shutdown has begun.
         """
         self.service = service
         self.service_uri = service_uri
         self.on_lost = on_lost
         self.period = period
         self._master = master if master is not None else rosgraph.Master(service)
-        self._registered = False   # seen registered once: only then can it be lost
-        self._run_id = ""          # the master's /run_id when it knew the node
+        self._shutting_down = shutting_down
+        self._run_id: Optional[str] = None  # the master's /run_id when armed ("" = none)
         self._unreachable = False  # the last look failed to reach the master
         #: Why the node was lost ("" while it is known): set before on_lost is called.
         self.lost = ""
+        # Held while a loss is decided and while the watch is closed: once close() has
+        # returned, no loss is reported, even by a look that was in flight.
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="ml_bridge-master-watch",
                                         daemon=True)
 
     def start(self) -> None:
-        """Starts looking, every ``period`` seconds."""
+        """Starts looking: now (the master's ``/run_id``), then every ``period`` seconds."""
         self._thread.start()
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stops looking; waits for a running ``on_lost`` (the node's shutdown) to finish."""
-        self._stop.set()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+        """Stops looking; no loss is reported once this returns.
+
+        Waits up to ``timeout`` for a running ``on_lost`` (the node's shutdown) to finish;
+        ``timeout=0`` returns at once (an ``on_shutdown`` hook: the watch thread may itself be
+        waiting for rospy's shutdown lock, held by the thread that runs the hooks).
+        """
+        with self._lock:
+            self._stop.set()
+        if timeout > 0 and self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
+    def arm(self) -> None:
+        """Notes the master's ``/run_id`` (the master the node registered with), to name a
+        restart; the watch thread does it first."""
+        self._run_id = self._read_run_id()
+        log.info("registered with the ROS master at %s (/run_id %s); watching it",
+                 self._uri(), self._run_id or "not set")
+
     def _loop(self) -> None:
+        self.arm()
         while not self._stop.wait(self.period):
             message = self.check()
-            if message:
+            if not message:
+                continue
+            with self._lock:
+                if self._stop.is_set() or self._shutting_down():
+                    return  # the node unregistered itself: not a loss
                 self.lost = message
-                self.on_lost(message)
-                return
+            self.on_lost(message)
+            return
 
     def check(self) -> str:
         """One look at the master: why the node is lost, or "" while all is well.
 
         A master that cannot be reached is not a loss (it may be restarting): the next look
         tells. The node is lost when a master that answers does not have ``service`` at
-        ``service_uri`` any more, after it had once.
+        ``service_uri``.
         """
         try:
             where = str(self._master.lookupService(self.service))
@@ -88,16 +120,11 @@ class MasterWatch:
             log.info("the ROS master at %s answers again", self._uri())
             self._unreachable = False
         if where == self.service_uri:
-            if not self._registered:
-                self._registered, self._run_id = True, self._read_run_id()
-                log.info("registered with the ROS master at %s (/run_id %s); watching it",
-                         self._uri(), self._run_id or "not set")
-            return ""
-        if not self._registered:  # still registering at start-up: not lost yet
             return ""
         now = self._read_run_id()
         restarted = (f"restarted (/run_id {self._run_id or '?'} -> {now or '?'})"
-                     if now != self._run_id else "lost this node's registrations")
+                     if self._run_id is not None and now != self._run_id
+                     else "lost this node's registrations")
         holder = f"; it lists {self.service} at {where}" if where else ""
         return (f"the ROS master at {self._uri()} {restarted} and no longer knows this node"
                 f"{holder}. rospy never registers again, so the node's services and topics "

@@ -4,6 +4,7 @@ Every parameter is read through one of the typed readers below, so a bad value (
 ``timeout:=abc``) stops start-up with one line naming the parameter and what it accepts,
 before the model is loaded, never with a traceback.
 """
+import functools
 import logging
 import math
 import sys
@@ -18,6 +19,7 @@ from ml_bridge.core.model import ModelOptions
 from ml_bridge.core.server import ModelServer
 from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS
 from ml_bridge.core.worker import MODEL_THREAD_MODES
+from ml_bridge.ros import tcpros_patch
 from ml_bridge.ros.master_watch import MasterWatch
 from ml_bridge.ros.node import MLBridgeNode, NodeConfig
 
@@ -199,6 +201,7 @@ class RosoutHandler(logging.Handler):
 
 def main() -> int:
     """Entry point of ``rosrun ml_bridge server``: returns the exit code."""
+    tcpros_patch.apply()  # before init_node, which starts rospy's TCPROS server
     rospy.init_node("ml_bridge")
     core_log = logging.getLogger("ml_bridge")
     core_log.addHandler(RosoutHandler())
@@ -219,8 +222,12 @@ def main() -> int:
     info = server.info()
     rospy.loginfo("ml_bridge serving %s (%s %s on %s), version %d", info.model, info.backend,
                   info.framework_version, info.device, info.model_version)
-    rospy.on_shutdown(node.shutdown)
+    # The node's services are registered: rospy.Service returns once the master has them.
     watch = MasterWatch(node.info_srv.resolved_name, node.info_srv.uri, _exit_lost)
+    # on_shutdown hooks run, in order, before rospy unregisters the node from the master:
+    # the watch stops first, so the node's own unregistering is never taken for a lost master.
+    rospy.on_shutdown(functools.partial(watch.close, 0))
+    rospy.on_shutdown(node.shutdown)
     watch.start()
     rospy.spin()
     watch.close()  # a loss shuts the node down on the watch thread: wait for it
