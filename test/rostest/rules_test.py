@@ -19,6 +19,7 @@ import rosbag
 import rospy
 from diagnostic_msgs.msg import DiagnosticArray
 from ml_bridge.msg import Event, Prediction
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 
 import rostest
@@ -64,6 +65,35 @@ class Inbox:
 
     def close(self) -> None:
         self.sub.unregister()
+
+
+class SimClock:
+    """A ``/clock`` published at 100 Hz, sim time running at the wall's pace from ``start``;
+    :meth:`jump` sends it back, as a looping ``rosbag play --clock`` does."""
+
+    def __init__(self, start: float) -> None:
+        self.pub = rospy.Publisher("/clock", Clock, queue_size=10)
+        self._now = start
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):  # the publishing pace, not a synchronisation
+            with self._lock:
+                self._now += 0.01
+                now = self._now
+            self.pub.publish(Clock(rospy.Time.from_sec(now)))
+
+    def jump(self, to: float) -> None:
+        with self._lock:
+            self._now = to
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.pub.unregister()
 
 
 def wait_until(test: Callable[[], bool], timeout: float) -> bool:
@@ -155,6 +185,8 @@ class RulesTest(unittest.TestCase):
             pub.unregister()
 
     def test_2_killed_leaves_no_bag_next_start_sets_it_aside_a_clean_stop_completes_it(self) -> None:
+        """Also, on the restarted node, ROS time going back closes the open recording at once
+        and the rule fires again in the new timeline (a looping `rosbag play --clock`)."""
         name, camera = "rules_kill", "/kill_cam/image_raw"
         record_dir = os.path.join(self.workdir, "kill_recordings")
         shutil.rmtree(record_dir, ignore_errors=True)
@@ -191,12 +223,25 @@ class RulesTest(unittest.TestCase):
             events.close()
         self.assertEqual(os.listdir(record_dir), [os.path.basename(event.bag) + ".active"])
 
+        # The restarted node runs on sim time (read at its start-up; this node keeps the wall
+        # clock) from a /clock that goes back, as `rosbag play --loop --clock` sends it.
+        clock = SimClock(1000.0)
+        rospy.set_param("/use_sim_time", True)
         proc = start("kill_2.log")
         aside = event.bag + ".unfinished"
         events = Inbox(f"/{name}/events", Event)
+        diagnostics = Inbox("/diagnostics", DiagnosticArray)
         try:
             self.assertTrue(wait_until(lambda: os.path.exists(aside), 180), os.listdir(record_dir))
             rospy.wait_for_service(f"/{name}/info", timeout=180)  # it started all the same
+            rospy.delete_param("/use_sim_time")
+
+            def on_clock(m: DiagnosticArray) -> bool:
+                return (m.header.stamp.to_sec() >= 1000.0
+                        and any(s.name.startswith(name + ":") for s in m.status))
+            # Its diagnostics are stamped with its ROS time: once one says 1000 s or later, so
+            # does every receive time until the jump.
+            self.assertIsNotNone(diagnostics.wait_for(on_clock, 60), "the node is not on /clock")
             # A clean stop (SIGINT) while recording: the bag is closed complete under its name.
             deadline = time.monotonic() + 60
             while not events.wait_for(lambda m: True, 0.2) and time.monotonic() < deadline:
@@ -205,15 +250,38 @@ class RulesTest(unittest.TestCase):
             self.assertIsNotNone(second, "the rule never fired after the restart")
             assert second is not None
             self.assertTrue(wait_until(lambda: os.path.exists(second.bag + ".active"), 30))
+            # The clock goes back: the open recording (after: 60 s) is written out complete
+            # at once, and the rule fires again in the new timeline.
+            clock.jump(500.0)
+            self.assertTrue(wait_until(lambda: os.path.exists(second.bag), 30),
+                            "time went back and the recording stayed open")
+            deadline = time.monotonic() + 60
+            while (not events.wait_for(lambda m: m.bag != second.bag, 0.2)
+                   and time.monotonic() < deadline):
+                pub.publish(frame(255, rospy.Time.now()))
+            third = events.wait_for(lambda m: m.bag != second.bag, 0)
+            self.assertIsNotNone(third, "the rule never fired after time went back")
+            assert third is not None
+            self.assertTrue(wait_until(lambda: os.path.exists(third.bag + ".active"), 30))
         finally:
             stop(proc)
             events.close()
+            diagnostics.close()
             pub.unregister()
-        self.assertEqual(sorted(os.listdir(record_dir)),
-                         sorted([os.path.basename(aside), os.path.basename(second.bag)]))
-        with rosbag.Bag(second.bag) as bag:
-            self.assertEqual(bag.get_type_and_topic_info().topics[camera].msg_type,
-                             "sensor_msgs/Image")
+            clock.close()
+            if rospy.has_param("/use_sim_time"):
+                rospy.delete_param("/use_sim_time")
+        self.assertEqual(sorted(os.listdir(record_dir)), sorted(
+            os.path.basename(p) for p in (aside, second.bag, third.bag)))
+        times = []
+        for bag_path in (second.bag, third.bag):
+            with rosbag.Bag(bag_path) as bag:
+                self.assertEqual(bag.get_type_and_topic_info().topics[camera].msg_type,
+                                 "sensor_msgs/Image")
+                times.append([t.to_sec() for _, _, t in bag.read_messages()])
+        # Each bag holds one timeline: sim time from 1000 s before the jump, from 500 s after.
+        self.assertTrue(times[0] and min(times[0]) >= 999.0, times[0])
+        self.assertTrue(times[1] and 499.0 <= min(times[1]) and max(times[1]) < 999.0, times[1])
         with open(os.path.join(self.workdir, "kill_2.log"), errors="replace") as log:
             self.assertIn("did not stop cleanly", log.read())
 

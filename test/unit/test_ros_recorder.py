@@ -71,7 +71,7 @@ def test_a_bag_has_its_final_name_only_once_complete(tmp_path: Any) -> None:
     path = str(tmp_path / "r_1.bag")
     bag = BagFile(path)
     bag.write("/text", 10.5, raw_string("one"), {"callerid": "/cam", "latching": "1"})
-    bag.write("/text", 10.75, raw_string("two"), {})
+    bag.write("/text", 10.75, raw_string("two"), {"callerid": "/cam", "latching": "1"})
     assert os.path.exists(path + ACTIVE) and not os.path.exists(path)
     bag.close()
     assert os.path.exists(path) and not os.path.exists(path + ACTIVE)

@@ -27,7 +27,7 @@ import io
 import logging
 import os
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import genpy
 
@@ -161,22 +161,36 @@ class BagFile:
         except BaseException:
             self._release(remove=self._lock_fd is not None)  # a file we created, nothing in it
             raise
-        self._types: Dict[str, _RawType] = {}
+        # (topic, type, md5sum, callerid, latching) -> rosbag's connection and our type
+        self._connections: Dict[Tuple[str, ...], Tuple[Any, _RawType]] = {}
 
     def write(self, topic: str, t: float, raw: RawMessage, header: Dict[str, str]) -> None:
         """Appends one serialized message received at ``t`` (seconds).
 
         ``header`` is the publisher's connection header (callerid, latching are kept, so
         ``rosbag play`` latches what was latched); type, md5sum and definition come from ``raw``.
+        Each type and publisher of a topic has its own connection, as ``rosbag record`` writes
+        them: a reader decodes each message with its own type, and a player latches each
+        latching publisher's message (several ``/tf_static`` publishers each keep theirs).
         """
         msg_type, data, md5sum, definition = raw
-        pytype = self._types.get(topic)
-        if pytype is None:
-            pytype = self._types[topic] = _RawType(msg_type, md5sum, definition)
-        connection = {k: v for k, v in header.items() if k in ("callerid", "latching")}
+        callerid, latching = header.get("callerid", ""), header.get("latching", "")
+        key = (topic, msg_type, md5sum, callerid, latching)
+        known = self._connections.get(key)
+        # rosbag's write files every message of a topic under the topic's first connection;
+        # putting this message's connection in that place (none: rosbag makes a new one) is
+        # what gives a topic several.
+        if known is None:
+            pytype = _RawType(msg_type, md5sum, definition)
+            self._bag._topic_connections.pop(topic, None)
+        else:
+            self._bag._topic_connections[topic], pytype = known
+        connection = {k: v for k, v in (("callerid", callerid), ("latching", latching)) if v}
         connection.update(topic=topic, type=msg_type, md5sum=md5sum, message_definition=definition)
         self._bag.write(topic, (msg_type, data, md5sum, pytype), genpy.Time.from_sec(t), raw=True,
                         connection_header=connection)
+        if known is None:
+            self._connections[key] = (self._bag._topic_connections[topic], pytype)
         self.messages += 1
         self.first = t if self.first is None else min(self.first, t)
         self.last = t if self.last is None else max(self.last, t)

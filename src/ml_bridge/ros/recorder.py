@@ -15,20 +15,24 @@ the event then names a bag no other node sharing ``~record_dir`` can take.
 One lock orders receive times, matches and ends: a message belongs to a recording exactly
 when its receive time is inside the recording's window.
 
+ROS time that goes back (a looping ``/clock``, a simulator reset) closes every open recording
+and starts over: the buffer, the schedules and their cooldowns belong to the old timeline
+(:mod:`ml_bridge.ros.timeline`). A recording also ends after ``max`` seconds of wall time, so
+a stopped clock cannot keep it open. Each bag starts with the last message of each latching
+publisher of its topics (:class:`~ml_bridge.ros.ring.Latched`).
+
 A topic the node itself subscribes to with its type (the image topic) shares rospy's
 connection with that subscriber, so it arrives decoded; it is serialized again here (a copy of
 the bytes) so the ring holds one form. The recorder passes no queue or buffer size, which in
 rospy would change them for the node's own subscriber of the same topic.
 """
-import collections
-import io
 import logging
 import math
 import os
 import threading
 import time
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Deque, Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence
 
 import rospy
 
@@ -36,61 +40,13 @@ from ml_bridge.core.errors import InputError
 from ml_bridge.pipelines.rules import Rule
 from ml_bridge.pipelines.schedule import FIRE, Schedule
 from ml_bridge.ros import bagfile
-from ml_bridge.ros.bagfile import BagFile, RawMessage
+from ml_bridge.ros.bagfile import BagFile
+from ml_bridge.ros.ring import Latched, Message, Ring, serialized
+from ml_bridge.ros.timeline import Timeline
+
+__all__ = ["Message", "Recorder", "RecorderStats", "Recording", "Ring", "serialized"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Message:
-    """One received message, serialized, with its receive time (seconds)."""
-
-    topic: str
-    t: float
-    raw: RawMessage
-    header: Dict[str, str]
-
-    @property
-    def size(self) -> int:
-        return len(self.raw[1])
-
-
-def serialized(msg: Any) -> Tuple[RawMessage, Dict[str, str]]:
-    """(type, bytes, md5sum, definition) and the connection header of a received message."""
-    header: Dict[str, str] = getattr(msg, "_connection_header", None) or {}
-    if isinstance(msg, rospy.AnyMsg):
-        return (header["type"], bytes(msg._buff), header["md5sum"],
-                header.get("message_definition", "")), header
-    buff = io.BytesIO()
-    msg.serialize(buff)
-    return (msg._type, buff.getvalue(), msg._md5sum, msg._full_text), header
-
-
-class Ring:
-    """The last ``horizon`` seconds of messages, at most ``limit`` bytes (oldest dropped)."""
-
-    def __init__(self, horizon: float, limit: int) -> None:
-        self.horizon = horizon
-        self.limit = limit
-        self.bytes = 0
-        self.dropped = 0   # messages dropped because of ``limit`` (not of age)
-        self._items: Deque[Message] = collections.deque()
-
-    def add(self, msg: Message) -> None:
-        self._items.append(msg)
-        self.bytes += msg.size
-        while self._items and self._items[0].t < msg.t - self.horizon:
-            self.bytes -= self._items.popleft().size
-        while self.bytes > self.limit:
-            self.bytes -= self._items.popleft().size
-            self.dropped += 1
-
-    def since(self, start: float, topics: FrozenSet[str]) -> List[Message]:
-        """The messages of ``topics`` received at ``start`` or later, oldest first."""
-        return [m for m in self._items if m.t >= start and m.topic in topics]
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 @dataclass
@@ -117,6 +73,7 @@ class RecorderStats:
     recordings_open: int = 0
     record_dropped: int = 0     # messages lost for a recording because the writer lagged
     record_errors: int = 0
+    time_jumps: int = 0         # times ROS time went back (each closed the open recordings)
 
     def as_dict(self) -> Dict[str, int]:
         return {f.name: int(getattr(self, f.name)) for f in fields(self)}
@@ -127,7 +84,8 @@ class Recorder:
 
     def __init__(self, rules: Sequence[Rule], record_dir: str, buffer_bytes: int,
                  clock: Optional[Callable[[], float]] = None,
-                 resolve: Optional[Callable[[str], str]] = None) -> None:
+                 resolve: Optional[Callable[[str], str]] = None,
+                 wall: Callable[[], float] = time.monotonic) -> None:
         """Nothing is subscribed or started before :meth:`start`.
 
         Args:
@@ -136,18 +94,20 @@ class Recorder:
             buffer_bytes: the ring buffer's bound (and that of messages waiting to be written).
             clock: seconds now (default: ROS time, ``rospy.get_time``).
             resolve: topic name -> global name (default: ``rospy.resolve_name``).
+            wall: a monotonic wall clock (seconds), bounding each recording to ``max``.
 
         Raises:
             InputError: ``record_dir`` cannot be created or is not writable.
         """
         resolve = resolve or rospy.resolve_name
-        self._clock = clock or rospy.get_time
+        self._time = Timeline(clock or rospy.get_time, wall)
         self.schedules = {r.name: Schedule(r) for r in rules}
         self.rule_topics = {r.name: frozenset(resolve(t) for t in r.record.topics)
                             for r in rules if r.record is not None}
         self.topics = sorted(set().union(*self.rule_topics.values()))
         horizon = max([r.record.before for r in rules if r.record is not None] or [0.0])
         self.ring = Ring(horizon, buffer_bytes)
+        self.latched = Latched()
         self.limit = buffer_bytes
         self.record_dir = os.path.abspath(os.path.expanduser(record_dir))
         self.stats = RecorderStats()
@@ -186,9 +146,10 @@ class Recorder:
         """A message of a recorded topic arrived (a rospy callback)."""
         raw, header = serialized(msg)  # outside the lock: a decoded message is copied here
         with self._cond:
-            item = Message(topic, self._clock(), raw, header)
+            item = Message(topic, self._now(), raw, header)
             dropped = self.ring.dropped
             self.ring.add(item)
+            self.latched.add(item)
             if self.ring.dropped > dropped and item.t >= self._drop_warned + 30.0:
                 self._drop_warned = item.t
                 log.warning("recording buffer full (%.0f MB): messages dropped before their "
@@ -211,7 +172,7 @@ class Recorder:
         """Rule ``rule`` held now. Returns None when it does nothing (cooling down, or its
         recording goes on), else the bag the event announces ("" when it records nothing)."""
         with self._cond:
-            now = self._clock()
+            now = self._now()
             schedule = self.schedules[rule]
             self._ended(rule, now)
             if schedule.match(now) != FIRE:
@@ -225,8 +186,11 @@ class Recorder:
             except OSError as err:  # the event goes out naming no bag; the schedule runs on
                 self._failed(rule, f"{type(err).__name__}: {err}", "no bag could be created")
                 return ""
+            window = self.ring.since(schedule.window_start, topics)
+            start = window[0].t if window else now
             rec = Recording(schedule.rule, bag.path, topics, bag,
-                            self.ring.since(schedule.window_start, topics))
+                            self.latched.opening(topics, window, start) + window)
+            self._time.opened(rule)
             self._pending_bytes += sum(m.size for m in rec.pending)
             self._active[rule] = rec
             self._open.append(rec)
@@ -243,10 +207,40 @@ class Recorder:
 
     def _ended(self, rule: str, now: float) -> bool:
         """Under the lock: True (and the recording handed over to be closed) once it is over."""
-        if rule in self._active and self.schedules[rule].poll(now):
+        schedule = self.schedules[rule]
+        if rule in self._active and (schedule.poll(now) or self._time.overran(
+                rule, schedule.rule.record.max if schedule.rule.record else 0.0)):
+            schedule.stop(now)  # ends one the wall clock ended (no-op after poll)
+            self._time.closed(rule)
             self._active.pop(rule).done = True
             self._cond.notify_all()
         return rule not in self._active
+
+    def _now(self) -> float:
+        """Under the lock: ROS time now. When it went back, the old timeline ends first."""
+        now, back_from = self._time.now()
+        if back_from is not None:
+            self._restart(back_from, now)
+        return now
+
+    def _restart(self, then: float, now: float) -> None:
+        """Under the lock: ROS time went back from ``then`` to ``now``. Open recordings end
+        (nothing received from now on is theirs) and are written out; the buffer and the rules'
+        schedules with their cooldowns are forgotten, so no window mixes the two timelines."""
+        ended = list(self._active)
+        for rule in ended:
+            self._time.closed(rule)
+            self._active.pop(rule).done = True
+        self.schedules = {name: Schedule(s.rule) for name, s in self.schedules.items()}
+        self.ring.clear()
+        self._drop_warned = -math.inf
+        self.stats.time_jumps += 1
+        self._cond.notify_all()
+        if self._time.warn_due():
+            log.warning("ROS time went back from %.3f to %.3f s (a looping /clock or a simulator "
+                        "reset): %s, and the recording buffer starts over", then, now,
+                        f"closed the recordings of {', '.join(ended)}" if ended else
+                        "no recording was open")
 
     def counters(self) -> Dict[str, int]:
         """The recorder's counters, by name."""
@@ -266,9 +260,10 @@ class Recorder:
         if self._thread is not None:
             self._thread.join()
         with self._cond:
-            now = self._clock()
+            now = self._now()
             for rule in list(self._active):
                 self.schedules[rule].stop(now)
+                self._time.closed(rule)
                 self._active.pop(rule).done = True
         self.step()
 
@@ -285,7 +280,7 @@ class Recorder:
     def step(self) -> None:
         """Writes what is waiting and closes the recordings that are over (writer thread)."""
         with self._cond:
-            now = self._clock()
+            now = self._now()
             for rule in list(self._active):
                 self._ended(rule, now)
             work = [(rec, rec.pending, rec.done) for rec in self._open]
