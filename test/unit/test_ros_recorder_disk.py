@@ -175,6 +175,26 @@ def test_two_nodes_firing_in_the_same_second_announce_and_write_their_own_bags(
     assert [rec.counters()["record_errors"] for rec in nodes] == [0, 0]
 
 
+def test_a_node_process_sharing_the_directory_writes_its_own_bag_beside_a_live_one(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    second = time.localtime(1_700_000_000)  # shared_dir_node.SECOND: both name bags by it
+    monkeypatch.setattr(time, "localtime", lambda *_a: second)
+    clock = Clock()
+    rec = recorder(tmp_path, clock)
+    feed(rec, clock, 100.875)
+    rec.receive(any_msg(String("m 101.000")), "/t")
+    ours = rec.trigger("seen")  # the event is out; the other node fires before our writer runs
+    out = subprocess.run([sys.executable, os.path.join(HERE, "shared_dir_node.py"), str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    other = json.loads(out.stdout)
+    feed(rec, clock, 102.0)
+    assert other["errors"] == 0 and other["announced"] != ours
+    assert {m.data[0] for _, m, _ in read(other["announced"])} == {"b"}
+    assert {m.data[0] for _, m, _ in read(ours)} == {"m"}  # its start-up left our bag alone
+    assert rec.counters()["record_errors"] == 0
+
+
 # -- names -------------------------------------------------------------------------------------
 def test_a_rule_name_is_bounded_so_that_its_longest_file_name_fits(tmp_path: Any) -> None:
     with pytest.raises(InputError, match=f"name: {MAX_NAME + 1} characters is too long: at most {MAX_NAME}"):
