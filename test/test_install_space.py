@@ -22,9 +22,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PARTS = ("package.xml", "CMakeLists.txt", "setup.py", "msg", "srv", "action", "src", "scripts",
          "launch", "config")
+NOETIC = "/opt/ros/noetic/setup.bash"  # a ROS installed from packages.ros.org; Debian's needs none
 
 pytestmark = pytest.mark.skipif(shutil.which("catkin_make") is None or shutil.which("roslaunch") is None,
-                                reason="catkin_make / roslaunch not installed (ROS 1 is set up by make setup)")
+                                reason="catkin_make / roslaunch not installed (make setup installs them)")
 
 
 def _ros_env() -> Dict[str, str]:
@@ -38,7 +39,7 @@ def _ros_env() -> Dict[str, str]:
 
 def _sourced(setup_bash: Path, env: Dict[str, str]) -> Dict[str, str]:
     """``env`` after ``source setup_bash``."""
-    noetic = "source /opt/ros/noetic/setup.bash >/dev/null; " if Path("/opt/ros/noetic/setup.bash").is_file() else ""
+    noetic = "source /opt/ros/noetic/setup.bash >/dev/null; " if Path(NOETIC).is_file() else ""
     dump = subprocess.run(["bash", "-c", f"{noetic}source '{setup_bash}' >/dev/null && env -0"], env=env,
                           check=True, capture_output=True, timeout=60).stdout
     return dict(item.split("=", 1) for item in dump.decode().split("\0") if "=" in item)
@@ -54,11 +55,12 @@ def install_space(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (pkg / part).symlink_to(REPO / part)
     prefix = ws / "install"
     env = _ros_env()
-    if Path("/opt/ros/noetic/setup.bash").is_file():
-        env = _sourced(Path("/opt/ros/noetic/setup.bash"), env)
+    if Path(NOETIC).is_file():
+        env = _sourced(Path(NOETIC), env)
     build = subprocess.run(["catkin_make", "-C", str(ws), "install", f"-DPYTHON_EXECUTABLE={sys.executable}",
                             "-DCATKIN_ENABLE_TESTING=OFF", f"-DCMAKE_INSTALL_PREFIX={prefix}"],
-                           cwd=str(ws), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
+                           cwd=str(ws), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=600)
     assert build.returncode == 0, build.stdout.decode(errors="replace")[-6000:]
     return prefix
 
@@ -77,12 +79,14 @@ def _installed_modules() -> List[str]:
     return [m.name for m in pkgutil.walk_packages([str(REPO / "src" / "ml_bridge")], "ml_bridge.")]
 
 
-def test_every_module_imports_from_the_install_space(install_space: Path, installed_env: Dict[str, str]) -> None:
+def test_every_module_imports_from_the_install_space(install_space: Path,
+                                                      installed_env: Dict[str, str]) -> None:
     modules = _installed_modules()
     assert "ml_bridge.pipelines.segment" in modules  # the walk itself sees the tree
     script = ("import importlib, os, sys\n"
               "import ml_bridge, ml_bridge.msg, ml_bridge.srv\n"
-              f"assert os.path.realpath(ml_bridge.__file__).startswith({str(install_space)!r}), ml_bridge.__file__\n"
+              f"where = os.path.realpath(ml_bridge.__file__)\n"
+              f"assert where.startswith({str(install_space)!r}), where\n"
               "from ml_bridge.pipelines import PIPELINES, pipeline_class\n"
               "for name in PIPELINES: pipeline_class(name)\n"
               "for m in sys.argv[1:]: importlib.import_module(m)\n"
@@ -137,18 +141,20 @@ def test_node_starts_from_the_install_space(install_space: Path, master: Dict[st
                             "[{name: stale, all: [{key: score, op: '>=', value: 0.0}]}]"],
                            env=master, capture_output=True, text=True, timeout=60)
     assert stale.returncode == 0, stale.stdout + stale.stderr
-    found = subprocess.run(["rospack", "find", "ml_bridge"], env=master, capture_output=True, text=True, timeout=60)
+    found = subprocess.run(["rospack", "find", "ml_bridge"], env=master, capture_output=True, text=True,
+                           timeout=60)
     assert found.stdout.strip() == str(install_space / "share" / "ml_bridge"), found.stdout + found.stderr
-    node = subprocess.Popen(["roslaunch", "ml_bridge", "server.launch", "model:=shapes_seg", "pipeline:=segment",
-                             "image:=/camera/image_raw", f"checkpoint_dir:={install_space}/ckpt",
-                             f"data_root:={install_space}/data"],
+    node = subprocess.Popen(["roslaunch", "ml_bridge", "server.launch", "model:=shapes_seg",
+                             "pipeline:=segment", "image:=/camera/image_raw",
+                             f"checkpoint_dir:={install_space}/ckpt", f"data_root:={install_space}/data"],
                             env=master, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     client = ("import rospy\n"
               "from ml_bridge.srv import GetInfo\n"
               "rospy.wait_for_service('/ml_bridge/info', timeout=240)\n"
               "info = rospy.ServiceProxy('/ml_bridge/info', GetInfo)()\n"
               "print('MODEL', info.backend, info.model)\n"
-              "print('STALE', rospy.has_param('/ml_bridge/rules'), rospy.has_param('/ml_bridge/max_batch'))\n")
+              "print('STALE', rospy.has_param('/ml_bridge/rules'),\n"
+              "      rospy.has_param('/ml_bridge/max_batch'))\n")
     try:
         call = subprocess.run([sys.executable, "-c", client], env=master, capture_output=True, text=True,
                               timeout=300)
@@ -161,7 +167,8 @@ def test_node_starts_from_the_install_space(install_space: Path, master: Dict[st
             node.kill()
             out = node.communicate()[0].decode(errors="replace")
     assert call.returncode == 0 and "MODEL torch shapes_seg" in call.stdout, (
-        f"the installed node did not answer ~info:\n{call.stdout}{call.stderr}\n--- roslaunch:\n{out[-6000:]}")
+        f"the installed node did not answer ~info:\n{call.stdout}{call.stderr}\n"
+        f"--- roslaunch:\n{out[-6000:]}")
     assert alive, out[-6000:]
     assert "STALE False True" in call.stdout, call.stdout
     assert "ModuleNotFoundError" not in out

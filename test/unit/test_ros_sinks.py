@@ -32,7 +32,7 @@ def test_colour_overlay_is_published_in_the_frames_encoding(encoding: str, expec
 
 
 @pytest.mark.parametrize("encoding, expected", [("mono8", "mono8"), ("8UC1", "8UC1"), ("mono16", "mono8")])
-def test_mono_overlay_is_published_in_the_frames_encoding_mono16_as_mono8(encoding: str, expected: str) -> None:
+def test_mono_overlay_keeps_the_frames_encoding_mono16_as_mono8(encoding: str, expected: str) -> None:
     gray: np.ndarray = RGB[:, :, 0].copy()
     msg = overlay_message(_result(encoding), gray, SinkOptions())
     shape: Tuple[int, int] = (msg.height, msg.width)

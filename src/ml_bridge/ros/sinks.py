@@ -6,13 +6,14 @@ A pipeline's output is published on the topic of the same name under its stream'
 converter here with :func:`register`; the node itself does not change.
 """
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, List, Tuple
 
 import genpy
 import numpy as np
 import rospy
 from sensor_msgs.msg import Image, RegionOfInterest
 
+from ml_bridge.core.registry import Registry
 from ml_bridge.msg import ObjectPrediction, ObjectPredictions, Prediction
 from ml_bridge.pipelines.base import Classes, Result
 from ml_bridge.ros.conversions import ConversionError, array_to_image, arrays_to_tensors
@@ -27,12 +28,17 @@ class SinkOptions:
 
 #: Turns (result, the output's value, options) into a message.
 Converter = Callable[[Result, Any, SinkOptions], Any]
-SINKS: Dict[str, Tuple[type, Converter]] = {}
+#: Output name -> (message type, converter).
+SINKS: "Registry[Tuple[type, Converter]]" = Registry("sink", KeyError)
 
 
 def register(name: str, msg_type: type, converter: Converter) -> None:
-    """Makes output ``name`` publishable as ``msg_type`` built by ``converter``."""
-    SINKS[name] = (msg_type, converter)
+    """Makes output ``name`` publishable as ``msg_type`` built by ``converter``.
+
+    Raises:
+        ValueError: a sink of that name is registered already (the message says where).
+    """
+    SINKS.register(name, (msg_type, converter))
 
 
 def sink(name: str) -> Tuple[type, Converter]:
@@ -41,7 +47,7 @@ def sink(name: str) -> Tuple[type, Converter]:
     Raises:
         KeyError: no sink is registered for it (a pipeline bug, not a user error).
     """
-    return SINKS[name]
+    return SINKS.get(name)
 
 
 def _stamp(seconds: float) -> rospy.Time:
