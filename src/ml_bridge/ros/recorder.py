@@ -200,9 +200,10 @@ class Recorder:
 
     def _failed(self, rule: str, cause: str, kept: str) -> None:
         """A recording of ``rule`` failed (any thread): counted, logged, kept for diagnostics."""
-        self.stats.record_errors += 1
-        self.last_error = f"rule '{rule}': {cause}"
-        self.failing = True
+        with self._cond:  # re-entrant: trigger holds it already
+            self.stats.record_errors += 1
+            self.last_error = f"rule '{rule}': {cause}"
+            self.failing = True
         log.error("recording of rule '%s' failed (%s); %s", rule, cause, kept)
 
     def _ended(self, rule: str, now: float) -> bool:
@@ -306,8 +307,9 @@ class Recorder:
             self._failed(rec.rule.name, f"{type(err).__name__}: {err}",
                          f"what it holds is kept as {kept}" if kept else "nothing was kept")
             return
-        self.stats.recordings_written += 1
-        self.failing = False
+        with self._cond:
+            self.stats.recordings_written += 1
+            self.failing = False
         if bag.messages == 0:
             log.warning("rule '%s' wrote %s without messages: are %s published?", rec.rule.name,
                         bag.path, ", ".join(sorted(rec.topics)))
