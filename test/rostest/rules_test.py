@@ -185,8 +185,10 @@ class RulesTest(unittest.TestCase):
             pub.unregister()
 
     def test_2_killed_leaves_no_bag_next_start_sets_it_aside_a_clean_stop_completes_it(self) -> None:
-        """Also, on the restarted node, ROS time going back closes the open recording at once
-        and the rule fires again in the new timeline (a looping `rosbag play --clock`)."""
+        """Killed, restarted on a /clock that goes back, stopped cleanly: no bag is lost.
+
+        On the restarted node, time going back (a looping `rosbag play --clock`) closes the
+        open recording at once and the rule fires again in the new timeline."""
         name, camera = "rules_kill", "/kill_cam/image_raw"
         record_dir = os.path.join(self.workdir, "kill_recordings")
         shutil.rmtree(record_dir, ignore_errors=True)
