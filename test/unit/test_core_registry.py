@@ -1,4 +1,5 @@
 """ml_bridge.core.registry.Registry: one way to name backends, pipelines, sinks, datasets."""
+import subprocess
 import sys
 import threading
 from typing import Any, Callable, List
@@ -65,8 +66,6 @@ def test_a_lazy_entry_is_imported_on_first_use_only() -> None:
 
 
 def test_the_backend_registry_names_its_frameworks_without_importing_them() -> None:
-    import subprocess
-
     code = ("import sys\nfrom ml_bridge.core.registry import BACKENDS\n"
             "print(BACKENDS.names(), BACKENDS.canonical('PyTorch'), BACKENDS.canonical('keras'))\n"
             "print('torch' in sys.modules, 'tensorflow' in sys.modules)\n")
@@ -104,3 +103,20 @@ def test_concurrent_registrations_of_one_name_let_exactly_one_win() -> None:
     for t in threads:
         t.join()
     assert sorted(outcomes) == ["refused"] * 7 + ["won"]
+
+
+def test_bag_datasets_are_offered_once_the_node_registers_their_loader(tmp_path: Any) -> None:
+    """Core alone loads .npz; ``.bag`` is the ROS layer's, registered by the node explicitly."""
+    code = ("from ml_bridge.core.errors import DatasetError\n"
+            "from ml_bridge.core.resolve import DatasetResolver\n"
+            f"resolver = DatasetResolver({str(tmp_path)!r})\n"
+            "try:\n    resolver.load('run.bag')\nexcept DatasetError as err:\n    print('CORE', err)\n"
+            "from ml_bridge.ros import bag\n"
+            "bag.register_loader(); bag.register_loader()\n"
+            "try:\n    resolver.load('run.bag')\nexcept DatasetError as err:\n    print('ROS', err)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=_env_with_src())
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("CORE unknown dataset 'run.bag'; built-in: digits"), out.stdout + out.stderr
+    assert lines[0].endswith("or a file under ~data_root (.npz)"), lines[0]
+    assert lines[1] == f"ROS no file 'run.bag' under the data root {tmp_path}", out.stdout + out.stderr

@@ -7,6 +7,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from ml_bridge.core.errors import DatasetError
+from ml_bridge.core.registry import Registry
 from ml_bridge.core.vision import ImageFormat
 
 #: Samples [0:1500] of scikit-learn's digits train; [1500:1797] are the held-out set.
@@ -133,5 +134,7 @@ def _arrays(data: "np.lib.npyio.NpzFile", keys: "set[str]", stem: str) -> List[n
     return out
 
 
-#: File loaders by suffix; the ROS layer registers ".bag".
-FILE_LOADERS: Dict[str, Callable[[str], Dataset]] = {".npz": load_npz}
+#: File loaders by suffix (a lower-case ``.ext``). The ROS node registers ``.bag``
+#: (:func:`ml_bridge.ros.bag.register_loader`), so core-only users are offered what they can load.
+FILE_LOADERS: "Registry[Callable[[str], Dataset]]" = Registry("dataset file type", DatasetError)
+FILE_LOADERS.register(".npz", load_npz)

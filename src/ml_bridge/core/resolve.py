@@ -34,22 +34,22 @@ class DatasetResolver:
         """
         name = name.strip()
         if not name:
-            raise DatasetError("no dataset given; use 'digits', a recorded dataset name, or an "
-                               ".npz/.bag file under ~data_root")
+            raise DatasetError("no dataset given; use 'digits', a recorded dataset name, or a file "
+                               f"under ~data_root ({', '.join(FILE_LOADERS.names())})")
         if name in BUILTIN_DATASETS:
             return BUILTIN_DATASETS[name](image_format)
         suffix = os.path.splitext(name)[1].lower()
         if suffix in FILE_LOADERS or os.sep in name or name.startswith("."):
             if suffix not in FILE_LOADERS:
                 raise DatasetError(f"'{name}': unsupported file type; use one of "
-                                   f"{', '.join(sorted(FILE_LOADERS))}")
+                                   f"{', '.join(FILE_LOADERS.names())}")
             path = resolve_under(self.data_root, name)
             if not os.path.isfile(path):
                 raise DatasetError(f"no file '{name}' under the data root {self.data_root}")
-            return FILE_LOADERS[suffix](path)
+            return FILE_LOADERS.get(suffix)(path)
         if self._store is not None and self._store.exists(name):
             return self._store.load(name)
         recorded = self._store.names() if self._store is not None else []
         raise DatasetError(f"unknown dataset '{name}'; built-in: {', '.join(BUILTIN_DATASETS)}; "
-                           f"recorded: {', '.join(recorded) or 'none'}; or an .npz/.bag file "
-                           "under ~data_root")
+                           f"recorded: {', '.join(recorded) or 'none'}; or a file under ~data_root "
+                           f"({', '.join(FILE_LOADERS.names())})")

@@ -1,4 +1,4 @@
-"""Datasets from rosbag files holding ml_bridge/Sample messages (registered as ".bag")."""
+"""Datasets from rosbag files holding ml_bridge/Sample messages (``.bag`` under ~data_root)."""
 from typing import List
 
 import numpy as np
@@ -36,4 +36,7 @@ def load_bag(path: str) -> Dataset:
         raise DatasetError(f"{path}: samples differ in shape: {err}") from err
 
 
-FILE_LOADERS[".bag"] = load_bag
+def register_loader() -> None:
+    """Makes ``.bag`` files loadable as datasets (the node calls it; a second call does nothing)."""
+    if ".bag" not in FILE_LOADERS:
+        FILE_LOADERS.register(".bag", load_bag)

@@ -16,7 +16,6 @@ import numpy as np
 import rospy
 from diagnostic_msgs.msg import DiagnosticStatus
 
-import ml_bridge.ros.bag  # noqa: F401  (registers the ".bag" dataset loader)
 from ml_bridge.core.context import in_context
 from ml_bridge.core.errors import InputError, MLBridgeError
 from ml_bridge.core.server import ModelServer, Prediction
@@ -24,6 +23,7 @@ from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS
 from ml_bridge.msg import TensorSpec
 from ml_bridge.pipelines import make_pipeline
 from ml_bridge.pipelines.classify import classify
+from ml_bridge.ros import bag
 from ml_bridge.ros.conversions import (
     ConversionError,
     arrays_to_tensors,
@@ -72,6 +72,7 @@ class MLBridgeNode:
 
     def __init__(self, server: ModelServer, config: Optional[NodeConfig] = None) -> None:
         self.server = server
+        bag.register_loader()  # ~train goals may name .bag datasets under ~data_root
         self.config = config or NodeConfig()
         self.stats = Stats()
         # ~predict needs no context of its own: the model call restores it on whichever thread
