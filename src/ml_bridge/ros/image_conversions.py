@@ -49,8 +49,11 @@ def _uint(field: str, value: Any, bits: int = 32) -> int:
 
 
 def message_bytes(data: Any, field: str) -> ImageBytes:
-    """A uint8[] field's ``data`` as bytes without a copy; a list or tuple of ints packed, as
-    genpy sends it. ``field`` names it in the error ("image data", "tensor 'x' data")."""
+    """A uint8[] field's ``data`` as bytes, without a copy.
+
+    A list or tuple of ints is packed, as genpy sends it; ``field`` names the field in the
+    error ("image data", "tensor 'x' data").
+    """
     if type(data) is bytes or type(data) is bytearray:  # a received message holds bytes
         return data
     if isinstance(data, (list, tuple)):
