@@ -115,7 +115,7 @@ class Ros:
                 pass
 
         class Timer:
-            def __init__(self, _period: Any, callback: Callable[[Any], None]) -> None:
+            def __init__(self, _period: Any, callback: Callable[[Any], None], **_kw: Any) -> None:
                 self.callback = callback
                 ros.timers.append(self)
 

@@ -97,7 +97,9 @@ class MLBridgeNode:
         self.updater = diagnostic_updater.Updater()
         self.updater.setHardwareID(f"ml_bridge/{server.model.backend}/{server.model.device}")
         self.updater.add("model", self._diagnose)
-        self._diag_timer = rospy.Timer(rospy.Duration(1.0), self._update_diagnostics)
+        # reset=True: rospy's default timer thread dies on the first jump back of ROS time
+        # (a bag played with --loop --clock, a simulator reset) and diagnostics would stop.
+        self._diag_timer = rospy.Timer(rospy.Duration(1.0), self._update_diagnostics, reset=True)
         self.train = TrainActionServer(server)
         self.train.start()  # last: everything its callback uses exists now
         self.rules.start()
@@ -209,7 +211,12 @@ class MLBridgeNode:
     # -- diagnostics --------------------------------------------------------------------------
     def _update_diagnostics(self, _event: Any) -> None:
         try:
-            self.updater.update()
+            now = rospy.Time.now()
+            if now < self.updater.last_time:  # ROS time went back: the updater would wait
+                self.updater.last_time_period_checked = now  # until it is where it was
+                self.updater.force_update()
+            else:
+                self.updater.update()
         except OSError as err:  # it reads ~diagnostic_period: an exception would end the timer
             rospy.logwarn_throttle(30.0, f"diagnostics not published: the ROS master does not "
                                    f"answer ({err})")

@@ -14,8 +14,8 @@ open keep working.
   never waits on a client;
 - on those threads only, the header is read with a timeout of :data:`HEADER_TIMEOUT` seconds,
   and the socket goes back to blocking mode before rospy's handlers get it (they expect it).
-  A connection that sends no header in time is closed, and rospy logs "Inbound TCP/IP
-  connection failed: timed out".
+  A connection that sends nothing for that long before its header is complete is closed,
+  and rospy logs "Inbound TCP/IP connection failed: timed out".
 
 The node applies it before ``rospy.init_node``, which starts the server.
 """

@@ -96,6 +96,23 @@ class _Feedback(Callback):
         self.run.check()
 
 
+def _status_timer_with_reset(server: Any) -> None:
+    """Replaces the action's status timer by one that survives ROS time going back.
+
+    actionlib publishes ``status`` from a ``rospy.Timer`` without ``reset=True``, whose thread
+    dies on the first jump back of ROS time (a bag played with ``--loop --clock``, a simulator
+    reset): a client that starts after that never sees the server.
+    """
+    action_server: Any = getattr(server, "action_server", None)  # not a stand-in's
+    if getattr(action_server, "status_timer", None) is None:  # no status published (frequency 0)
+        return
+    with action_server.lock:
+        action_server.status_timer.shutdown()
+        action_server.status_timer = rospy.Timer(
+            rospy.Duration(1.0 / action_server.status_frequency),
+            action_server.publish_status_async, reset=True)
+
+
 class TrainActionServer:
     """Trains on goals; a cancel or a new goal stops the running one within a batch."""
 
@@ -126,6 +143,7 @@ class TrainActionServer:
     def start(self) -> None:
         """Starts accepting goals."""
         self.server.start()
+        _status_timer_with_reset(self.server)
 
     def _on_preempt(self) -> None:
         """A cancel, or a newer goal: the running goal stops after its current batch."""
