@@ -222,3 +222,59 @@ def test_a_subscriber_already_listening_gets_every_frame_of_a_folder(tmp_path: P
     finally:
         for proc in reversed(procs):
             stop(proc, grace=5.0)
+
+
+def test_frames_keep_coming_after_ros_time_goes_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under sim time, ROS time going back (a bag loop with --clock, a simulator reset) does not
+    stop the camera: rospy's Rate raises on it unless it is made to start over."""
+    import time
+
+    import genpy
+    import rospy
+
+    stamps: List[float] = []
+    published = threading.Condition()
+
+    class Publisher:
+        resolved_name = "/image"
+
+        def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+            pass
+
+        def publish(self, msg: Any) -> None:
+            with published:
+                stamps.append(msg.header.stamp.to_sec())
+                published.notify_all()
+
+        def get_num_connections(self) -> int:
+            return 0
+
+    monkeypatch.setattr(rospy, "Publisher", Publisher)
+    monkeypatch.setattr(rospy, "on_shutdown", lambda _hook: None)
+    monkeypatch.setattr(rospy.rostime, "_rostime_initialized", True)
+    monkeypatch.setattr(rospy.rostime, "_rostime_current", None)  # undone: wall-clock time again
+    now = 1000.0
+    rospy.rostime._set_rostime(genpy.Time.from_sec(now))  # what rospy's /clock subscriber does
+    args = parse_args(["--source", "synthetic", "--rate", "10", "--count", "8", "--wait", "0",
+                       "--width", "32", "--height", "24"])
+    done = threading.Event()
+    outcome: List[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(module.publish(args))
+        except BaseException as err:  # reported by the assertion below
+            outcome.append(err)
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    jumped = False
+    deadline = time.monotonic() + WAIT
+    while not done.wait(0.01) and time.monotonic() < deadline:  # each turn advances the clock
+        with published:
+            if len(stamps) >= 4 and not jumped:
+                now, jumped = 10.0, True
+        now += 0.05
+        rospy.rostime._set_rostime(genpy.Time.from_sec(now))
+    assert outcome == [0] and len(stamps) == 8, outcome
+    assert any(stamp < 1000.0 for stamp in stamps)  # frames after the jump, on the new timeline

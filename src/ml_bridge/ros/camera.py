@@ -195,7 +195,7 @@ def publish(args: argparse.Namespace) -> int:
         rospy.logwarn(f"camera: {pub.get_num_connections()} of the {len(expected)} subscriber(s) "
                       f"of {pub.resolved_name} ({', '.join(expected)}) connected within "
                       f"{args.wait:g} s; publishing anyway (--wait sets the bound)")
-    rate = rospy.Rate(args.rate)
+    rate = rospy.Rate(args.rate, reset=True)  # under sim time, a jump back starts it over
     sent = 0
     for rgb in frames(args.source, args.loop, args.width, args.height, args.seed):
         if rospy.is_shutdown():
