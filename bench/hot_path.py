@@ -87,7 +87,7 @@ def pieces() -> List[Tuple[str, Callable[[], object]]]:
         ("  request -> arrays (counts, sizes)", lambda: tensors_to_arrays(request.inputs, 1, 10 ** 8)),
         ("  validation against the specs", lambda: validate_inputs(arrays, model.inputs, 10 ** 8)),
         ("  ModelServer.predict", lambda: server.predict(arrays)),
-        ("    the worker (context, lock, call)", lambda: server.worker.run(arrays, None)),
+        ("    the executor (context, lock, call)", lambda: server.executor.predict(arrays, None)),
         ("      context + TorchModel.predict", in_context),
         ("      TorchModel.predict", lambda: model.predict(arrays)),
         ("      the module under inference_mode", bare_module),

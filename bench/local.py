@@ -12,9 +12,9 @@ import numpy as np
 from bench.common import Figure, p50, time_calls
 from ml_bridge.core import registry
 from ml_bridge.core.context import Context
+from ml_bridge.core.execution import ModelThread
 from ml_bridge.core.model import BackendModel, ModelOptions
 from ml_bridge.core.server import ModelServer
-from ml_bridge.core.worker import ModelWorker
 
 
 def load(backend: str, model: str) -> Tuple[BackendModel, Context]:
@@ -106,7 +106,7 @@ def batching(model: BackendModel, context: Context, callers: int, calls: int, re
 
             def caller() -> None:
                 for _ in range(calls):
-                    result = server.worker.predict(list(inputs)).result()
+                    result = server.executor.submit(list(inputs)).result()
                     with lock:
                         rows.append(result.batched_with)
             threads = [threading.Thread(target=caller) for _ in range(callers)]
@@ -161,12 +161,12 @@ def thread_handoff_times(count: int) -> List[float]:
 
 
 def worker_hop_times(context: Context, inputs: List[np.ndarray], count: int) -> List[float]:
-    """Seconds per ModelWorker round trip with a model that returns its input (ml_bridge's hop:
+    """Seconds per ModelThread round trip with a model that returns its input (ml_bridge's hop:
     queue, context restore on the model thread, future)."""
-    worker = ModelWorker(context, lambda arrays: (arrays, 1))
+    worker = ModelThread(context, lambda arrays: (arrays, 1))
     try:
-        time_calls(lambda: worker.predict(inputs).result(), 50)
-        return time_calls(lambda: worker.predict(inputs).result(), count)
+        time_calls(lambda: worker.submit(inputs).result(), 50)
+        return time_calls(lambda: worker.submit(inputs).result(), count)
     finally:
         worker.close()
 

@@ -19,9 +19,9 @@ from ml_bridge.core import registry
 from ml_bridge.core.context import Context
 from ml_bridge.core.datasets import Dataset, digits
 from ml_bridge.core.errors import TrainingError
+from ml_bridge.core.execution import ModelThread, WorkerResult
 from ml_bridge.core.model import BackendModel, ModelOptions
 from ml_bridge.core.training import Callback, FitResult, TrainConfig
-from ml_bridge.core.worker import ModelWorker, WorkerResult
 
 BACKENDS = ["torch", "tensorflow"]
 #: digits() has 1500 samples: 47 batches of digits_mlp's default 32 per epoch.
@@ -150,10 +150,10 @@ def test_invalid_settings_are_refused_before_training(backend: str, train: Datas
 
 @pytest.fixture
 def worker_for(backend: str) -> Iterator[Any]:
-    workers: List[ModelWorker] = []
+    workers: List[ModelThread] = []
 
-    def make(fresh: Fresh, max_batch: int) -> ModelWorker:
-        workers.append(ModelWorker(fresh.context, lambda xs: (fresh.model.predict(xs), 1),
+    def make(fresh: Fresh, max_batch: int) -> ModelThread:
+        workers.append(ModelThread(fresh.context, lambda xs: (fresh.model.predict(xs), 1),
                                    max_batch=max_batch))
         return workers[-1]
 
@@ -169,8 +169,8 @@ def test_micro_batched_requests_get_the_one_by_one_results(backend: str, heldout
     one_by_one = [fresh.outputs(r) for r in rows]
     worker = worker_for(fresh, 8)
     gate = threading.Event()
-    worker.submit(lambda: gate.wait(WAIT))  # hold the model thread so requests queue up
-    futures = [worker.predict([r]) for r in rows]
+    worker.exclusive(lambda: gate.wait(WAIT))  # hold the model thread so requests queue up
+    futures = [worker.submit([r]) for r in rows]
     gate.set()
     done: List[WorkerResult] = [f.result(WAIT) for f in futures]
     assert max(r.batched_with for r in done) == 8  # control: they really were batched

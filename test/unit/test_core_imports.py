@@ -60,7 +60,7 @@ def test_core_and_ros_import_no_framework() -> None:
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout.strip().splitlines()[-1])
-    assert "ml_bridge.core.server" in out["imported"] and "ml_bridge.core.worker" in out["imported"]
+    assert "ml_bridge.core.server" in out["imported"] and "ml_bridge.core.execution" in out["imported"]
     assert out["frameworks"] == [], f"importing core/ros loaded {out['frameworks']}"
     if out["skipped"]:
         pytest.skip(f"ml_bridge.msg not importable, ros modules not imported: {out['skipped']}")

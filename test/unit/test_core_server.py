@@ -327,7 +327,7 @@ def test_results_carry_the_model_that_ran_even_if_a_swap_follows(server: ModelSe
     relabelled = server.model.clone()
     relabelled.labels = [f"other {i}" for i in range(10)]
     wait = server.predict_async([heldout[:3]])  # queued first: runs on the model served now
-    swapped = server.worker.submit(lambda: server._swap(relabelled, 7))  # queued right behind
+    swapped = server.executor.exclusive(lambda: server._swap(relabelled, 7))  # queued right behind
     assert swapped.result(TIMEOUT) == 7 and server.version == 7
     prediction = wait(TIMEOUT)                  # read after the swap
     assert prediction.model_version == 1

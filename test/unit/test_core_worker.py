@@ -1,4 +1,4 @@
-"""ml_bridge.core.worker: one model thread, the context restored, errors and micro-batching."""
+"""ModelThread: one model thread, the context restored, errors and micro-batching."""
 import threading
 from concurrent.futures import Future
 from typing import Dict, List, Tuple
@@ -9,12 +9,12 @@ from worker_doubles import TIMEOUT, DepthContext, Model, rows
 
 from ml_bridge.core.context import Context, in_context
 from ml_bridge.core.errors import InputError, MLBridgeError, ModelCallError
-from ml_bridge.core.worker import ModelWorker, WorkerResult, WorkerStopped
+from ml_bridge.core.execution import ModelThread, WorkerResult, WorkerStopped
 
 
-def hold(model: Model, worker: ModelWorker) -> "Future[WorkerResult]":
+def hold(model: Model, worker: ModelThread) -> "Future[WorkerResult]":
     """Submits one request and waits until the model is inside it, so later ones queue up."""
-    first = worker.predict(rows(1, 100))
+    first = worker.submit(rows(1, 100))
     assert model.entered.wait(TIMEOUT)
     return first
 
@@ -22,11 +22,11 @@ def hold(model: Model, worker: ModelWorker) -> "Future[WorkerResult]":
 def test_calls_run_on_the_model_thread_with_the_context_entered() -> None:
     ctx = DepthContext()
     model = Model(ctx)
-    worker = ModelWorker(ctx, model, name="model-thread")
+    worker = ModelThread(ctx, model, name="model-thread")
     futures: Dict[int, Future[WorkerResult]] = {}
 
     def caller(i: int) -> None:
-        futures[i] = worker.predict(rows(1, i))
+        futures[i] = worker.submit(rows(1, i))
 
     threads = [threading.Thread(target=caller, args=(i,)) for i in range(5)]
     for t in threads:
@@ -45,14 +45,14 @@ def test_calls_run_on_the_model_thread_with_the_context_entered() -> None:
     worker.close()
 
 
-def test_submit_runs_any_callable_on_the_model_thread() -> None:
+def test_exclusive_runs_any_callable_on_the_model_thread() -> None:
     ctx = DepthContext()
-    worker = ModelWorker(ctx, Model())
-    assert worker.submit(lambda: (threading.current_thread(), ctx.depth)).result(TIMEOUT) == (
+    worker = ModelThread(ctx, Model())
+    assert worker.exclusive(lambda: (threading.current_thread(), ctx.depth)).result(TIMEOUT) == (
         worker.thread, 1)
     empty: Dict[str, int] = {}
     with pytest.raises(KeyError):
-        worker.submit(lambda: empty["missing"]).result(TIMEOUT)
+        worker.exclusive(lambda: empty["missing"]).result(TIMEOUT)
     worker.close()
 
 
@@ -67,16 +67,16 @@ def test_in_context_decorator_restores_on_the_calling_thread() -> None:
 
 
 def test_model_errors_come_back_through_the_future() -> None:
-    worker = ModelWorker(Context(), Model())
-    err = worker.predict([-np.ones((1, 3), np.float32)]).exception(TIMEOUT)
+    worker = ModelThread(Context(), Model())
+    err = worker.submit([-np.ones((1, 3), np.float32)]).exception(TIMEOUT)
     assert isinstance(err, ModelCallError) and isinstance(err, MLBridgeError)
     assert "ValueError: negative input" in str(err)
 
     def refuse(inputs: List[np.ndarray]) -> Tuple[List[np.ndarray], int]:
         raise InputError("bad request")
 
-    worker2 = ModelWorker(Context(), refuse)
-    err = worker2.predict(rows(1)).exception(TIMEOUT)
+    worker2 = ModelThread(Context(), refuse)
+    err = worker2.submit(rows(1)).exception(TIMEOUT)
     assert type(err) is InputError  # our own errors pass through unwrapped
     for w in (worker, worker2):
         w.close()
@@ -84,10 +84,10 @@ def test_model_errors_come_back_through_the_future() -> None:
 
 def test_concurrent_requests_are_batched_with_identical_results() -> None:
     model = Model(hold_first=True)
-    worker = ModelWorker(Context(), model, max_batch=4)
+    worker = ModelThread(Context(), model, max_batch=4)
     first = hold(model, worker)
     requests = [rows(1, 10 * i) for i in range(6)]
-    futures = [worker.predict(r) for r in requests]
+    futures = [worker.submit(r) for r in requests]
     model.release.set()
     results = [f.result(TIMEOUT) for f in futures]
     first.result(TIMEOUT)
@@ -102,11 +102,11 @@ def test_concurrent_requests_are_batched_with_identical_results() -> None:
 
 def test_max_batch_counts_rows_and_shapes_must_agree() -> None:
     model = Model(hold_first=True)
-    worker = ModelWorker(Context(), model, max_batch=4)
+    worker = ModelThread(Context(), model, max_batch=4)
     first = hold(model, worker)
-    three_a, three_b = worker.predict(rows(3)), worker.predict(rows(3, 50))
-    other_width = worker.predict([np.ones((1, 5), np.float32)])
-    other_dtype = worker.predict([np.ones((1, 3), np.float64)])
+    three_a, three_b = worker.submit(rows(3)), worker.submit(rows(3, 50))
+    other_width = worker.submit([np.ones((1, 5), np.float32)])
+    other_dtype = worker.submit([np.ones((1, 3), np.float64)])
     model.release.set()
     for f in (first, three_a, three_b, other_width, other_dtype):
         assert f.result(TIMEOUT).batched_with == 1
@@ -117,9 +117,9 @@ def test_max_batch_counts_rows_and_shapes_must_agree() -> None:
 
 def test_a_failing_request_in_a_batch_fails_alone() -> None:
     model = Model(hold_first=True)
-    worker = ModelWorker(Context(), model, max_batch=8)
+    worker = ModelThread(Context(), model, max_batch=8)
     first = hold(model, worker)
-    good1, bad, good2 = worker.predict(rows(1, 1)), worker.predict(rows(1, -9)), worker.predict(rows(1, 5))
+    good1, bad, good2 = worker.submit(rows(1, 1)), worker.submit(rows(1, -9)), worker.submit(rows(1, 5))
     model.release.set()
     first.result(TIMEOUT)
     np.testing.assert_array_equal(good1.result(TIMEOUT).outputs[0], rows(1, 1)[0] * 2 + 1)
@@ -131,22 +131,22 @@ def test_a_failing_request_in_a_batch_fails_alone() -> None:
 
 def test_max_batch_one_never_batches() -> None:
     model = Model(hold_first=True)
-    worker = ModelWorker(Context(), model, max_batch=1)
+    worker = ModelThread(Context(), model, max_batch=1)
     first = hold(model, worker)
-    futures = [worker.predict(rows(1, i)) for i in range(3)]
+    futures = [worker.submit(rows(1, i)) for i in range(3)]
     model.release.set()
     for f in [first, *futures]:
         f.result(TIMEOUT)
     assert [c[1] for c in model.calls] == [1, 1, 1, 1]
     with pytest.raises(ValueError, match="max_batch must be >= 1"):
-        ModelWorker(Context(), model, max_batch=0)
+        ModelThread(Context(), model, max_batch=0)
 
 
 def test_close_finishes_queued_calls_and_refuses_later_ones() -> None:
     model = Model(hold_first=True)
-    worker = ModelWorker(Context(), model)
+    worker = ModelThread(Context(), model)
     first = hold(model, worker)
-    queued = worker.predict(rows(1))
+    queued = worker.submit(rows(1))
     closer = threading.Thread(target=worker.close)
     closer.start()
     model.release.set()
@@ -154,9 +154,9 @@ def test_close_finishes_queued_calls_and_refuses_later_ones() -> None:
     assert first.result(TIMEOUT) and queued.result(TIMEOUT)
     assert not worker.thread.is_alive()
     with pytest.raises(WorkerStopped, match="stopped"):
-        worker.predict(rows(1))
+        worker.submit(rows(1))
     with pytest.raises(WorkerStopped):
-        worker.submit(lambda: 1)
+        worker.exclusive(lambda: 1)
 
 
 class BrokenContext(Context):
@@ -167,9 +167,9 @@ class BrokenContext(Context):
 
 
 def test_a_context_that_fails_to_restore_fails_the_call_not_the_thread() -> None:
-    worker = ModelWorker(BrokenContext(), Model())
-    err = worker.predict(rows(1)).exception(TIMEOUT)  # must not hang
+    worker = ModelThread(BrokenContext(), Model())
+    err = worker.submit(rows(1)).exception(TIMEOUT)  # must not hang
     assert isinstance(err, ModelCallError) and "cannot restore device" in str(err)
     assert worker.thread.is_alive()
-    assert isinstance(worker.submit(lambda: 1).exception(TIMEOUT), ModelCallError)
+    assert isinstance(worker.exclusive(lambda: 1).exception(TIMEOUT), ModelCallError)
     worker.close()

@@ -1,4 +1,4 @@
-"""The inline path of ModelWorker (``~model_thread``): a request runs on the caller's thread,
+"""InlineExecutor (``~model_thread``): a request runs on the caller's thread,
 with the context restored, never beside another model call; requests that arrive while the
 model runs are joined into one batch that a waiting caller runs on its own thread.
 """
@@ -14,9 +14,15 @@ from worker_doubles import TIMEOUT, DepthContext, Model, rows
 
 from ml_bridge.core.context import Context
 from ml_bridge.core.errors import InputError, ModelCallError
+from ml_bridge.core.execution import (
+    InlineExecutor,
+    ModelExecutor,
+    ModelThread,
+    WorkerStopped,
+    runs_inline,
+)
 from ml_bridge.core.model import ModelOptions
 from ml_bridge.core.server import ModelServer
-from ml_bridge.core.worker import ModelWorker, WorkerStopped, runs_inline
 
 
 def wait_for(condition: Callable[[], bool]) -> None:
@@ -27,34 +33,34 @@ def wait_for(condition: Callable[[], bool]) -> None:
         time.sleep(0.001)
 
 
-def run_into(worker: ModelWorker, box: Dict[Any, Any], key: Any, inputs: List[np.ndarray]) -> None:
-    """``worker.run(inputs)`` on this thread; its result, or the error it raised, in box[key]."""
+def run_into(worker: InlineExecutor, box: Dict[Any, Any], key: Any, inputs: List[np.ndarray]) -> None:
+    """``worker.predict(inputs)`` on this thread; its result, or the error it raised, in box[key]."""
     try:
-        box[key] = worker.run(inputs, TIMEOUT)
+        box[key] = worker.predict(inputs, TIMEOUT)
     except Exception as err:  # the test looks at it
         box[key] = err
 
 
-def hold_inline(worker: ModelWorker, model: Model) -> threading.Thread:
+def hold_inline(worker: InlineExecutor, model: Model) -> threading.Thread:
     """Starts an inline call of one row on another thread and waits until it is inside the
     model (which holds it until ``model.release`` is set)."""
-    thread = threading.Thread(target=lambda: worker.run(rows(1)))
+    thread = threading.Thread(target=lambda: worker.predict(rows(1)))
     thread.start()
     assert model.entered.wait(TIMEOUT)
     return thread
 
 
-def wait_queued(worker: ModelWorker, count: int) -> None:
-    """Waits until ``count`` items wait in the worker's queue."""
+def wait_queued(worker: ModelExecutor, count: int) -> None:
+    """Waits until ``count`` items wait in the executor's queue."""
     wait_for(lambda: worker.queued >= count)
 
 
 def test_an_idle_model_runs_the_call_on_the_callers_thread_with_the_context_entered() -> None:
     ctx = DepthContext()
     model = Model(ctx)
-    worker = ModelWorker(ctx, model, inline=True, name="model-thread")
+    worker = InlineExecutor(ctx, model, name="model-thread")
     try:
-        result = on_thread(lambda: worker.run(rows(2)), name="caller")
+        result = on_thread(lambda: worker.predict(rows(2)), name="caller")
         np.testing.assert_array_equal(result.outputs[0], rows(2)[0] * 2 + 1)
         assert result.served == 7 and result.batched_with == 1
         assert model.calls[-1] == ("caller", 2, 1)  # the caller's thread, context entered
@@ -63,9 +69,9 @@ def test_an_idle_model_runs_the_call_on_the_callers_thread_with_the_context_ente
         assert model.calls[-1] == ("bare", 1, 0)
     finally:
         worker.close()
-    queued = ModelWorker(ctx, model, inline=False, name="model-thread")
+    queued = ModelThread(ctx, model, name="model-thread")
     try:
-        on_thread(lambda: queued.run(rows(1)))
+        on_thread(lambda: queued.predict(rows(1)))
         assert model.calls[-1] == ("model-thread", 1, 1)  # without inline: the model thread
     finally:
         queued.close()
@@ -73,11 +79,11 @@ def test_an_idle_model_runs_the_call_on_the_callers_thread_with_the_context_ente
 
 def test_callers_that_find_the_model_busy_are_joined_into_one_batch_on_the_leaders_thread() -> None:
     model = Model(hold_first=True)
-    worker = ModelWorker(Context(), model, max_batch=8, inline=True, name="model-thread")
+    worker = InlineExecutor(Context(), model, max_batch=8, name="model-thread")
     results: List[Any] = [None] * 4
 
     def caller(i: int) -> None:
-        results[i] = worker.run(rows(1, 10 * i), TIMEOUT)
+        results[i] = worker.predict(rows(1, 10 * i), TIMEOUT)
 
     threads = [threading.Thread(target=caller, args=(i,), name=f"caller{i}") for i in range(4)]
     threads[0].start()
@@ -116,12 +122,13 @@ class Gated(Model):
 def test_a_leader_runs_two_batches_at_most_then_the_next_waiting_caller_leads() -> None:
     ctx = DepthContext()
     model = Gated(3, ctx)
-    worker = ModelWorker(ctx, model, max_batch=8, inline=True)
+    worker = InlineExecutor(ctx, model, max_batch=8)
     results: Dict[str, Any] = {}
 
     def start(name: str, start_value: float) -> threading.Thread:
-        t = threading.Thread(target=lambda: results.update({name: worker.run(rows(1, start_value), TIMEOUT)}),
-                             name=name)
+        t = threading.Thread(
+            target=lambda: results.update({name: worker.predict(rows(1, start_value), TIMEOUT)}),
+            name=name)
         t.start()
         return t
 
@@ -147,7 +154,7 @@ def test_a_leader_runs_two_batches_at_most_then_the_next_waiting_caller_leads() 
 
 def test_waiting_requests_are_joined_by_shape_and_max_batch_and_one_bad_one_fails_alone() -> None:
     model = Model(hold_first=True)
-    worker = ModelWorker(Context(), model, max_batch=3, inline=True)
+    worker = InlineExecutor(Context(), model, max_batch=3)
     box: Dict[int, Any] = {}
     requests = {0: rows(1), 1: rows(2, 10), 2: [np.ones((1, 4), np.float32)], 3: rows(2, 20),
                 4: [-np.ones((1, 3), np.float32)], 5: rows(1, 30)}
@@ -174,25 +181,25 @@ def test_waiting_requests_are_joined_by_shape_and_max_batch_and_one_bad_one_fail
 
 def test_a_caller_that_waits_too_long_for_the_model_gets_a_timeout() -> None:
     model = Model(hold_first=True)
-    worker = ModelWorker(Context(), model, inline=True)
+    worker = InlineExecutor(Context(), model)
     holder = hold_inline(worker, model)
     with pytest.raises(concurrent.futures.TimeoutError, match="model was busy"):
-        worker.run(rows(1, 50), timeout=0.01)
+        worker.predict(rows(1, 50), timeout=0.01)
     assert worker.waiting == 0  # the request was taken back
     model.release.set()
     holder.join(TIMEOUT)
     assert [c[1] for c in model.calls] == [1]  # and never run: the leader found nothing left
-    assert worker.run(rows(1), timeout=0.01).outputs[0][0, 0] == 1  # free again: no wait
+    assert worker.predict(rows(1), timeout=0.01).outputs[0][0, 0] == 1  # free again: no wait
     worker.close()
 
 
 def test_a_job_queued_during_an_inline_call_runs_after_it() -> None:
     model = Model(hold_first=True)
-    worker = ModelWorker(Context(), model, inline=True)
+    worker = InlineExecutor(Context(), model)
     caller = hold_inline(worker, model)
-    job = worker.submit(lambda: (model.active, len(model.calls)))  # e.g. a swap
+    job = worker.exclusive(lambda: (model.active, len(model.calls)))  # e.g. a swap
     wait_queued(worker, 1)
-    later = worker.predict(rows(1, 5))  # queued behind the job
+    later = worker.submit(rows(1, 5))  # queued behind the job
     model.release.set()
     caller.join(TIMEOUT)
     assert job.result(TIMEOUT) == (0, 1)  # no model call running, the inline one finished
@@ -203,17 +210,17 @@ def test_a_job_queued_during_an_inline_call_runs_after_it() -> None:
 
 def test_a_call_that_arrives_while_a_job_runs_waits_for_it() -> None:
     model = Model()
-    worker = ModelWorker(Context(), model, inline=True, name="model-thread")
+    worker = InlineExecutor(Context(), model, name="model-thread")
     running, gate = threading.Event(), threading.Event()
 
     def hold() -> bool:  # e.g. a clone or a swap
         running.set()
         return gate.wait(TIMEOUT)
 
-    job = worker.submit(hold)
+    job = worker.exclusive(hold)
     assert running.wait(TIMEOUT)
     box: List[Any] = []
-    caller = threading.Thread(target=lambda: box.append(worker.run(rows(1), TIMEOUT)))
+    caller = threading.Thread(target=lambda: box.append(worker.predict(rows(1), TIMEOUT)))
     caller.start()
     wait_queued(worker, 1)  # it queued instead of running beside the job
     assert not model.calls
@@ -254,7 +261,7 @@ class Scale:
 def test_a_swap_never_lands_inside_an_inline_call_and_results_carry_the_model_that_ran() -> None:
     gate = Model(hold_first=True)
     server = ModelServer(Scale(1.0, ["a", "b"], gate), Context(), max_batch=8)  # type: ignore[arg-type]
-    assert server.worker.inline  # auto, on a CPU model
+    assert isinstance(server.executor, InlineExecutor)  # auto, on a CPU model
     replacement = Scale(3.0, ["c", "d"])
     try:
         x = np.ones((1, 2), np.float32)
@@ -262,8 +269,8 @@ def test_a_swap_never_lands_inside_an_inline_call_and_results_carry_the_model_th
         caller = threading.Thread(target=lambda: box.append(server.predict([x], TIMEOUT)))
         caller.start()
         assert gate.entered.wait(TIMEOUT)
-        swapped = server.worker.submit(lambda: (gate.active, server._swap(replacement, 7)))  # type: ignore[arg-type]
-        wait_queued(server.worker, 1)
+        swapped = server.executor.exclusive(lambda: (gate.active, server._swap(replacement, 7)))  # type: ignore[arg-type]
+        wait_queued(server.executor, 1)
         gate.release.set()
         caller.join(TIMEOUT)
         assert swapped.result(TIMEOUT) == (0, 7)  # the swap ran between two calls
@@ -278,18 +285,18 @@ def test_a_swap_never_lands_inside_an_inline_call_and_results_carry_the_model_th
 
 
 def test_errors_on_the_inline_path_reach_the_caller_and_free_the_model() -> None:
-    worker = ModelWorker(Context(), Model(), inline=True)
+    worker = InlineExecutor(Context(), Model())
     with pytest.raises(ModelCallError, match="ValueError: negative input"):
-        worker.run([-np.ones((1, 3), np.float32)])
-    assert worker.run(rows(1)).outputs[0][0, 0] == 1  # the model is free again
+        worker.predict([-np.ones((1, 3), np.float32)])
+    assert worker.predict(rows(1)).outputs[0][0, 0] == 1  # the model is free again
     worker.close()
     with pytest.raises(WorkerStopped, match="stopped"):
-        worker.run(rows(1))
+        worker.predict(rows(1))
 
-    broken = ModelWorker(DepthContext(fail_once=True), Model(), inline=True)
+    broken = InlineExecutor(DepthContext(fail_once=True), Model())
     with pytest.raises(ModelCallError, match="restoring or leaving the framework context failed"):
-        broken.run(rows(1))
-    assert broken.run(rows(1)).outputs[0][0, 0] == 1
+        broken.predict(rows(1))
+    assert broken.predict(rows(1)).outputs[0][0, 0] == 1
     broken.close()
 
 
@@ -312,7 +319,8 @@ def test_model_thread_always_keeps_every_call_on_the_model_thread() -> None:
                          model_thread="always")
     try:
         on_thread(lambda: server.predict([np.ones((1, 2), np.float32)]), name="caller")
-        assert gate.calls[-1][0] == server.worker.thread.name
+        assert isinstance(server.executor, ModelThread)
+        assert gate.calls[-1][0] == server.executor.thread.name
     finally:
         server.close()
 
@@ -351,10 +359,9 @@ def test_the_framework_context_is_restored_on_the_inline_path(backend: str) -> N
     ctx, probe, captured = _torch_state() if backend == "torch" else _tf_state()
     default = on_thread(probe)
     assert default != captured  # negative control: a fresh thread has the framework's default
-    worker = ModelWorker(ctx, lambda xs: ([xs[0]], (threading.current_thread().name, probe())),
-                         inline=True)
+    worker = InlineExecutor(ctx, lambda xs: ([xs[0]], (threading.current_thread().name, probe())))
     try:
-        assert on_thread(lambda: worker.run(rows(1)).served, name="caller") == ("caller", captured)
+        assert on_thread(lambda: worker.predict(rows(1)).served, name="caller") == ("caller", captured)
         assert on_thread(probe) == default  # and nothing leaked onto later threads
     finally:
         worker.close()
@@ -370,7 +377,7 @@ def test_inline_results_equal_the_model_threads_bit_for_bit(backend: str) -> Non
     inline = ModelServer(model, model.capture_context(), model_thread="auto")
     queued = ModelServer(model, model.capture_context(), model_thread="always")
     try:
-        assert inline.worker.inline and not queued.worker.inline
+        assert isinstance(inline.executor, InlineExecutor) and isinstance(queued.executor, ModelThread)
         got = on_thread(lambda: inline.predict([x], TIMEOUT))
         want = on_thread(lambda: queued.predict([x], TIMEOUT))
         np.testing.assert_array_equal(got.outputs[0], want.outputs[0])
@@ -401,7 +408,7 @@ class GateThenFail(Context):
 def test_a_leader_that_fails_hands_the_waiting_requests_on(failure: str) -> None:
     model = Model(hold_first=failure == "model")
     ctx = GateThenFail() if failure == "context" else Context()
-    worker = ModelWorker(ctx, model, max_batch=8, inline=True)
+    worker = InlineExecutor(ctx, model, max_batch=8)
     box: Dict[str, Any] = {}
     leader = threading.Thread(target=run_into,
                               args=(worker, box, "leader", [-np.ones((1, 3), np.float32)]))

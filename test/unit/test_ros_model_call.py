@@ -8,7 +8,7 @@ import pytest
 from test_core_server import LinearModel
 
 from ml_bridge.core.server import ModelServer
-from ml_bridge.ros.model_call import ModelTimeout, predict_within
+from ml_bridge.ros.model_call import ModelTimeout, predict_within, submit_within
 
 TIMEOUT = 10.0
 
@@ -40,7 +40,7 @@ def _hold(server: ModelServer) -> threading.Event:
         started.set()
         release.wait(TIMEOUT)
 
-    server.worker.submit(job)
+    server.executor.exclusive(job)
     assert started.wait(TIMEOUT)
     return release
 
@@ -50,13 +50,13 @@ def test_concurrent_stream_calls_are_joined_into_one_model_call(server: ModelSer
     x = np.zeros((1, 64), np.float32)
     results: List[int] = []
     callers = [threading.Thread(target=lambda: results.append(
-        predict_within(server, [x], TIMEOUT, batched=True).model_version)) for _ in range(3)]
+        submit_within(server, [x], TIMEOUT).model_version)) for _ in range(3)]
     for t in callers:
         t.start()
     deadline = time.monotonic() + TIMEOUT
-    while server.worker.queued < 3 and time.monotonic() < deadline:  # the worker has no event
+    while server.executor.queued < 3 and time.monotonic() < deadline:  # the worker has no event
         threading.Event().wait(0.01)                                # for "queued": poll it
-    assert server.worker.queued == 3
+    assert server.executor.queued == 3
     release.set()
     for t in callers:
         t.join(TIMEOUT)
@@ -81,6 +81,6 @@ def test_a_stream_call_to_a_busy_model_times_out_with_a_message(server: ModelSer
     release = _hold(server)
     try:
         with pytest.raises(ModelTimeout, match="did not answer within ~timeout = 0.2 s"):
-            predict_within(server, [np.zeros((1, 64), np.float32)], 0.2, batched=True)
+            submit_within(server, [np.zeros((1, 64), np.float32)], 0.2)
     finally:
         release.set()

@@ -242,12 +242,12 @@ def test_requests_that_arrive_together_are_answered_in_order_each_with_its_own_r
     answered: List[Any] = []
     free = threading.Event()
     if model_thread == "always":  # the model thread busy until all have queued
-        node.server.worker.submit(lambda: free.wait(WAIT))
+        node.server.executor.exclusive(lambda: free.wait(WAIT))
     caller = threading.Thread(target=lambda: answered.extend(
         ros.services["~predict"].handle_many(requests)))
     caller.start()
     deadline = time.monotonic() + WAIT  # until the requests that will queue have queued
-    while model_thread == "always" and node.server.worker.queued < 4 and time.monotonic() < deadline:
+    while model_thread == "always" and node.server.executor.queued < 4 and time.monotonic() < deadline:
         time.sleep(0.01)
     free.set()
     caller.join(WAIT)

@@ -19,9 +19,9 @@ from ml_bridge.backends.tensorflow.graph import FrozenGraphModel  # noqa: E402
 from ml_bridge.backends.tensorflow.model import KerasModel  # noqa: E402
 from ml_bridge.core.datasets import digits  # noqa: E402
 from ml_bridge.core.errors import CheckpointError, ModelLoadError  # noqa: E402
+from ml_bridge.core.execution import ModelThread, WorkerResult  # noqa: E402
 from ml_bridge.core.model import BackendModel, ModelOptions  # noqa: E402
 from ml_bridge.core.training import Callback, TrainConfig  # noqa: E402
-from ml_bridge.core.worker import ModelWorker, WorkerResult  # noqa: E402
 
 #: Keras warns while it tries to load another model's weights, before it raises.
 KERAS_MISMATCH_WARNING = pytest.mark.filterwarnings("ignore:Skipping nested container")
@@ -56,15 +56,15 @@ def mlp() -> KerasModel:
 
 def _predict_from_threads(model: BackendModel, batches: List[np.ndarray],
                           max_batch: int = 1) -> List[WorkerResult]:
-    """Every batch submitted from its own thread, all at once, through one ModelWorker."""
-    worker = ModelWorker(model.capture_context(), lambda x: (model.predict(x), 1),
+    """Every batch submitted from its own thread, all at once, through one ModelThread."""
+    worker = ModelThread(model.capture_context(), lambda x: (model.predict(x), 1),
                          max_batch=max_batch)
     futures: List[Future[WorkerResult]] = [Future()] * len(batches)
     barrier = threading.Barrier(len(batches))
 
     def submit(i: int) -> None:
         barrier.wait(timeout=10)
-        futures[i] = worker.predict([batches[i]])
+        futures[i] = worker.submit([batches[i]])
 
     threads = [threading.Thread(target=submit, args=(i,)) for i in range(len(batches))]
     for t in threads:

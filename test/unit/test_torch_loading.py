@@ -12,9 +12,9 @@ from ml_bridge.backends.torch import TorchModel, load_model, save_torchscript
 from ml_bridge.core import registry
 from ml_bridge.core.datasets import Dataset
 from ml_bridge.core.errors import ModelLoadError
+from ml_bridge.core.execution import ModelThread
 from ml_bridge.core.model import ModelOptions
 from ml_bridge.core.spec import TensorSpec
-from ml_bridge.core.worker import ModelWorker
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
@@ -263,13 +263,13 @@ def test_torchscript_from_8_threads_through_the_model_thread(scripted_digits: st
     model = load_model(scripted_digits, ModelOptions())
     chunks = np.array_split(heldout.inputs[0], 8)
     expected = [model.predict([c])[0] for c in chunks]  # the in-process call, in main
-    worker = ModelWorker(model.capture_context(), lambda xs: (model.predict(xs), 1))
+    worker = ModelThread(model.capture_context(), lambda xs: (model.predict(xs), 1))
     results: List[np.ndarray] = [np.empty(0)] * 8
     barrier = threading.Barrier(8)
 
     def caller(i: int) -> None:
         barrier.wait(10)
-        results[i] = worker.predict([chunks[i]]).result(30).outputs[0]
+        results[i] = worker.submit([chunks[i]]).result(30).outputs[0]
 
     threads = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
     try:

@@ -1,7 +1,7 @@
 """The interface every backend's model implements. Framework-neutral.
 
 A BackendModel is only ever called with its backend's context restored, and never by two
-predictions at once (:mod:`ml_bridge.core.worker`: on the model thread, or on a caller's thread
+predictions at once (:mod:`ml_bridge.core.execution`: on the model thread, or on a caller's thread
 holding the model lock); training runs on a *copy* (:meth:`BackendModel.clone`), so the
 served model keeps answering meanwhile.
 """

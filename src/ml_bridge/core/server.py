@@ -1,4 +1,4 @@
-"""ModelServer: one served model, its model thread, training, checkpoints and recorded data.
+"""ModelServer: one served model, its executor, training, checkpoints and recorded data.
 
 This is the Python API of ml_bridge; the ROS node is a thin layer over it::
 
@@ -13,7 +13,6 @@ What a result means (class ids, masks, clips, objects) is the pipelines' busines
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -23,7 +22,9 @@ from ml_bridge.core.checkpoints import CheckpointStore
 from ml_bridge.core.context import Context
 from ml_bridge.core.datasets import Dataset
 from ml_bridge.core.errors import CheckpointError, DatasetError, InputError, TrainingError
+from ml_bridge.core.execution import ModelExecutor, WorkerResult, make_executor
 from ml_bridge.core.model import BackendModel, ModelOptions, ModelStamp
+from ml_bridge.core.prediction import ModelInfo, Prediction
 from ml_bridge.core.resolve import DatasetResolver
 from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS, TensorSpec, validate_inputs
 from ml_bridge.core.targets import canonical_targets
@@ -35,42 +36,12 @@ from ml_bridge.core.training import (
     TrainConfig,
     TrainResult,
 )
-from ml_bridge.core.worker import ModelWorker, WorkerResult, runs_inline
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Prediction:
-    """Outputs of one predict call and the model that produced them."""
-
-    outputs: List[np.ndarray]
-    model: ModelStamp        # labels, output names, version: of the model that ran
-    inference_ms: float
-
-    @property
-    def model_version(self) -> int:
-        """Version of the model that produced the outputs."""
-        return self.model.version
-
-
-@dataclass
-class ModelInfo:
-    """What ``~info`` reports."""
-
-    backend: str
-    framework_version: str
-    device: str
-    model: str
-    model_version: int
-    inputs: List[TensorSpec]
-    outputs: List[TensorSpec]
-    labels: List[str]
-    training: bool
-
-
 class ModelServer:
-    """Serves one model from one model thread; trains copies of it and swaps them in."""
+    """Serves one model through one executor; trains copies of it and swaps them in."""
 
     def __init__(self, model: BackendModel, context: Context, max_batch: int = 1,
                  checkpoint_dir: str = "", data_root: str = "",
@@ -82,17 +53,18 @@ class ModelServer:
         cleanly is served, with its version. After each save, checkpoints older than the
         newest ``keep_checkpoints`` are deleted (0 keeps all). ``model_thread`` (auto, always,
         never): whether :meth:`predict` may run on the caller's thread when the model is idle
-        (:func:`ml_bridge.core.worker.runs_inline`; auto: yes for CPU models).
+        (:func:`ml_bridge.core.execution.make_executor`; auto: yes for CPU models).
         """
         self.context = context
         self.max_elements = max_elements
         self.datasets = DatasetResolver(data_root)
-        # (model, stamp) are swapped together, as one tuple, by the model thread.
+        # (model, stamp) are swapped together, as one tuple, between two model calls.
         self._served: Tuple[BackendModel, ModelStamp] = (model, ModelStamp.of(model, 1))
         self._train_lock = threading.Lock()
         self._training = False
-        self.worker = ModelWorker(context, self._run, max_batch=max_batch,
-                                  inline=runs_inline(model_thread, model.device))
+        #: How model calls run (chosen here, once); every call and swap goes through it.
+        self.executor: ModelExecutor = make_executor(context, self._run, max_batch, model_thread,
+                                                     model.device)
         self.checkpoints = (CheckpointStore(checkpoint_dir, model.source, model.checkpoint_suffix,
                                             keep=keep_checkpoints)
                             if checkpoint_dir else None)
@@ -137,11 +109,13 @@ class ModelServer:
         model, stamp = self._served  # read once: one call never mixes two models
         return model.predict(inputs), stamp
 
+    def _validated(self, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
+        return validate_inputs([np.asarray(a) for a in inputs], self.model.inputs,
+                               self.max_elements)
+
     def predict_async(self, inputs: Sequence[np.ndarray]) -> "Callable[[Optional[float]], Prediction]":
-        """Validates and queues a request; returns a function that waits for the Prediction."""
-        model = self.model
-        arrays = validate_inputs([np.asarray(a) for a in inputs], model.inputs, self.max_elements)
-        future = self.worker.predict(arrays)
+        """Validates and submits a request; returns a function that waits for the Prediction."""
+        future = self.executor.submit(self._validated(inputs))
 
         def wait(timeout: Optional[float] = None) -> Prediction:
             return self._finish(future.result(timeout))
@@ -150,17 +124,26 @@ class ModelServer:
     def predict(self, inputs: Sequence[np.ndarray], timeout: Optional[float] = None) -> Prediction:
         """Runs the model on ``inputs`` (batch first); any thread may call.
 
-        When the model is idle and ``model_thread`` allows it, the call runs on this thread
-        (context restored); otherwise it waits on the model thread, micro-batched with
-        concurrent requests, for at most ``timeout`` seconds.
+        Where it runs is the executor's (``model_thread``): on this thread with the context
+        restored, or on the model thread; either way micro-batched with concurrent requests
+        and waiting at most ``timeout`` seconds.
 
         Raises:
             InputError: the inputs do not fit the model's input specs.
             ModelCallError: the framework raised while running the model.
         """
-        model = self.model
-        arrays = validate_inputs([np.asarray(a) for a in inputs], model.inputs, self.max_elements)
-        return self._finish(self.worker.run(arrays, timeout))
+        return self._finish(self.executor.predict(self._validated(inputs), timeout))
+
+    def defer(self, inputs: Sequence[np.ndarray], timeout: Optional[float] = None
+              ) -> Callable[[], Prediction]:
+        """Validates a request now; returns its call as a function that returns the
+        Prediction, for a caller with several requests: defer all, then call each
+        (:meth:`ModelExecutor.defer`: joined where the executor joins them).
+
+        Raises:
+            InputError: the inputs do not fit the model's input specs (at once).
+        """
+        return self.executor.defer(self._validated(inputs), timeout, self._finish)
 
     def predict_image(self, image: np.ndarray, timeout: Optional[float] = None) -> Prediction:
         """Runs the model's image preprocessing (gray H x W or RGB H x W x 3, uint8), then predict."""
@@ -243,7 +226,7 @@ class ModelServer:
         native = [c for c in callbacks if not isinstance(c, Callback)]
         if should_stop is not None:
             ours.append(StopCheck(should_stop))
-        copy = self.worker.submit(served.clone).result()
+        copy = self.executor.exclusive(served.clone).result()
         start = time.perf_counter()
         with self.context:
             result = copy.fit(train, validation, config, CallbackList(ours), native_callbacks=native)
@@ -265,7 +248,7 @@ class ModelServer:
         if self.checkpoints is not None:
             with self.context:
                 checkpoint = self.checkpoints.save(new_version, copy.save_checkpoint)
-        version = self.worker.submit(lambda: self._swap(copy, new_version)).result()
+        version = self.executor.exclusive(lambda: self._swap(copy, new_version)).result()
         if self.checkpoints is not None:
             self.checkpoints.prune(version)  # after the swap: the served file is kept
         how = "stopped; kept" if result.stopped else "trained"
@@ -274,7 +257,7 @@ class ModelServer:
                            f"{time.perf_counter() - start:.1f} s; serving version {version}")
 
     def _swap(self, model: BackendModel, version: int) -> int:
-        """Runs on the model thread, between two calls: the next call uses the new weights."""
+        """Runs between two model calls (ModelExecutor.exclusive): the next uses the new weights."""
         self._served = (model, ModelStamp.of(model, version))
         return version
 
@@ -290,15 +273,21 @@ class ModelServer:
                                       "from a diverged run)")
             candidate[:] = [fresh]
 
-        found = self.worker.submit(lambda: self.checkpoints.load_newest(load)).result()  # type: ignore[union-attr]
+        found = self.executor.exclusive(lambda: self.checkpoints.load_newest(load)).result()  # type: ignore[union-attr]
         if found is not None:
             version, path = found
             self._served = (candidate[0], ModelStamp.of(candidate[0], version))
             log.info("serving checkpoint %s (version %d)", path, version)
 
     def close(self) -> None:
-        """Stops the model thread."""
-        self.worker.close()
+        """Closes the executor: calls accepted are finished, its threads joined."""
+        self.executor.close()
+
+    def __enter__(self) -> "ModelServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _one_sample(array: np.ndarray, spec: TensorSpec) -> np.ndarray:

@@ -1,10 +1,9 @@
 """One model call from the ROS layer, with the ``~timeout`` every caller (service, streams) honours.
 
-A call that waits longer than ``~timeout`` for the model thread gets the same message
-everywhere: ``~predict`` replies with it, a stream skips the frame and warns with it.
+A call that waits longer than ``~timeout`` for the model gets the same message everywhere:
+``~predict`` replies with it, a stream skips the frame and warns with it.
 """
 import concurrent.futures
-import time
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -23,43 +22,34 @@ def timeout_message(timeout: Optional[float]) -> str:
 
 
 def predict_within(server: ModelServer, inputs: Sequence[np.ndarray],
-                   timeout: Optional[float], batched: bool = False) -> Prediction:
-    """``server.predict(inputs, timeout)``, with a timeout raised as :class:`ModelTimeout`.
-
-    ``batched``: always through the model thread's queue, where requests that arrive together
-    are joined into one call (the image streams: frames of several cameras are micro-batched,
-    and a model that hangs times the frame out). Otherwise an idle CPU model runs the call on
-    this thread (``~model_thread``), the fastest path for single ``~predict`` requests.
+                   timeout: Optional[float]) -> Prediction:
+    """``server.predict(inputs, timeout)`` (where it runs is the executor's), with a timeout
+    raised as :class:`ModelTimeout`.
 
     Raises:
         ModelTimeout: the model did not answer within ``timeout`` seconds.
         MLBridgeError: anything :meth:`ModelServer.predict` raises.
     """
-    if batched:
-        return predict_queued(server, inputs, timeout)()
-    try:
-        return server.predict(inputs, timeout=timeout)
-    except concurrent.futures.TimeoutError as err:  # its str() is empty: say what happened
-        raise ModelTimeout(timeout_message(timeout)) from err
+    return _named(server.predict, inputs, timeout)
 
 
-def predict_queued(server: ModelServer, inputs: Sequence[np.ndarray],
-                   timeout: Optional[float]) -> Callable[[], Prediction]:
-    """Validates ``inputs`` and queues the call on the model thread now; the function returned
-    waits for its Prediction until ``timeout`` seconds after the call was queued (however late
-    it is called). Requests queued together before any is waited on are joined into
-    micro-batches.
+def submit_within(server: ModelServer, inputs: Sequence[np.ndarray],
+                  timeout: Optional[float]) -> Prediction:
+    """The call submitted (:meth:`ModelServer.predict_async`), then waited for at most
+    ``timeout`` seconds: the streams' calls. Calls submitted together are joined into
+    micro-batches (frames of several cameras share calls), and a model that hangs times the
+    frame out without holding the stream's thread.
 
     Raises:
-        MLBridgeError: the inputs are invalid (at once), or the call failed (when waited on;
-            a timeout as :class:`ModelTimeout`).
+        ModelTimeout: the model did not answer within ``timeout`` seconds.
+        MLBridgeError: the inputs are invalid, or the call failed.
     """
-    wait = server.predict_async(inputs)
-    deadline = None if timeout is None else time.monotonic() + timeout
+    return _named(lambda arrays, wait: server.predict_async(arrays)(wait), inputs, timeout)
 
-    def result() -> Prediction:
-        try:
-            return wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        except concurrent.futures.TimeoutError as err:  # its str() is empty: say what happened
-            raise ModelTimeout(timeout_message(timeout)) from err
-    return result
+
+def _named(call: Callable[[Sequence[np.ndarray], Optional[float]], Prediction],
+           inputs: Sequence[np.ndarray], timeout: Optional[float]) -> Prediction:
+    try:
+        return call(inputs, timeout)
+    except concurrent.futures.TimeoutError as err:  # its str() is empty: say what happened
+        raise ModelTimeout(timeout_message(timeout)) from err

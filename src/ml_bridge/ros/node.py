@@ -5,6 +5,7 @@ fake one; every callback runs with the captured framework context restored. Imag
 through streams (:mod:`ml_bridge.ros.streams`): one per camera, each running the pipeline
 chosen by ``~pipeline`` on a thread of its own.
 """
+import concurrent.futures
 import functools
 import struct
 import time
@@ -30,7 +31,7 @@ from ml_bridge.ros.conversions import (
     check_tensor_count,
     tensors_to_arrays,
 )
-from ml_bridge.ros.model_call import predict_queued, predict_within
+from ml_bridge.ros.model_call import timeout_message
 from ml_bridge.ros.rules import RosRules
 from ml_bridge.ros.samples import SampleRecorder
 from ml_bridge.ros.service_loop import LoopedService
@@ -107,15 +108,14 @@ class MLBridgeNode:
     # -- services -----------------------------------------------------------------------------
     def handle_predicts(self, requests: List[PredictRequest]) -> List[PredictResponse]:
         """The ~predict requests that arrived together: one thread serves every connection
-        (:class:`LoopedService`). An idle CPU model (``~model_thread`` inline) runs them one
-        after the other on that thread, each call cheaper than a hand-off; otherwise all are
-        queued before any is waited on, so that the model thread joins them into micro-batches.
+        (:class:`LoopedService`). All are deferred (:meth:`ModelServer.defer`) before any is
+        answered, so that the executor can join them into micro-batches.
         """
         start = time.perf_counter()  # each request's latency counts from its arrival
-        if len(requests) == 1 or self.server.worker.inline:
-            return [self.handle_predict(req, start) for req in requests]
-        queued = [(req, self._queue(req)) for req in requests]
-        return [self._respond(start, req, call) for req, call in queued]
+        if len(requests) == 1:
+            return [self.handle_predict(requests[0], start)]
+        calls = [self._defer(req) for req in requests]
+        return [self._respond(start, req, call) for req, call in zip(requests, calls)]
 
     def screen_predict(self, body: bytes) -> Optional[PredictResponse]:
         """Answers a ~predict request from its bytes when it holds the wrong number of tensors
@@ -128,25 +128,23 @@ class MLBridgeNode:
             check_tensor_count(_COUNT.unpack_from(body)[0], len(self.server.model.inputs))
         except ConversionError as err:
             self.stats.record((time.perf_counter() - start) * 1000.0, False)
-            return PredictResponse(success=False, message=str(err),
-                                   model_version=self.server.version)
+            return self._refused(str(err))
         return None
 
     def handle_predict(self, req: PredictRequest, start: Optional[float] = None) -> PredictResponse:
         """Runs the model on the request's tensors; bad requests get success=false."""
         start = time.perf_counter() if start is None else start
-        return self._respond(start, req, lambda: predict_within(
-            self.server, self._arrays(req), self.config.timeout))
+        return self._respond(start, req, self._defer(req))
 
     def _arrays(self, req: PredictRequest) -> List[np.ndarray]:
         """The request's tensors as arrays, their count and sizes checked first."""
         return tensors_to_arrays(req.inputs, len(self.server.model.inputs),
                                  self.config.max_elements)
 
-    def _queue(self, req: PredictRequest) -> Callable[[], Prediction]:
-        """Queues the request on the model thread; what waits for it (or raises its error)."""
+    def _defer(self, req: PredictRequest) -> Callable[[], Prediction]:
+        """The request's call (:meth:`ModelServer.defer`), or what raises its error."""
         try:
-            return predict_queued(self.server, self._arrays(req), self.config.timeout)
+            return self.server.defer(self._arrays(req), self.config.timeout)
         except Exception as err:  # bad input: raised again, and answered, in its turn
             return functools.partial(_raise, err)
 
@@ -161,14 +159,18 @@ class MLBridgeNode:
                                    arrays_to_tensors(pred.outputs, pred.model.output_names,
                                                      use_values),
                                    classes.class_ids, classes.scores, classes.labels)
-        except MLBridgeError as err:  # a timeout too (ModelTimeout), with its message
-            resp = PredictResponse(success=False, message=str(err), model_version=self.server.version)
+        except concurrent.futures.TimeoutError:  # its str() is empty: say what happened
+            resp = self._refused(timeout_message(self.config.timeout))
+        except MLBridgeError as err:
+            resp = self._refused(str(err))
         except Exception as err:  # reported to the caller and logged; the node keeps serving
             rospy.logerr("predict failed: %s: %s", type(err).__name__, err)
-            resp = PredictResponse(success=False, message=f"internal error: {type(err).__name__}: "
-                                   f"{err}", model_version=self.server.version)
+            resp = self._refused(f"internal error: {type(err).__name__}: {err}")
         self.stats.record((time.perf_counter() - start) * 1000.0, resp.success)
         return resp
+
+    def _refused(self, message: str) -> PredictResponse:
+        return PredictResponse(success=False, message=message, model_version=self.server.version)
 
     def handle_info(self, _req: GetInfoRequest) -> GetInfoResponse:
         """What is served."""

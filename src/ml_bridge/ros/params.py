@@ -15,10 +15,10 @@ import rospy
 from ml_bridge.core import allocator, registry
 from ml_bridge.core.datasets import check_name
 from ml_bridge.core.errors import DatasetError, MLBridgeError
+from ml_bridge.core.execution import MODEL_THREAD_MODES
 from ml_bridge.core.model import ModelOptions
 from ml_bridge.core.server import ModelServer
 from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS
-from ml_bridge.core.worker import MODEL_THREAD_MODES
 from ml_bridge.ros import tcpros_patch
 from ml_bridge.ros.master_watch import MasterWatch
 from ml_bridge.ros.node import MLBridgeNode, NodeConfig

@@ -17,7 +17,7 @@ from ml_bridge.pipelines.base import Frame, Pipeline, Result
 from ml_bridge.pipelines.stream import Stream
 from ml_bridge.ros import sinks
 from ml_bridge.ros.conversions import image_to_array
-from ml_bridge.ros.model_call import predict_within
+from ml_bridge.ros.model_call import submit_within
 
 if TYPE_CHECKING:
     from ml_bridge.ros.detections import DetectionsSubscriber
@@ -106,8 +106,8 @@ class RosStream:
 
     @staticmethod
     def _predict(server: ModelServer, inputs: List[Any], timeout: float) -> Prediction:
-        # Through the queue: frames of several cameras that arrive together share one call.
-        return predict_within(server, inputs, timeout, batched=True)  # a timeout skips the frame
+        # Submitted: frames of several cameras that arrive together share one call.
+        return submit_within(server, inputs, timeout)  # a timeout skips the frame
 
     def _on_image(self, msg: Image) -> None:
         self.stream.push(msg)  # converted on the stream's thread, only if it is processed

@@ -1,43 +1,33 @@
-"""The model thread: model calls run one at a time, with the captured context restored.
+"""The model-thread executor: model calls run one at a time on one thread, context restored.
 
 GPU frameworks want one model driven from one thread, never concurrently. Callers get a
-:class:`concurrent.futures.Future`; errors come back through it. Concurrent predict requests
+:class:`concurrent.futures.Future`; errors come back through it. Requests waiting together
 whose inputs agree in everything but the batch dimension are concatenated into one call of at
 most ``max_batch`` rows (dynamic micro-batching: only what is already waiting is batched, so
-an idle server adds no latency) and the outputs are split back.
-
-With ``inline`` (CPU models, see ``~model_thread``), :meth:`ModelWorker.run` skips the hand-off:
-the call runs on the caller's thread (:class:`ml_bridge.core.inline.InlineCalls`), with the
-context restored there, holding the model lock; requests that arrive meanwhile are joined
-there into micro-batches. Jobs (clone, swap) still run on the model thread, holding the same
-lock, so they fall between two calls; while one is queued or running, inline callers queue
-behind it (and are micro-batched there). Either way at most one model call runs at any time.
+an idle server adds no latency) and the outputs are split back. Jobs
+(:meth:`ModelThread.exclusive`: clone, swap) run on the same thread, between two calls.
 """
 import collections
 import logging
 import threading
-import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable, Deque, List, Optional, Tuple, TypeVar, Union, cast
 
 import numpy as np
 
-from ml_bridge.core.batching import WorkerResult, batch_key, run_requests
 from ml_bridge.core.context import Context
-from ml_bridge.core.errors import InputError, MLBridgeError, ModelCallError
-from ml_bridge.core.inline import InlineCalls, context_failure
+from ml_bridge.core.execution.base import (
+    ModelExecutor,
+    PredictFn,
+    WorkerStopped,
+    context_failure,
+    timed_call,
+)
+from ml_bridge.core.execution.batching import WorkerResult, batch_key, run_requests
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-#: Values of ``~model_thread``: where a request runs when the model is idle.
-MODEL_THREAD_MODES = ("auto", "always", "never")
-#: Runs the served model on validated inputs: returns (outputs, what served them), the
-#: latter read with the outputs, during the call (ModelServer passes a ModelStamp).
-PredictFn = Callable[[List[np.ndarray]], Tuple[List[np.ndarray], Any]]
-
-__all__ = ["MODEL_THREAD_MODES", "ModelWorker", "PredictFn", "WorkerResult", "WorkerStopped",
-           "runs_inline"]
 
 
 @dataclass
@@ -58,50 +48,29 @@ class _Job:
 _Delivery = Tuple["Future[Any]", Any, Optional[BaseException]]
 
 
-def runs_inline(model_thread: str, device: str) -> bool:
-    """Whether a request that finds the model idle runs on the caller's thread.
+class ModelThread(ModelExecutor):
+    """One thread that runs model calls and jobs with the captured context restored.
 
-    ``always``: no, every call goes through the model thread. ``never``: yes, on any device.
-    ``auto``: yes for CPU models (the hand-off costs more than a small model's call, and CPU
-    frameworks keep no per-thread state the context does not restore); no on a GPU, whose
-    streams and per-thread handles were not measured safe to drive from many threads.
-
-    Raises:
-        InputError: ``model_thread`` is not one of MODEL_THREAD_MODES.
+    ``model_lock`` is held by whoever runs the model and ``state_lock`` guards the queue; an
+    executor that also runs calls elsewhere (:class:`~ml_bridge.core.execution.inline.InlineExecutor`)
+    passes its own, so that both sides see one state under one lock.
     """
-    mode = (model_thread or "auto").strip().lower()
-    if mode not in MODEL_THREAD_MODES:
-        raise InputError(f"~model_thread must be one of {', '.join(MODEL_THREAD_MODES)}, got "
-                         f"'{model_thread}' (auto: on the caller's thread for CPU models)")
-    if mode == "auto":
-        return "cpu" in (device or "cpu").lower()
-    return mode == "never"
-
-
-class WorkerStopped(MLBridgeError):
-    """The model thread has been stopped; no more calls are accepted."""
-
-
-class ModelWorker:
-    """One thread that runs model calls with the captured context restored (and, with
-    ``inline``, callers that find the model idle run their call themselves)."""
 
     def __init__(self, context: Context, predict_fn: PredictFn, max_batch: int = 1,
-                 name: str = "ml_bridge-model", inline: bool = False) -> None:
+                 name: str = "ml_bridge-model", model_lock: Optional[threading.Lock] = None,
+                 state_lock: Optional[threading.Lock] = None) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.context = context
         self.max_batch = max_batch
-        self.inline = inline
-        self._predict_fn = predict_fn
+        self._call = timed_call(predict_fn)
         self._queue: Deque[Union[_Predict, _Job]] = collections.deque()
-        self._cond = threading.Condition(threading.Lock())
-        self._model = threading.Lock()  # held by whoever runs the model: one call at a time
-        self._claimed = False  # the model thread has work in hand: inline callers queue behind it
-        self._inline = InlineCalls(context, self._model, self._call, max_batch)
+        self._cond = threading.Condition(state_lock or threading.Lock())
+        self._model = model_lock or threading.Lock()  # one model call at a time
+        self._claimed = False  # the thread has work in hand (guarded by the state lock)
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
+        self._thread.start()  # last: the loop reads everything above
 
     @property
     def thread(self) -> threading.Thread:
@@ -111,50 +80,29 @@ class ModelWorker:
     @property
     def queued(self) -> int:
         """Requests and jobs waiting for the model thread now."""
-        return len(self._queue)
+        with self._cond:
+            return len(self._queue)
 
-    @property
-    def waiting(self) -> int:
-        """Inline callers that left their request with the caller running the model, now."""
-        return self._inline.waiting
+    def has_work(self) -> bool:
+        """Whether a call made now would wait behind this thread's work (or the thread is
+        closed). The caller holds the state lock."""
+        return self._closed or self._claimed or bool(self._queue)
 
-    def run(self, inputs: List[np.ndarray], timeout: Optional[float] = None) -> WorkerResult:
-        """Runs a predict call on validated inputs and returns its result.
-
-        Inline, with no job queued or running: on this thread, once the model is free (waiting
-        at most ``timeout`` seconds for it). Otherwise queued (and micro-batched) like
-        :meth:`predict`, waiting at most ``timeout`` seconds for the result.
-
-        Raises:
-            WorkerStopped: the worker is closed.
-            MLBridgeError: the model call failed (ModelCallError wraps framework errors).
-            concurrent.futures.TimeoutError: the model was not free, or a queued call not
-                finished, within ``timeout``.
-        """
-        # Read without the condition's lock (single reads are atomic): a job queued at this
-        # very moment may be passed by this call, which arrived with it; it still runs between
-        # two calls, never inside one.
-        if self.inline and not self._queue and not self._claimed:
-            if self._closed:
-                raise WorkerStopped("the model thread has stopped (node shutting down)")
-            return self._inline.run(inputs, timeout)
-        return self.predict(inputs).result(timeout)
-
-    def predict(self, inputs: List[np.ndarray]) -> "Future[WorkerResult]":
-        """Queues a predict call on validated inputs (batch dimension first)."""
+    def submit(self, inputs: List[np.ndarray]) -> "Future[WorkerResult]":
+        """Queues a call on validated inputs (batch dimension first)."""
         rows, key = batch_key(inputs)
         item = _Predict(inputs, Future(), key, rows)
         self._put(item)
         return item.future
 
-    def submit(self, fn: Callable[[], T]) -> "Future[T]":
-        """Queues any callable to run on the model thread with the context restored."""
+    def exclusive(self, fn: Callable[[], T]) -> "Future[T]":
+        """Queues any callable to run on the model thread, between two calls."""
         job = _Job(fn, Future())
         self._put(job)
         return job.future
 
     def close(self, timeout: Optional[float] = 10.0) -> None:
-        """Stops the thread after the calls already queued; fails later calls."""
+        """Stops the thread after the calls already queued; refuses later calls."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
@@ -199,7 +147,8 @@ class ModelWorker:
     def _release(self) -> None:
         """The model thread's turn is over: the model is free, inline calls may go again."""
         self._model.release()
-        self._claimed = False
+        with self._cond:
+            self._claimed = False
 
     def _loop(self) -> None:
         while True:
@@ -240,13 +189,3 @@ class ModelWorker:
             return [(job.future, job.fn(), None)]
         except BaseException as err:  # delivered to the caller, who decides
             return [(job.future, None, err)]
-
-    def _call(self, inputs: List[np.ndarray]) -> Tuple[List[np.ndarray], Any, float]:
-        start = time.perf_counter()
-        try:
-            outputs, version = self._predict_fn(inputs)
-        except MLBridgeError:
-            raise
-        except Exception as err:
-            raise ModelCallError(f"the model raised {type(err).__name__}: {err}") from err
-        return outputs, version, (time.perf_counter() - start) * 1000.0

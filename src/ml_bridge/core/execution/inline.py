@@ -1,25 +1,35 @@
-"""Model calls on the callers' threads (``~model_thread`` inline), one at a time, joined when busy.
+"""The inline executor: model calls on the callers' threads, one at a time, joined when busy.
 
 A caller that finds the model idle leads: it restores the framework context on its own thread,
 takes the model lock and runs its request. Callers that arrive meanwhile leave their request
 with it and sleep on a lock of their own; when its call is done, the leader runs everything
-left with it as one micro-batch (:func:`ml_bridge.core.batching.run_requests`), answers each,
-does the same once more for what arrived meanwhile, and then makes the first caller still
-waiting the next leader. The model runs back to back while the callers wake, and each waiting
-request costs one sleep and one wake-up (README, Performance).
+left with it as one micro-batch (:func:`ml_bridge.core.execution.batching.run_requests`),
+answers each, does the same once more for what arrived meanwhile, and then makes the first
+caller still waiting the next leader. The model runs back to back while the callers wake, and
+each waiting request costs one sleep and one wake-up.
+
+What cannot run on a caller's thread (:meth:`InlineExecutor.submit`, whose caller does not
+wait; jobs such as a swap) goes to a :class:`ModelThread` that shares the model lock; while it
+has work queued or in hand, blocking calls queue behind it too (and are micro-batched there).
 """
 import concurrent.futures
+import functools
 import logging
 import threading
-from typing import List, Optional
+from concurrent.futures import Future
+from typing import Callable, List, Optional, TypeVar
 
 import numpy as np
 
-from ml_bridge.core.batching import CallFn, WorkerResult, batch_key, run_requests
 from ml_bridge.core.context import Context
 from ml_bridge.core.errors import MLBridgeError, ModelCallError
+from ml_bridge.core.execution.base import ModelExecutor, PredictFn, context_failure, timed_call
+from ml_bridge.core.execution.batching import CallFn, WorkerResult, batch_key, run_requests
+from ml_bridge.core.execution.model_thread import ModelThread
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: States of a request left with the leader (:class:`_Slot`).
 _PENDING, _TAKEN, _LEAD, _DONE = range(4)
@@ -53,13 +63,16 @@ class _Slot:
 class InlineCalls:
     """Runs requests on the callers' threads under ``model_lock`` with ``context`` entered."""
 
-    def __init__(self, context: Context, model_lock: threading.Lock, call: CallFn,
-                 max_batch: int) -> None:
+    def __init__(self, context: Context, model_lock: threading.Lock, state_lock: threading.Lock,
+                 call: CallFn, max_batch: int, queue_instead: Callable[[], bool]) -> None:
+        """``queue_instead`` says, with ``state_lock`` held, whether a call must queue
+        elsewhere (:meth:`run` then returns None)."""
         self.context = context
         self.max_batch = max_batch
-        self._model = model_lock  # shared with the model thread's jobs
+        self._model = model_lock  # shared with the model thread
         self._call = call
-        self._lock = threading.Lock()  # guards the three below
+        self._queue_instead = queue_instead
+        self._lock = state_lock  # guards the three below (and the model thread's queue)
         self._leading = False  # a caller leads: it holds (or waits for) the model lock
         self._pending: List[_Slot] = []  # requests left with the leader
         self._waiting = 0  # callers waiting for their result (or to lead)
@@ -67,11 +80,13 @@ class InlineCalls:
     @property
     def waiting(self) -> int:
         """Callers that left their request with the leader and wait now."""
-        return self._waiting
+        with self._lock:
+            return self._waiting
 
-    def run(self, inputs: List[np.ndarray], timeout: Optional[float]) -> WorkerResult:
+    def run(self, inputs: List[np.ndarray], timeout: Optional[float]) -> Optional[WorkerResult]:
         """Runs the request on this thread (it leads), or leaves it with the leader and waits
-        for its result (or to be made the next leader).
+        for its result (or to be made the next leader); None (nothing run) when
+        ``queue_instead()`` holds.
 
         Raises:
             MLBridgeError: the model call failed (ModelCallError wraps framework errors).
@@ -79,6 +94,8 @@ class InlineCalls:
         """
         slot: Optional[_Slot] = None
         with self._lock:
+            if self._queue_instead():
+                return None
             if self._leading:
                 slot = _Slot(inputs)
                 self._pending.append(slot)
@@ -86,16 +103,10 @@ class InlineCalls:
             else:
                 self._leading = True
         if slot is None:  # the model was idle: this call first, then what arrived meanwhile
-            try:
-                return self._run_own(inputs, timeout)
-            finally:
-                self._hand_on()
+            return self._run_own(inputs, timeout)
         self._follow(slot, timeout)
-        if slot.state == _LEAD:
-            try:
-                self._run_led(slot.batch, timeout)
-            finally:
-                self._hand_on()
+        if slot.state == _LEAD:  # set before its ready lock was released: read after acquiring it
+            self._run_led(slot.batch, timeout)
         if slot.error is not None:
             raise slot.error
         assert slot.result is not None
@@ -103,8 +114,9 @@ class InlineCalls:
 
     def _run_own(self, inputs: List[np.ndarray], timeout: Optional[float]) -> WorkerResult:
         """The leader's own call, holding the model lock with the context restored on this
-        thread; then, as one batch, the requests left with it meanwhile."""
+        thread; then, as one batch, the requests left with it meanwhile; then the lead ends."""
         result: Optional[WorkerResult] = None
+        leading = True
         try:
             with self.context:
                 if not self._model.acquire(blocking=False) and \
@@ -112,8 +124,10 @@ class InlineCalls:
                     raise Busy(f"the model was busy for longer than {timeout:g} s")
                 try:
                     result = WorkerResult(*self._call(inputs))
-                    if self._pending:  # a hint, read without the lock; taken with it
-                        self._serve(self._take_pending())
+                    batch = self._next()
+                    leading = bool(batch)
+                    if leading:
+                        self._serve(batch)
                 finally:
                     self._model.release()
         except (MLBridgeError, Busy):
@@ -123,6 +137,9 @@ class InlineCalls:
             if result is None:
                 raise failure from err
             log.error("%s", failure)  # the call was answered; leaving the context failed
+        finally:
+            if leading:
+                self._hand_on()
         assert result is not None  # every other way out of the try raised
         return result
 
@@ -140,8 +157,10 @@ class InlineCalls:
 
     def _run_led(self, batch: List[_Slot], timeout: Optional[float]) -> None:
         """A promoted caller's turn: ``batch`` (its own request among them), then what arrived
-        meanwhile, holding the model lock with the context restored on this thread."""
+        meanwhile, holding the model lock with the context restored on this thread; then the
+        lead ends."""
         held = False
+        leading = True
         try:
             with self.context:
                 held = self._model.acquire(timeout=lock_timeout(timeout))
@@ -151,8 +170,9 @@ class InlineCalls:
                         each.deliver(None, busy)
                     return
                 self._serve(batch)
-                if self._pending:
-                    batch = self._take_pending()
+                batch = self._next()
+                leading = bool(batch)
+                if leading:
                     self._serve(batch)
         except Exception as err:  # entering or leaving the context failed
             failure = context_failure(err)
@@ -164,6 +184,8 @@ class InlineCalls:
         finally:
             if held:
                 self._model.release()
+            if leading:
+                self._hand_on()
 
     def _serve(self, batch: List[_Slot]) -> None:
         """Runs ``batch`` (the model lock held, the context entered) and answers every slot."""
@@ -175,9 +197,13 @@ class InlineCalls:
                 if each.state != _DONE:
                     each.deliver(None, ModelCallError("the batch this request was in failed"))
 
-    def _take_pending(self) -> List[_Slot]:
+    def _next(self) -> List[_Slot]:
+        """The requests left with the leader meanwhile, taken; or none, and the lead given up
+        (in the same turn of the lock: a request left later finds no leader and leads)."""
         with self._lock:
             batch, self._pending = self._pending, []
+            if not batch:
+                self._leading = False
             for each in batch:
                 each.state = _TAKEN
             return batch
@@ -201,9 +227,65 @@ def lock_timeout(timeout: Optional[float]) -> float:
     return -1 if timeout is None else max(timeout, 0.0)
 
 
-def context_failure(err: BaseException) -> ModelCallError:
-    """The error a caller gets when restoring or leaving the framework context failed."""
-    failure = ModelCallError(f"restoring or leaving the framework context failed: "
-                             f"{type(err).__name__}: {err}")
-    failure.__cause__ = err
-    return failure
+class InlineExecutor(ModelExecutor):
+    """Blocking calls on the callers' threads (:class:`InlineCalls`); submitted calls and jobs
+    on a model thread (:class:`ModelThread`). Both hold one model lock: one call at a time."""
+
+    def __init__(self, context: Context, predict_fn: PredictFn, max_batch: int = 1,
+                 name: str = "ml_bridge-model") -> None:
+        model_lock, state_lock = threading.Lock(), threading.Lock()
+        # Its thread touches nothing of InlineCalls: it may start first.
+        self._thread = ModelThread(context, predict_fn, max_batch, name, model_lock, state_lock)
+        self._calls = InlineCalls(context, model_lock, state_lock, timed_call(predict_fn),
+                                  max_batch, self._thread.has_work)
+
+    @property
+    def thread(self) -> threading.Thread:
+        """The model thread (submitted calls and jobs)."""
+        return self._thread.thread
+
+    @property
+    def queued(self) -> int:
+        """Requests and jobs waiting for the model thread now."""
+        return self._thread.queued
+
+    @property
+    def waiting(self) -> int:
+        """Callers that left their request with the caller running the model, now."""
+        return self._calls.waiting
+
+    def predict(self, inputs: List[np.ndarray], timeout: Optional[float] = None) -> WorkerResult:
+        """Runs the call on this thread once the model is free (waiting at most ``timeout``
+        seconds for it), or, while the model thread has work, behind that work.
+
+        Raises:
+            WorkerStopped: the executor is closed.
+            MLBridgeError: the model call failed (ModelCallError wraps framework errors).
+            concurrent.futures.TimeoutError: no result within ``timeout``.
+        """
+        result = self._calls.run(inputs, timeout)
+        if result is None:
+            return self.submit(inputs).result(timeout)
+        return result
+
+    def defer(self, inputs: List[np.ndarray], timeout: Optional[float],
+              then: Callable[[WorkerResult], R]) -> Callable[[], R]:
+        """The call, run on the caller's thread when the function returned is called: one
+        after the other costs less than any hand-off."""
+        return functools.partial(self._predict_then, inputs, timeout, then)
+
+    def _predict_then(self, inputs: List[np.ndarray], timeout: Optional[float],
+                      then: Callable[[WorkerResult], R]) -> R:
+        return then(self.predict(inputs, timeout))
+
+    def submit(self, inputs: List[np.ndarray]) -> "Future[WorkerResult]":
+        """Queues the call on the model thread (its caller does not wait to run it)."""
+        return self._thread.submit(inputs)
+
+    def exclusive(self, fn: Callable[[], T]) -> "Future[T]":
+        """Queues ``fn`` on the model thread, between two calls (inline ones included)."""
+        return self._thread.exclusive(fn)
+
+    def close(self, timeout: Optional[float] = 10.0) -> None:
+        """Refuses later calls; the model thread ends after what it holds."""
+        self._thread.close(timeout)
