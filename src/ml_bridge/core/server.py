@@ -60,8 +60,7 @@ class ModelServer:
         self.datasets = DatasetResolver(data_root)
         # (model, stamp) are swapped together, as one tuple, between two model calls.
         self._served: Tuple[BackendModel, ModelStamp] = (model, ModelStamp.of(model, 1))
-        self._train_lock = threading.Lock()
-        self._training = False
+        self._train_lock = threading.Lock()  # held for a whole training run
         #: How model calls run (chosen here, once); every call and swap goes through it.
         self.executor: ModelExecutor = make_executor(context, self._run, max_batch, model_thread,
                                                      model.device)
@@ -96,14 +95,14 @@ class ModelServer:
     @property
     def training(self) -> bool:
         """True while a training run is in progress."""
-        return self._training
+        return self._train_lock.locked()
 
     def info(self) -> ModelInfo:
         """What is served, for ``~info``."""
         model, stamp = self._served
         return ModelInfo(model.backend, model.framework_version(), model.device, model.describe(),
                          stamp.version, list(model.inputs), list(model.outputs),
-                         list(model.labels), self._training)
+                         list(model.labels), self.training)
 
     def _run(self, inputs: List[np.ndarray]) -> Tuple[List[np.ndarray], ModelStamp]:
         model, stamp = self._served  # read once: one call never mixes two models
@@ -203,10 +202,8 @@ class ModelServer:
         if not self._train_lock.acquire(blocking=False):
             raise TrainingError("a training run is already in progress; wait for it or stop it")
         try:
-            self._training = True
             return self._fit(dataset, config, callbacks, should_stop)
         finally:
-            self._training = False
             self._train_lock.release()
 
     def _fit(self, dataset: Union[str, Dataset], config: TrainConfig, callbacks: Sequence[Any],
