@@ -15,7 +15,7 @@ keras = pytest.importorskip("keras")
 import tf_factories  # noqa: E402
 
 from ml_bridge.backends.tensorflow import devices, framework_version, load_model  # noqa: E402
-from ml_bridge.backends.tensorflow.graph import FrozenGraphModel  # noqa: E402
+from ml_bridge.backends.tensorflow.export import FrozenGraphModel  # noqa: E402
 from ml_bridge.backends.tensorflow.model import KerasModel  # noqa: E402
 from ml_bridge.core.datasets import digits  # noqa: E402
 from ml_bridge.core.errors import CheckpointError, ModelLoadError  # noqa: E402

@@ -12,7 +12,7 @@ pytest.importorskip("tensorflow")
 
 from tensorflow.python.framework.func_graph import FuncGraph
 
-from ml_bridge.backends.tensorflow.traces import _gradient_registry
+from ml_bridge.backends.tensorflow.trainer import _gradient_registry
 from ml_bridge.core.server import ModelServer
 
 

@@ -8,7 +8,8 @@ a backend or a pipeline imports no framework until it is asked for.
 
 This module also holds the backend registry (:data:`BACKENDS`): each backend module provides
 ``load_model(source, options) -> BackendModel``, ``framework_version() -> str``,
-``devices() -> List[str]`` and ``set_threads(n)``.
+``devices() -> List[str]``, ``set_threads(n)`` and ``probe(try_import)`` (what ``doctor``
+reports); see :mod:`ml_bridge.backends` for the modules every backend package has.
 """
 import importlib
 import sys
@@ -178,7 +179,8 @@ def canonical(name: str) -> str:
 
 
 def load(name: str) -> ModuleType:
-    """Imports and returns the backend module (the framework is imported here, not before)."""
+    """Imports and returns the backend module; its framework is imported by the first call
+    that needs it (a missing framework raises BackendError there)."""
     key = canonical(name)
     try:
         return BACKENDS.get(key)

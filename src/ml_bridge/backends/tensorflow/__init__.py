@@ -1,154 +1,51 @@
-"""The TensorFlow/Keras backend: ``load_model``, ``framework_version``, ``devices``.
+"""The TensorFlow/Keras backend: what :data:`ml_bridge.core.registry.BACKENDS` hands out for
+``tensorflow`` (also ``tf``, ``keras``).
 
-Accepted model sources, tried in this order:
-
-* a built-in name: ``digits_mlp``, ``image_cnn``;
-* an existing path: a ``.keras`` file (Keras 3, loaded with ``safe_mode=True``, so Lambda
-  layers carrying Python bytecode are refused), a SavedModel directory, or a frozen GraphDef
-  ``.pb`` (needs ``input_tensor`` and ``output_tensor``);
-* ``package.module:callable``: a factory returning a ``keras.Model`` or a
-  :class:`~ml_bridge.core.model.ModelBundle`.
-
-``options.labels`` overrides the model's labels; a model with labels is a classifier. Models
-loaded from files have no labels of their own. ``options.extra`` may hold
-``outputs_probabilities`` ("true" when output 0 already holds probabilities; .keras files
-ending in a softmax are detected) and, for SavedModels, ``signature``.
+Its modules are those of every backend (see :mod:`ml_bridge.backends`): ``core`` (``capture``,
+devices, version, threads), ``model`` (:class:`KerasModel`), ``specs`` (spec inference),
+``loading`` (``load_model``; the accepted sources are listed there), ``export`` (frozen
+GraphDefs and SavedModels, served inference-only), ``trainer`` (``model.fit`` driven by the
+neutral callbacks, and the release of each run's traced step) and ``builtins``. This module
+imports no TensorFlow: the names below import it on first use.
 """
-import os
-import re
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, List
 
-from ml_bridge.core.errors import MLBridgeError, ModelLoadError
-from ml_bridge.core.factory import import_factory, is_factory
-from ml_bridge.core.model import BackendModel, ModelBundle, ModelOptions
+from ml_bridge.backends import Probe, TryImport, lazy_exports
 
-from .core import capture, devices, framework_version, parse_device
+if TYPE_CHECKING:
+    from ml_bridge.backends.tensorflow.core import (
+        capture,
+        devices,
+        framework_version,
+        parse_device,
+        set_threads,
+    )
+    from ml_bridge.backends.tensorflow.loading import load_model
+    from ml_bridge.backends.tensorflow.model import KerasModel
 
-__all__ = ["capture", "devices", "framework_version", "load_model", "set_threads"]
+#: How to install TensorFlow (as requirements.txt pins it).
+INSTALL = "optional: pip install -r requirements.txt (tensorflow-cpu==2.21.0)"
 
-_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-_FORMS = ("a built-in name ({builtins}), a .keras file, a SavedModel directory, a frozen "
-          "GraphDef .pb file (with input_tensor and output_tensor), or a package.module:callable "
-          "factory returning a keras.Model or a ModelBundle")
+__all__: List[str] = ["KerasModel", "capture", "devices", "framework_version", "load_model",
+                      "parse_device", "probe", "set_threads"]
 
-
-def set_threads(threads: int) -> None:
-    """Runs TensorFlow's CPU operators on ``threads`` threads (intra-op) in this process.
-
-    Raises:
-        MLBridgeError: TensorFlow has already started its thread pools (set it first).
-    """
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-    except RuntimeError as err:
-        raise MLBridgeError(f"TensorFlow's threads cannot be set any more: {err} (set them "
-                            "before the first model is loaded)") from err
+__getattr__ = lazy_exports(__name__, "tensorflow", {
+    "capture": ".core", "devices": ".core", "framework_version": ".core",
+    "parse_device": ".core", "set_threads": ".core", "load_model": ".loading",
+    "KerasModel": ".model"})
 
 
-def _accepted() -> str:
-    from .builtins import BUILTINS
-
-    return _FORMS.format(builtins=", ".join(sorted(BUILTINS)))
-
-
-def _flag(options: ModelOptions, key: str) -> Optional[bool]:
-    value = options.extra.get(key, "").strip().lower()
-    return None if not value else value in ("1", "true", "yes", "on")
-
-
-def load_model(source: str, options: ModelOptions) -> BackendModel:
-    """Loads a model for serving and training on ``options.device``.
-
-    Raises:
-        ModelLoadError: unknown name, missing or unreadable file, unsafe content, wrong tensor
-            names, or a device TensorFlow does not have; the message names the cause and
-            the accepted forms.
-    """
-    import tensorflow as tf
-
-    from .builtins import BUILTINS
-
-    device = parse_device(options.device)
-    source = source.strip()
-    if source in BUILTINS:
-        with tf.device(device):
-            return _from_bundle(BUILTINS[source](), source, device, options, BUILTINS[source])
-    if os.path.exists(source):
-        return _from_path(source, device, options)
-    if is_factory(source):
-        factory = import_factory(source)
-        with tf.device(device):
-            try:
-                built = factory()
-            except MLBridgeError:
-                raise
-            except Exception as err:
-                raise ModelLoadError(f"factory {source} raised {type(err).__name__}: "
-                                     f"{err}") from err
-            return _from_bundle(built, source, device, options, factory)
-    raise ModelLoadError(f"cannot load '{source}': no such built-in model, file or directory, "
-                         f"and not a package.module:callable. Use {_accepted()}.")
-
-
-def _from_bundle(built: Any, source: str, device: str, options: ModelOptions,
-                 rebuild: Callable[[], Any]) -> BackendModel:
-    from .model import KerasModel
-
-    bundle = built if isinstance(built, ModelBundle) else ModelBundle(model=built)
-    probabilities = _flag(options, "outputs_probabilities")
-    return KerasModel(
-        bundle.model, source, device, labels=list(options.labels or bundle.labels),
-        outputs_probabilities=(bundle.outputs_probabilities if probabilities is None
-                               else probabilities),
-        preprocess_image=bundle.preprocess_image, loss=bundle.loss,
-        optimizer=bundle.optimizer, metrics=bundle.metrics, batch_size=bundle.batch_size,
-        learning_rate=bundle.learning_rate, rebuild=rebuild, image_format=bundle.image_format)
-
-
-def _from_path(path: str, device: str, options: ModelOptions) -> BackendModel:
-    from .graph import FrozenGraphModel, SavedModelModel
-
-    probabilities = _flag(options, "outputs_probabilities")
-    if os.path.isdir(path):
-        if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-            raise ModelLoadError(f"directory {path} is not a SavedModel (no saved_model.pb in "
-                                 f"it). Use {_accepted()}.")
-        return SavedModelModel(path, device, options.extra.get("signature", "serving_default"),
-                               options.input_tensor, options.output_tensor,
-                               labels=options.labels, outputs_probabilities=bool(probabilities))
-    if path.endswith(".keras"):
-        return _load_keras_file(path, device, options, probabilities)
-    if path.endswith(".pb"):
-        return FrozenGraphModel(path, device, options.input_tensor, options.output_tensor,
-                                labels=options.labels, outputs_probabilities=bool(probabilities))
-    raise ModelLoadError(f"cannot load {path}: the tensorflow backend reads .keras files, "
-                         f"SavedModel directories and frozen .pb GraphDefs. Use {_accepted()}.")
-
-
-def _load_keras_file(path: str, device: str, options: ModelOptions,
-                     probabilities: Optional[bool]) -> BackendModel:
-    import keras
-    import tensorflow as tf
-
-    from .model import KerasModel
-
-    def load() -> Any:
-        # safe_mode refuses Lambda layers with pickled bytecode and other code in the config;
-        # compile=False: training compiles afresh, so no saved optimizer or loss is revived.
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
-
-    with tf.device(device):
-        try:
-            model = load()
-        except Exception as err:  # Keras raises ValueError, TypeError, OSError, zip errors
-            raise ModelLoadError(f"cannot load {path}: {type(err).__name__}: "
-                                 f"{str(err).strip()[:1000]}") from err
-        if probabilities is None:
-            last = model.layers[-1] if getattr(model, "layers", None) else None
-            activation = getattr(last, "activation", None)
-            probabilities = getattr(activation, "__name__", "") == "softmax"
-        return KerasModel(model, path, device, labels=list(options.labels),
-                          outputs_probabilities=probabilities, rebuild=load)
-
+def probe(try_import: TryImport) -> Probe:
+    """TensorFlow's version and the devices it sees, or why it does not import (for ``doctor``)."""
+    tf, err = try_import("tensorflow")
+    if tf is None:
+        return Probe("tensorflow", error=err, install=INSTALL)
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    if gpus:
+        devices = "CPU, " + ", ".join(gpus)
+    elif tf.test.is_built_with_cuda():
+        devices = ("CPU (no GPU visible to this CUDA-capable build; for one: nvidia-smi, "
+                   "CUDA_VISIBLE_DEVICES)")
+    else:
+        devices = "CPU (CPU-only build)"
+    return Probe("tensorflow", str(tf.__version__), devices)

@@ -1,4 +1,4 @@
-"""TensorFlow's thread-local state: device names, and the context captured in main.
+"""TensorFlow's thread-local state: device names, threads, and the context captured in main.
 
 TensorFlow keeps the default graph, the default session, the device scope and (in graph
 mode) Keras 2's backend session per thread. A rospy callback thread starts with none of what
@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Type
 import tensorflow as tf
 
 from ml_bridge.core.context import Context
-from ml_bridge.core.errors import ModelLoadError
+from ml_bridge.core.errors import MLBridgeError, ModelLoadError
 
 _DEVICE = re.compile(r"^(?:/?(?:device:)?)(cpu|gpu|cuda)(?::(\d+))?$", re.IGNORECASE)
 
@@ -242,3 +242,16 @@ def devices() -> List[str]:
     """The device names this backend accepts here: "cpu" and "cuda:N" per visible GPU."""
     gpus = tf.config.list_physical_devices("GPU")
     return ["cpu"] + [f"cuda:{i}" for i in range(len(gpus))]
+
+
+def set_threads(threads: int) -> None:
+    """Runs TensorFlow's CPU operators on ``threads`` threads (intra-op) in this process.
+
+    Raises:
+        MLBridgeError: TensorFlow has already started its thread pools (set it first).
+    """
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError as err:
+        raise MLBridgeError(f"TensorFlow's threads cannot be set any more: {err} (set them "
+                            "before the first model is loaded)") from err

@@ -24,7 +24,7 @@ from ml_bridge.core.vision import ImageFormat
 
 from . import trainer
 from .core import capture
-from .traces import released_traces
+from .specs import first_line, input_specs, output_specs, zero_batch
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -93,9 +93,9 @@ class KerasModel(BackendModel):
         self._rebuild = rebuild
         self.image_format = image_format
         if specs is None:
-            self.inputs = _input_specs(model, source)
+            self.inputs = input_specs(model, source)
             self._call = self._compile_call()
-            self.outputs = _output_specs(model, self.inputs, self._call)
+            self.outputs = output_specs(model, self.inputs, self._call)
         else:
             self.inputs, self.outputs = list(specs[0]), list(specs[1])
             self._call = self._compile_call()
@@ -139,7 +139,7 @@ class KerasModel(BackendModel):
                                         f"keras.models.clone_model failed ({err})") from err
                 copy = _unwrap(self._rebuild())
                 if len(copy.weights) != len(weights):  # variables are made on the first call
-                    zeros = _zeros(self.inputs)
+                    zeros = zero_batch(self.inputs)
                     copy(zeros[0] if len(zeros) == 1 else zeros, training=False)
                 copy.set_weights(weights)
         return KerasModel(copy, self.source, self.device, self.labels, self.outputs_probabilities,
@@ -158,8 +158,7 @@ class KerasModel(BackendModel):
             callbacks: the neutral callbacks (progress, stop requests).
             native_callbacks: ``keras.callbacks.Callback`` objects passed to ``model.fit``.
         """
-        with released_traces():  # each run's traced step would otherwise stay in memory
-            return trainer.fit(self, train, validation, config, callbacks, native_callbacks)
+        return trainer.fit(self, train, validation, config, callbacks, native_callbacks)
 
     def check_targets(self, dataset: Dataset) -> None:
         """Raises DatasetError if the dataset's inputs or targets do not fit this model."""
@@ -236,7 +235,7 @@ class KerasModel(BackendModel):
         except Exception as err:  # h5py and Keras raise many types for one cause: a bad file
             self.model.set_weights(before)  # a failed load may have assigned some layers
             raise CheckpointError(f"cannot load checkpoint {path}: {type(err).__name__}: "
-                                  f"{_first_line(err)}") from err
+                                  f"{first_line(err)}") from err
 
     def weights_finite(self) -> bool:
         """False if any floating-point weight (variables and non-trainable state) is NaN or inf."""
@@ -256,11 +255,6 @@ class KerasModel(BackendModel):
 def _unwrap(built: Any) -> Any:
     """The keras.Model of a factory's result (a model or a ModelBundle)."""
     return getattr(built, "model", built)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else ""
 
 
 def _check_weights_file(path: str, suffix: str, n_weights: int) -> None:
@@ -294,52 +288,3 @@ def _check_weights_file(path: str, suffix: str, n_weights: int) -> None:
     if count[0] != n_weights:
         raise CheckpointError(f"checkpoint {path} holds {count[0]} weight arrays; this model has "
                               f"{n_weights}: it was saved from a different model")
-
-
-def _shape(shape: Any) -> Tuple[int, ...]:
-    return tuple(-1 if d is None else int(d) for d in shape)
-
-
-def _input_specs(model: keras.Model, source: str) -> List[TensorSpec]:
-    inputs = getattr(model, "inputs", None)  # functional and Sequential models
-    if inputs:
-        return [TensorSpec(str(getattr(t, "name", "") or f"input_{i}"), str(t.dtype),
-                           _shape(t.shape)) for i, t in enumerate(inputs)]
-    # A subclassed model built by build(shape) or by a first call records its input shapes.
-    shapes = getattr(model, "_build_shapes_dict", None) or {}
-    if len(shapes) == 1:
-        shape = next(iter(shapes.values()))
-        if isinstance(shape, (tuple, list)) and all(isinstance(d, (int, type(None)))
-                                                   for d in shape):
-            return [TensorSpec("input", "float32", (-1,) + _shape(shape[1:]))]
-    raise ModelLoadError(f"cannot tell the input shape of {source}: define it with keras.Input "
-                         "(functional or Sequential), or build a subclassed model with "
-                         "model.build((None, ...)) before returning it")
-
-
-def _zeros(specs: List[TensorSpec]) -> List[tf.Tensor]:
-    """A zero batch of one row (free dimensions of size 1) per input."""
-    return [tf.zeros([1 if d < 0 else d for d in s.shape], dtype=s.dtype) for s in specs]
-
-
-def _output_specs(model: keras.Model, inputs: List[TensorSpec],
-                  call: Callable[..., List[tf.Tensor]]) -> List[TensorSpec]:
-    # One call on a zero batch gives shapes and dtypes for every kind of model, and traces
-    # the compiled call now rather than on the first request.
-    zeros = _zeros(inputs)
-    try:
-        outs = call(*zeros)
-    except Exception as err:
-        raise ModelLoadError(f"the model fails on a zero input shaped "
-                             f"{[z.shape.as_list() for z in zeros]}: {type(err).__name__}: "
-                             f"{_first_line(err)}") from err
-    names = list(getattr(model, "output_names", None) or [])
-    if len(names) != len(outs):
-        names = [f"output_{i}" for i in range(len(outs))]
-    symbolic = getattr(model, "outputs", None) or []
-    specs = []
-    for i, out in enumerate(outs):
-        shape = (_shape(symbolic[i].shape) if len(symbolic) == len(outs)
-                 else (-1,) + tuple(out.shape[1:]))
-        specs.append(TensorSpec(names[i], out.dtype.name, shape))
-    return specs

@@ -4,19 +4,82 @@ The neutral callbacks ride on ``model.fit`` through :class:`_Forward`, a Keras c
 stop request is polled after every batch; when it is true, :class:`_Stop` is raised from the
 batch hook, which leaves Keras's epoch loop at once: the rest of the epoch, its validation
 pass and its ``on_epoch_end`` never run (``model.stop_training`` would wait for all three).
+
+Loss, metrics and keep_partial follow :mod:`ml_bridge.core.policy`; :func:`_loss_and_metrics`
+translates the policy into Keras's losses and metrics.
+
+What TensorFlow keeps, process-wide, of every run's traced step is released after the run
+(:func:`released_traces`). Every goal trains a fresh copy of the served model, so Keras traces a
+new train step each time, and two process-wide tables would keep them all, for good:
+
+- the gradient registry: the optimizer sums gradients with ``ReplicaContext.all_reduce``,
+  a ``tf.custom_gradient``; traced in graph mode, each one registers a ``CustomGradient-<n>``
+  gradient function that is never unregistered and whose closure holds the whole traced
+  train-step graph;
+- the eager context's kernel cache: kernels instantiated for the run's functions and dataset
+  ops stay cached after the functions themselves are gone.
+
+Once a run is over nothing differentiates its step again, so both are dropped after each run.
 """
-from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
+import logging
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.eager import context
+from tensorflow.python.framework import ops
 
 from ml_bridge.core.datasets import Dataset
 from ml_bridge.core.errors import TrainingError
+from ml_bridge.core.policy import (
+    ACCURACY,
+    CROSS_ENTROPY,
+    MEAN_IOU,
+    PIXEL_ACCURACY,
+    OutputPolicy,
+    PartialWeights,
+    output_policies,
+    per_pixel_targets,
+)
 from ml_bridge.core.training import Callback, FitResult, Logs, TrainConfig
 
 if TYPE_CHECKING:
     from .model import KerasModel
+
+log = logging.getLogger(__name__)
+
+_CUSTOM_GRADIENT = "CustomGradient-"
+
+
+def _gradient_registry() -> Optional[Dict[str, Any]]:
+    """TensorFlow's gradient function table (private), or None if this version has none."""
+    table = getattr(getattr(ops, "_gradient_registry", None), "_registry", None)
+    return table if isinstance(table, dict) else None
+
+
+@contextmanager
+def released_traces() -> Iterator[None]:
+    """Around one training run: forgets the custom gradients it registered and cached kernels.
+
+    Only registrations made while the run traced are removed, so it assumes nothing else in
+    the process traces a ``tf.custom_gradient`` it will differentiate later, at the same time
+    (ml_bridge's model thread only calls functions traced before the run).
+    """
+    registry = _gradient_registry()
+    if registry is None:
+        log.debug("no tf gradient registry in this TensorFlow: traced steps are not released")
+    before = set(registry) if registry is not None else set()
+    try:
+        yield
+    finally:
+        if registry is not None:
+            for name in list(registry):  # a copy: another thread may register meanwhile
+                if name not in before and name.startswith(_CUSTOM_GRADIENT):
+                    registry.pop(name, None)
+        # Kernels are reference-counted: one running on another thread stays valid.
+        context.context().clear_kernel_cache()
 
 
 class _Stop(Exception):
@@ -36,21 +99,19 @@ def _floats(logs: Optional[dict]) -> Logs:
 class _Forward(keras.callbacks.Callback):
     """Forwards Keras's hooks to a neutral Callback and polls its stop request."""
 
-    def __init__(self, callbacks: Callback, keep_partial: bool) -> None:
+    def __init__(self, callbacks: Callback, partial: PartialWeights[List[np.ndarray]]) -> None:
         super().__init__()
         self.callbacks = callbacks
-        self.keep_partial = keep_partial
+        self.partial = partial
         self.history: List[Logs] = []
         self.batches = 0
-        self.snapshot: Optional[List[np.ndarray]] = None
 
     def _poll(self) -> None:
         if self.callbacks.should_stop():
             raise _Stop()
 
     def on_train_begin(self, logs: Optional[dict] = None) -> None:
-        if self.keep_partial:
-            self.snapshot = self.model.get_weights()
+        self.partial.begin()
         self.callbacks.on_train_begin(_floats(logs))
 
     def on_train_end(self, logs: Optional[dict] = None) -> None:
@@ -61,8 +122,7 @@ class _Forward(keras.callbacks.Callback):
         self.callbacks.on_epoch_begin(epoch, _floats(logs))
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
-        if self.keep_partial:  # only then: a copy of every weight per epoch is not free
-            self.snapshot = self.model.get_weights()
+        self.partial.epoch_completed()
         epoch_logs = _floats(logs)
         self.history.append(epoch_logs)
         self.callbacks.on_epoch_end(epoch, epoch_logs)
@@ -98,45 +158,52 @@ def _optimizer(model: "KerasModel", learning_rate: float) -> Any:
                         "callable(learning_rate)")
 
 
-def _dense_metrics(model: "KerasModel") -> List[Any]:
-    """Per-pixel metrics: accuracy over pixels and mean IoU from the epoch's confusion matrix
-    (Keras accumulates it over the epoch and resets it at the next; the arg-max over the
-    class axis makes it work on logits and on probabilities alike)."""
-    spec = model.outputs[0].shape
-    classes = spec[-1] if spec[-1] > 0 else len(model.labels)
-    return [keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy"),
-            keras.metrics.MeanIoU(num_classes=classes, sparse_y_pred=False, name="mean_iou")]
+def _keras_loss(policy: OutputPolicy) -> Any:
+    if policy.loss == CROSS_ENTROPY:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=policy.from_logits)
+    return "mse"
+
+
+def _keras_metric(name: str, model: "KerasModel") -> Any:
+    """A metric of the policy in Keras. Per-pixel ones: Keras accumulates mean IoU's confusion
+    matrix over the epoch and resets it at the next; the arg-max over the class axis makes both
+    work on logits and on probabilities alike."""
+    if name == PIXEL_ACCURACY:
+        return keras.metrics.SparseCategoricalAccuracy(name=PIXEL_ACCURACY)
+    if name == MEAN_IOU:
+        spec = model.outputs[0].shape
+        classes = spec[-1] if spec[-1] > 0 else len(model.labels)
+        return keras.metrics.MeanIoU(num_classes=classes, sparse_y_pred=False, name=MEAN_IOU)
+    if name == ACCURACY:
+        return "accuracy"
+    raise TrainingError(f"the tensorflow backend has no metric '{name}'")
 
 
 def _loss_and_metrics(model: "KerasModel", dense: bool) -> Tuple[Any, Any]:
-    n_out = len(model.outputs)
-    if model.loss is not None:
-        loss = model.loss
-    elif model.is_classifier:
-        first = keras.losses.SparseCategoricalCrossentropy(
-            from_logits=not model.outputs_probabilities)
-        loss = first if n_out == 1 else [first] + ["mse"] * (n_out - 1)
-    else:
-        loss = "mse" if n_out == 1 else ["mse"] * n_out
+    """Keras's ``compile`` arguments: the model's own loss and metrics, else the policy's."""
+    policies = output_policies(model.is_classifier, model.outputs_probabilities,
+                               len(model.outputs), dense)
+    losses = [_keras_loss(p) for p in policies]
+    loss = model.loss if model.loss is not None else _one_or_list(losses)
+    per_output = [[_keras_metric(name, model) for name in p.metrics] for p in policies]
     if model.metrics:
         metrics: Any = list(model.metrics)
-    elif dense:
-        first_metrics = _dense_metrics(model)
-        metrics = first_metrics if n_out == 1 else [first_metrics] + [[]] * (n_out - 1)
-    elif model.is_classifier:
-        metrics = ["accuracy"] if n_out == 1 else [["accuracy"]] + [[]] * (n_out - 1)
+    elif any(per_output):
+        metrics = _one_or_list(per_output)
     else:
         metrics = None
     return loss, metrics
 
 
-def _one_or_list(arrays: List[np.ndarray]) -> Any:
-    return arrays[0] if len(arrays) == 1 else arrays
+def _one_or_list(items: List[Any]) -> Any:
+    return items[0] if len(items) == 1 else items
 
 
 def fit(model: "KerasModel", train: Dataset, validation: Optional[Dataset], config: TrainConfig,
         callbacks: Callback, native_callbacks: Sequence[Any] = ()) -> FitResult:
     """Trains ``model`` in place on this thread (call it with the model's context restored).
+
+    The run's traced step is released afterwards (:func:`released_traces`).
 
     Compiles with the model's optimizer, loss and metrics (default: Adam; sparse categorical
     cross-entropy on logits plus accuracy for classifiers, else mean squared error) and runs
@@ -153,6 +220,12 @@ def fit(model: "KerasModel", train: Dataset, validation: Optional[Dataset], conf
         TrainingError: invalid config, or Keras/TensorFlow failed while training.
         DatasetError: the data does not fit the model (raised before any training).
     """
+    with released_traces():  # each run's traced step would otherwise stay in memory
+        return _fit(model, train, validation, config, callbacks, native_callbacks)
+
+
+def _fit(model: "KerasModel", train: Dataset, validation: Optional[Dataset],
+         config: TrainConfig, callbacks: Callback, native_callbacks: Sequence[Any]) -> FitResult:
     config.validate()
     for native in native_callbacks:
         if not isinstance(native, keras.callbacks.Callback):
@@ -167,13 +240,15 @@ def fit(model: "KerasModel", train: Dataset, validation: Optional[Dataset], conf
     batch_size = config.batch_size or model.default_batch_size
     keras_model = model.model
     # Per-pixel targets ([N, H, W] class ids, checked against the output by prepare).
-    dense = model.is_classifier and y[0].ndim == 3
+    dense = per_pixel_targets(model.is_classifier, y[0].ndim)
     loss, metrics = _loss_and_metrics(model, dense)
     with tf.device(model.device):
         # No XLA: its compile time dominates the short runs a robot does, and it retraces.
         keras_model.compile(optimizer=_optimizer(model, learning_rate), loss=loss,
                             metrics=metrics, jit_compile=False)
-        forward = _Forward(callbacks, config.keep_partial)
+        partial = PartialWeights(config.keep_partial, keras_model.get_weights,
+                                 keras_model.set_weights)
+        forward = _Forward(callbacks, partial)
         stopped = False
         try:
             keras_model.fit(_one_or_list(x), _one_or_list(y), batch_size=batch_size,
@@ -190,8 +265,7 @@ def fit(model: "KerasModel", train: Dataset, validation: Optional[Dataset], conf
         callbacks.on_train_end(dict(last))
         for native in native_callbacks:  # Keras skips on_train_end when fit raises
             native.on_train_end(dict(last))
-        if config.keep_partial and forward.snapshot is not None:
-            keras_model.set_weights(forward.snapshot)
+        partial.restore()
     else:
         stopped = len(forward.history) < config.epochs  # a native callback stopped it
     return FitResult(epochs_completed=len(forward.history), stopped=stopped,

@@ -1,27 +1,51 @@
-"""The PyTorch backend: what :mod:`ml_bridge.core.registry` loads for ``backend:=torch``.
+"""The PyTorch backend: what :data:`ml_bridge.core.registry.BACKENDS` hands out for ``torch``.
 
-Modules (named as in the TensorFlow backend): ``core`` (context capture, devices),
-``model`` (TorchModel), ``trainer`` (the training loop), ``builtins`` (built-in models),
-``specs`` (spec inference) and ``loading`` (load_model).
+Its modules are those of every backend (see :mod:`ml_bridge.backends`): ``core``
+(:class:`TorchContext`, devices, version, threads), ``model`` (:class:`TorchModel`), ``specs``
+(spec inference for modules that declare none), ``loading`` (``load_model``), ``export``
+(TorchScript files with their metadata: ``save_torchscript``), ``trainer`` (the training loop)
+and ``builtins``. This module imports no torch: the names below import it on first use.
 """
-from typing import List
+from typing import TYPE_CHECKING, List
 
-import torch
+from ml_bridge.backends import Probe, TryImport, lazy_exports
 
-from ml_bridge.backends.torch.core import TorchContext, devices, parse_device
-from ml_bridge.backends.torch.loading import load_model, save_torchscript
-from ml_bridge.backends.torch.model import TorchModel
+if TYPE_CHECKING:
+    from ml_bridge.backends.torch.core import (
+        TorchContext,
+        devices,
+        framework_version,
+        parse_device,
+        set_threads,
+    )
+    from ml_bridge.backends.torch.export import save_torchscript
+    from ml_bridge.backends.torch.loading import load_model
+    from ml_bridge.backends.torch.model import TorchModel
 
-
-def framework_version() -> str:
-    """torch's version string, e.g. "2.3.1+cpu"."""
-    return str(torch.__version__)
-
-
-def set_threads(threads: int) -> None:
-    """Runs torch's CPU operators on ``threads`` threads (intra-op) in this process."""
-    torch.set_num_threads(threads)
-
+#: How to install torch (as requirements.txt pins it).
+INSTALL = "optional: pip install -r requirements.txt (torch==2.13.0, CPU)"
 
 __all__: List[str] = ["TorchContext", "TorchModel", "devices", "framework_version",
-                      "load_model", "parse_device", "save_torchscript", "set_threads"]
+                      "load_model", "parse_device", "probe", "save_torchscript", "set_threads"]
+
+__getattr__ = lazy_exports(__name__, "torch", {
+    "TorchContext": ".core", "devices": ".core", "framework_version": ".core",
+    "parse_device": ".core", "set_threads": ".core", "save_torchscript": ".export",
+    "load_model": ".loading", "TorchModel": ".model"})
+
+
+def probe(try_import: TryImport) -> Probe:
+    """torch's version and the devices it sees, or why it does not import (for ``doctor``)."""
+    torch, err = try_import("torch")
+    if torch is None:
+        return Probe("torch", error=err, install=INSTALL)
+    if torch.cuda.is_available():
+        gpus = [f"cuda:{i} ({torch.cuda.get_device_name(i)})"
+                for i in range(torch.cuda.device_count())]
+        devices = "cpu, " + ", ".join(gpus)
+    elif getattr(torch.version, "cuda", None) is None:
+        devices = "cpu (CPU-only build, no CUDA)"
+    else:
+        devices = (f"cpu (no GPU visible to this CUDA {torch.version.cuda} build; for one: "
+                   "nvidia-smi, CUDA_VISIBLE_DEVICES)")
+    return Probe("torch", str(torch.__version__), devices)

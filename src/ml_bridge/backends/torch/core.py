@@ -1,4 +1,4 @@
-"""Torch's thread-local state, captured once in main and restored on any thread.
+"""Torch's thread-local state, captured once in main and restored on any thread; devices.
 
 Grad mode, inference mode, the default device of :func:`torch.set_default_device`, autocast
 and CUDA's current device and stream all live in thread-local storage: a rospy callback
@@ -54,6 +54,16 @@ def parse_device(name: str) -> torch.device:
         raise ModelLoadError(f"device '{name}' does not exist: {count} CUDA device(s) visible "
                              f"(cuda:0 .. cuda:{count - 1})")
     return torch.device("cuda", index)
+
+
+def framework_version() -> str:
+    """torch's version string, e.g. "2.3.1+cpu"."""
+    return str(torch.__version__)
+
+
+def set_threads(threads: int) -> None:
+    """Runs torch's CPU operators on ``threads`` threads (intra-op) in this process."""
+    torch.set_num_threads(threads)
 
 
 def devices() -> List[str]:

@@ -4,9 +4,10 @@ One epoch shuffles the training set with a seeded generator (the same run twice 
 same weights), steps the optimizer once per batch and polls ``callbacks.should_stop()`` after
 every batch. Epochs passed to hooks are 0-based.
 
-Classifiers whose targets hold a class per pixel ([N, H, W] against scores [N, C, H, W]) train
-with per-pixel cross-entropy; their metrics, ``pixel_accuracy`` and ``mean_iou``, come from a
-confusion matrix accumulated over the whole epoch.
+Loss, metrics and keep_partial follow :mod:`ml_bridge.core.policy`; this module translates
+them to torch. Output 0 trains on the one target array; a class per pixel means targets [N, H, W]
+against scores [N, C, H, W], and ``pixel_accuracy`` and ``mean_iou`` come from a confusion
+matrix accumulated over the whole epoch.
 """
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
@@ -18,6 +19,17 @@ from ml_bridge.backends.torch.model import from_numpy, outputs_to_list
 from ml_bridge.core.datasets import Dataset
 from ml_bridge.core.errors import TrainingError
 from ml_bridge.core.metrics import mean_iou, pixel_accuracy
+from ml_bridge.core.policy import (
+    ACCURACY,
+    CROSS_ENTROPY,
+    MEAN_IOU,
+    MSE,
+    PIXEL_ACCURACY,
+    OutputPolicy,
+    PartialWeights,
+    output_policies,
+    per_pixel_targets,
+)
 from ml_bridge.core.training import Callback, FitResult, Logs, TrainConfig
 
 if TYPE_CHECKING:
@@ -45,7 +57,7 @@ class Trainer:
         self.callbacks = callbacks
         self.batch_size = config.batch_size or model.default_batch_size
         self.learning_rate = config.learning_rate or model.default_learning_rate
-        self.dense = False  # set by fit from the targets
+        self.policy = OutputPolicy(MSE)  # set by fit from the targets
 
     def fit(self, train: Dataset, validation: Optional[Dataset]) -> FitResult:
         """Runs up to ``config.epochs`` epochs; returns early (stopped) when asked to.
@@ -58,7 +70,9 @@ class Trainer:
         if validation is not None:
             model.check_targets(validation)
         # Per-pixel targets: [N, H, W] class ids (check_targets matched them to the output).
-        self.dense = model.is_classifier and train.targets[0].ndim == 3
+        dense = per_pixel_targets(model.is_classifier, train.targets[0].ndim)
+        self.policy = output_policies(model.is_classifier, model.outputs_probabilities, 1,
+                                      dense)[0]
         module = model.module
         params = [p for p in module.parameters() if p.requires_grad]
         factory = model.optimizer
@@ -66,8 +80,9 @@ class Trainer:
                      else torch.optim.Adam(params, lr=self.learning_rate))
         rng = np.random.default_rng(SHUFFLE_SEED)
         history: List[Logs] = []
-        keep = self.config.keep_partial
-        snapshot = _state_copy(module) if keep else None
+        partial = PartialWeights(self.config.keep_partial, lambda: _state_copy(module),
+                                 module.load_state_dict)
+        partial.begin()
         stopped = False
         # The restored context may hold inference mode or no-grad for serving; training
         # needs autograd whatever the calling thread's state.
@@ -83,11 +98,10 @@ class Trainer:
                     if validation is not None:
                         logs.update({f"val_{k}": v for k, v in self.evaluate(validation).items()})
                     history.append(logs)
-                    if keep:
-                        snapshot = _state_copy(module)
+                    partial.epoch_completed()
                     self.callbacks.on_epoch_end(epoch, dict(logs))
-                if stopped and keep and snapshot is not None:
-                    module.load_state_dict(snapshot)
+                if stopped:
+                    partial.restore()
             finally:
                 module.eval()
             self.callbacks.on_train_end(dict(history[-1]) if history else {})
@@ -154,23 +168,24 @@ class Trainer:
         return logs
 
     def _tally(self) -> Optional["_Tally"]:
-        if not self.model.is_classifier:
+        if not self.policy.metrics:
             return None
-        return _Tally(self.model.n_classes(), self.dense)
+        return _Tally(self.model.n_classes(), self.policy.per_pixel)
 
     def _target(self, target: np.ndarray) -> torch.Tensor:
-        if self.dense:
-            return from_numpy(np.ascontiguousarray(target, dtype=np.int64), self.model.torch_device)
-        if self.model.is_classifier:
-            return from_numpy(target.reshape(-1).astype(np.int64), self.model.torch_device)
-        return from_numpy(np.ascontiguousarray(target, dtype=np.float32), self.model.torch_device)
+        device = self.model.torch_device
+        if self.policy.loss != CROSS_ENTROPY:
+            return from_numpy(np.ascontiguousarray(target, dtype=np.float32), device)
+        if self.policy.per_pixel:
+            return from_numpy(np.ascontiguousarray(target, dtype=np.int64), device)
+        return from_numpy(target.reshape(-1).astype(np.int64), device)
 
     def _loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.model.loss is not None:
             return self.model.loss(output, target)
-        if not self.model.is_classifier:
+        if self.policy.loss != CROSS_ENTROPY:
             return F.mse_loss(output.float(), target)
-        if self.model.outputs_probabilities:
+        if not self.policy.from_logits:
             # Cross-entropy of probabilities: log first, as the model already applied softmax.
             return F.nll_loss(torch.log(output.float().clamp_min(1e-12)), target)
         return F.cross_entropy(output.float(), target)
@@ -194,19 +209,19 @@ class _Tally:
             hits = int((predicted == target).sum().item())
             self.correct += hits
             self.seen += int(target.numel())
-            return {"accuracy": hits / max(int(target.numel()), 1)}
+            return {ACCURACY: hits / max(int(target.numel()), 1)}
         pairs = target.reshape(-1) * self.classes + predicted.reshape(-1)
         counts = torch.bincount(pairs, minlength=self.classes * self.classes)
         batch = counts.cpu().numpy().reshape(self.classes, self.classes)
         self.confusion += batch
-        return {"pixel_accuracy": pixel_accuracy(batch)}
+        return {PIXEL_ACCURACY: pixel_accuracy(batch)}
 
     def logs(self) -> Logs:
         """The epoch's metrics."""
         if not self.dense:
-            return {"accuracy": self.correct / max(self.seen, 1)}
-        return {"pixel_accuracy": pixel_accuracy(self.confusion),
-                "mean_iou": mean_iou(self.confusion)}
+            return {ACCURACY: self.correct / max(self.seen, 1)}
+        return {PIXEL_ACCURACY: pixel_accuracy(self.confusion),
+                MEAN_IOU: mean_iou(self.confusion)}
 
 
 def _state_copy(module: torch.nn.Module) -> Dict[str, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Inference-only TensorFlow models: frozen GraphDefs (graph mode) and SavedModels.
+"""TensorFlow's serialized serving formats, served inference-only: frozen GraphDefs and SavedModels.
 
 A frozen GraphDef ``.pb`` is imported into its own ``tf.Graph`` and run by its own
 ``tf.compat.v1.Session``; its tensors are named by ``input_tensor`` / ``output_tensor``
@@ -23,27 +23,15 @@ from ml_bridge.core.errors import (
     TrainingError,
 )
 from ml_bridge.core.model import BackendModel
-from ml_bridge.core.spec import SUPPORTED_DTYPES, TensorSpec, validate_inputs
+from ml_bridge.core.spec import validate_inputs
 from ml_bridge.core.training import Callback, FitResult, TrainConfig
 
 from .core import capture
+from .specs import tensor_spec
 
 
 def _split(names: str) -> List[str]:
     return [n.strip() for n in names.split(",") if n.strip()]
-
-
-def _spec(name: str, dtype: tf.DType, shape: tf.TensorShape, what: str) -> TensorSpec:
-    np_name = np.dtype(dtype.as_numpy_dtype).name if dtype.is_numpy_compatible else dtype.name
-    if np_name not in SUPPORTED_DTYPES:
-        raise ModelLoadError(f"{what} '{name}' is {dtype.name}; ml_bridge carries only "
-                             f"{', '.join(SUPPORTED_DTYPES)}")
-    if shape.rank is None:
-        if what == "input":
-            raise ModelLoadError(f"input '{name}' has no known rank; freeze the graph with a "
-                                 "shaped placeholder, e.g. [None, 64]")
-        return TensorSpec(name, np_name, (-1,))  # unknown rank: shown as [-1]
-    return TensorSpec(name, np_name, tuple(-1 if d is None else int(d) for d in shape.as_list()))
 
 
 class _InferenceOnly(BackendModel):
@@ -139,8 +127,8 @@ class FrozenGraphModel(_InferenceOnly):
                                  f"{self._candidates()}")
         self._feeds = [self._tensor(n, "input_tensor") for n in _split(input_tensor)]
         self._fetches = [self._tensor(n, "output_tensor") for n in _split(output_tensor)]
-        self.inputs = [_spec(t.name, t.dtype, t.shape, "input") for t in self._feeds]
-        self.outputs = [_spec(t.name, t.dtype, t.shape, "output") for t in self._fetches]
+        self.inputs = [tensor_spec(t.name, t.dtype, t.shape, "input") for t in self._feeds]
+        self.outputs = [tensor_spec(t.name, t.dtype, t.shape, "output") for t in self._fetches]
         self.session = tf.compat.v1.Session(graph=self.graph)
         self.graph.finalize()  # nothing may add ops while sessions run it on other threads
         self._setup(path, device, labels, outputs_probabilities)
@@ -207,9 +195,9 @@ class SavedModelModel(_InferenceOnly):
         out_specs: Dict[str, tf.TensorSpec] = dict(self._fn.structured_outputs)
         self._in_names = self._order(in_specs, input_names, "input", path)
         self._out_names = self._order(out_specs, output_names, "output", path)
-        self.inputs = [_spec(n, in_specs[n].dtype, in_specs[n].shape, "input")
+        self.inputs = [tensor_spec(n, in_specs[n].dtype, in_specs[n].shape, "input")
                        for n in self._in_names]
-        self.outputs = [_spec(n, out_specs[n].dtype, out_specs[n].shape, "output")
+        self.outputs = [tensor_spec(n, out_specs[n].dtype, out_specs[n].shape, "output")
                         for n in self._out_names]
         self._setup(path, device, labels, outputs_probabilities)
 
