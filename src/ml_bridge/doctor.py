@@ -4,9 +4,11 @@ Every line is ``OK``, ``WARN`` (something optional is missing) or ``FAIL`` (some
 is broken) with what was found and, for faults, the fix. The exit code is non-zero iff a line
 is ``FAIL``.
 
-Each check is a function ``(Env) -> Result``. Modules are imported through ``Env.importer``,
-so a test can hand in a fake one (numpy 2, a cv2 whose import raises) without touching the
-real interpreter; imports are cached per Env, so the checks share them.
+Each check is a function ``(Env) -> Result``. The backends' lines come from the backends: each
+registered one (``ml_bridge.core.registry.BACKENDS``) is asked for its ``probe``, which imports
+its framework through the Env, so doctor itself imports no framework. Modules are imported
+through ``Env.importer``, so a test can hand in a fake one (numpy 2, a cv2 whose import raises)
+without touching the real interpreter; imports are cached per Env, so the checks share them.
 
 While a check runs, file descriptor 2 goes to /dev/null: TensorFlow's C++ logging (absl,
 oneDNN, CUDA probing) writes there directly, whatever TF_CPP_MIN_LOG_LEVEL says, and would
@@ -23,6 +25,9 @@ import xml.etree.ElementTree as ET
 import xmlrpc.client
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, TextIO, Tuple
+
+from ml_bridge.backends import Probe
+from ml_bridge.core.registry import BACKENDS
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 #: Words in an import error that mean "built against another numpy ABI".
@@ -66,6 +71,7 @@ class Env:
     version: Tuple[int, int, int] = tuple(sys.version_info[:3])  # type: ignore[assignment]
     master_timeout: float = 1.0
     _imports: Dict[str, Tuple[Any, Optional[BaseException]]] = field(default_factory=dict)
+    _probes: Dict[str, Probe] = field(default_factory=dict)
 
     def try_import(self, name: str) -> Tuple[Any, Optional[BaseException]]:
         """(module, None) or (None, the error); each name is imported once per Env."""
@@ -75,6 +81,12 @@ class Env:
             except Exception as err:  # reported by the check that asked, never dropped
                 self._imports[name] = (None, err)
         return self._imports[name]
+
+    def probe(self, backend: str) -> Probe:
+        """What ``backend``'s probe finds, importing through :meth:`try_import`; once per Env."""
+        if backend not in self._probes:
+            self._probes[backend] = BACKENDS.get(backend).probe(self.try_import)
+        return self._probes[backend]
 
 
 Check = Callable[[Env], Result]
@@ -216,48 +228,30 @@ def check_numpy(env: Env) -> Result:
     return Result(OK, subject, "cv2 and cv_bridge import under it")
 
 
-def check_torch(env: Env) -> Result:
-    """PyTorch (optional): version and the devices it sees."""
-    torch, err = env.try_import("torch")
-    if torch is None:
-        return Result(WARN, "torch", f"not importable ({_err(err)}); the torch backend is unavailable",
-                      "optional: pip install -r requirements.txt (torch==2.13.0, CPU)")
-    if torch.cuda.is_available():
-        gpus = [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
-        devices = "cpu, " + ", ".join(gpus)
-    elif getattr(torch.version, "cuda", None) is None:
-        devices = "cpu (CPU-only build, no CUDA)"
-    else:
-        devices = (f"cpu (no GPU visible to this CUDA {torch.version.cuda} build; for one: nvidia-smi, "
-                   "CUDA_VISIBLE_DEVICES)")
-    return Result(OK, f"torch {torch.__version__}", f"devices: {devices}")
+def backend_check(name: str) -> Check:
+    """The check of backend ``name``: what its ``probe`` found (its framework is optional)."""
+    def check(env: Env) -> Result:
+        found = env.probe(name)
+        err = found.error
+        if err is not None:
+            fix = NUMPY_FIX if "ml_dtypes" in str(err) or _numpy_abi_error(err) else found.install
+            return Result(WARN, found.framework, f"not importable ({_err(err)}); the {name} "
+                          "backend is unavailable", fix)
+        return Result(OK, f"{found.framework} {found.version}", f"devices: {found.devices}")
 
-
-def check_tensorflow(env: Env) -> Result:
-    """TensorFlow (optional): version and the devices it sees."""
-    tf, err = env.try_import("tensorflow")
-    if tf is None:
-        fix = "optional: pip install -r requirements.txt (tensorflow-cpu==2.21.0)"
-        if "ml_dtypes" in str(err):
-            fix = NUMPY_FIX
-        return Result(WARN, "tensorflow", f"not importable ({_err(err)}); the tensorflow backend is "
-                      "unavailable", fix)
-    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    if gpus:
-        devices = "CPU, " + ", ".join(gpus)
-    elif tf.test.is_built_with_cuda():
-        devices = "CPU (no GPU visible to this CUDA-capable build; for one: nvidia-smi, CUDA_VISIBLE_DEVICES)"
-    else:
-        devices = "CPU (CPU-only build)"
-    return Result(OK, f"tensorflow {tf.__version__}", f"devices: {devices}")
+    check.__name__ = f"check_{name}"
+    check.__doc__ = f"The {name} backend (optional): its framework's version and devices."
+    return check
 
 
 def check_backends(env: Env) -> Result:
-    """At least one of torch and tensorflow imports."""
-    found = [name for name in ("torch", "tensorflow") if env.try_import(name)[1] is None]
+    """At least one backend's framework imports."""
+    names = BACKENDS.names()
+    found = [name for name in names if env.probe(name).available]
     if not found:
-        return Result(FAIL, "backends", "neither torch nor tensorflow imports, so no model can be served",
-                      "pip install -r requirements.txt in the venv (`make setup`)")
+        return Result(FAIL, "backends", f"no backend's framework imports ({', '.join(names)}), so "
+                      "no model can be served", "pip install -r requirements.txt in the venv "
+                      "(`make setup`)")
     return Result(OK, "backends", ", ".join(found))
 
 
@@ -311,7 +305,8 @@ def check_master(env: Env) -> Result:
 
 
 CHECKS: List[Check] = [check_ros, check_python, check_actionlib, check_cv_bridge, check_numpy,
-                       check_torch, check_tensorflow, check_backends, check_messages, check_master]
+                       *(backend_check(name) for name in BACKENDS.names()), check_backends,
+                       check_messages, check_master]
 
 
 @contextlib.contextmanager

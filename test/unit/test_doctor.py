@@ -115,13 +115,37 @@ def test_backends_optional_each_but_one_required() -> None:
     torch = SimpleNamespace(__version__="2.13.0+cpu", version=SimpleNamespace(cuda=None),
                             cuda=SimpleNamespace(is_available=lambda: False))
     only_torch = Env(importer=fake_importer({"torch": torch}))
-    assert doctor.check_torch(only_torch).line() == (
+    assert doctor.backend_check("torch")(only_torch).line() == (
         "OK   torch 2.13.0+cpu: devices: cpu (CPU-only build, no CUDA)")
-    assert doctor.check_tensorflow(only_torch).status == WARN
+    assert doctor.backend_check("tensorflow")(only_torch).status == WARN
     assert doctor.check_backends(only_torch).line() == "OK   backends: torch"
     neither = Env(importer=fake_importer({}))
-    assert doctor.check_torch(neither).status == WARN
+    assert doctor.backend_check("torch")(neither).status == WARN
     assert doctor.check_backends(neither).status == FAIL
+
+
+def test_doctor_asks_each_registered_backend_for_its_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ml_bridge.backends import Probe
+    from ml_bridge.core.registry import Registry
+
+    asked: List[str] = []
+
+    def probe(try_import: Callable[[str], Any]) -> Probe:
+        asked.append("jax")
+        module, err = try_import("jax")
+        return (Probe("jax", "0.4.30", "cpu") if err is None
+                else Probe("jax", error=err, install="pip install jax"))
+
+    backends: Registry[Any] = Registry("backend")
+    backends.register("jax", SimpleNamespace(probe=probe))
+    monkeypatch.setattr(doctor, "BACKENDS", backends)
+    env = Env(importer=fake_importer({"jax": SimpleNamespace()}))
+    assert doctor.backend_check("jax")(env).line() == "OK   jax 0.4.30: devices: cpu"
+    assert doctor.check_backends(env).line() == "OK   backends: jax"
+    assert asked == ["jax"]  # probed once per Env
+    missing = doctor.backend_check("jax")(Env(importer=fake_importer({})))
+    assert missing.status == WARN and missing.fix == "pip install jax"
+    assert "the jax backend is unavailable" in missing.detail
 
 
 def test_messages_not_importable_says_source_env() -> None:
