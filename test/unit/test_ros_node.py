@@ -295,6 +295,13 @@ class InfoDuringTraining(Callback):
         self.seen.append(self.info(GetInfoRequest()))
 
 
+def test_the_train_action_writes_tensorboard_runs_where_the_config_says(
+        make_node: Callable[..., MLBridgeNode], tmp_path: Path) -> None:
+    assert make_node(tensorboard_dir=str(tmp_path / "runs")).train.tensorboard_dir == str(
+        tmp_path / "runs")  # from ~tensorboard_dir, read with every other parameter
+    assert make_node().train.tensorboard_dir == ""
+
+
 def test_info_describes_the_served_model_and_training(make_node: Callable[..., MLBridgeNode],
                                                       ros: Ros) -> None:
     node = make_node()

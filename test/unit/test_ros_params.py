@@ -98,6 +98,15 @@ def test_good_values_in_any_yaml_form_are_taken(given: Dict[str, Any], loads: Li
     assert loads[0]["keep_checkpoints"] == 0 and list(loads[0]["options"].labels) == ["cat", "dog"]
 
 
+def test_tensorboard_dir_is_read_with_the_node_parameters(given: Dict[str, Any]) -> None:
+    assert params.node_config().tensorboard_dir == ""
+    given["tensorboard_dir"] = "/tmp/runs"
+    assert params.node_config().tensorboard_dir == "/tmp/runs"
+    given["tensorboard_dir"] = ["a"]
+    with pytest.raises(ParameterError, match=re.escape("~tensorboard_dir must be a string")):
+        params.node_config()
+
+
 def test_defaults_keep_five_checkpoints(given: Dict[str, Any], loads: List[Any]) -> None:
     params.load_server()
     assert loads[0]["keep_checkpoints"] == params.KEEP_CHECKPOINTS == 5

@@ -24,6 +24,7 @@ from ml_bridge.core.datasets import Dataset
 from ml_bridge.core.errors import CheckpointError, DatasetError, InputError, TrainingError
 from ml_bridge.core.execution import ModelExecutor, WorkerResult, make_executor
 from ml_bridge.core.model import BackendModel, ModelOptions, ModelStamp
+from ml_bridge.core.node_params import NODE_PARAMS
 from ml_bridge.core.prediction import ModelInfo, Prediction
 from ml_bridge.core.resolve import DatasetResolver
 from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS, TensorSpec, validate_inputs
@@ -43,10 +44,12 @@ log = logging.getLogger(__name__)
 class ModelServer:
     """Serves one model through one executor; trains copies of it and swaps them in."""
 
-    def __init__(self, model: BackendModel, context: Context, max_batch: int = 1,
+    def __init__(self, model: BackendModel, context: Context,
+                 max_batch: int = NODE_PARAMS.default("max_batch"),
                  checkpoint_dir: str = "", data_root: str = "",
-                 max_elements: int = DEFAULT_MAX_ELEMENTS, keep_checkpoints: int = 5,
-                 model_thread: str = "auto") -> None:
+                 max_elements: int = DEFAULT_MAX_ELEMENTS,
+                 keep_checkpoints: int = NODE_PARAMS.default("keep_checkpoints"),
+                 model_thread: str = NODE_PARAMS.default("model_thread")) -> None:
         """Takes a loaded model and the context captured on the thread that loaded it.
 
         If ``checkpoint_dir`` holds checkpoints of this model, the newest one that loads

@@ -19,8 +19,8 @@ from diagnostic_msgs.msg import DiagnosticStatus
 
 from ml_bridge.core.context import in_context
 from ml_bridge.core.errors import InputError, MLBridgeError
+from ml_bridge.core.node_params import NODE_PARAMS
 from ml_bridge.core.server import ModelServer, Prediction
-from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS
 from ml_bridge.msg import TensorSpec
 from ml_bridge.pipelines import make_pipeline
 from ml_bridge.pipelines.classify import classify
@@ -41,28 +41,32 @@ from ml_bridge.ros.streams import RosStream, camera_names
 from ml_bridge.ros.train_action import TrainActionServer
 from ml_bridge.srv import GetInfo, GetInfoRequest, GetInfoResponse, Predict, PredictRequest, PredictResponse
 
+_DEFAULT = NODE_PARAMS.default
+
 
 @dataclass
 class NodeConfig:
-    """The node's behaviour parameters (the ``~`` parameters that are not about the model)."""
+    """The node's behaviour parameters (the ``~`` parameters that are not about the model).
 
-    image: str = ""                     # image topic(s), separated by spaces ("" = none)
-    pipeline: str = "classify"          # what streams do with frames: classify, segment, ...
-    detections: str = "detections"      # detections topic(s) of the objects pipeline
+    Each is declared, with its default and what it accepts, in
+    :data:`ml_bridge.core.node_params.NODE_PARAMS`.
+    """
+
+    image: str = _DEFAULT("image")
+    pipeline: str = _DEFAULT("pipeline")
+    detections: str = _DEFAULT("detections")
     #: The node's private parameters, for the pipeline to read its own (~input_size, ...).
     pipeline_params: Dict[str, Any] = field(default_factory=dict)
-    # 8 MB: rospy reads up to this much per recv, so it drains a backlog of several 640x480
-    # frames at once and the latest wins. Bigger costs rospy a buffer of that size per read
-    # (measured: 32 MB gave 0.56 of in-process fps against 0.76 for 4 MB and 8 MB, same latency).
-    image_buff_size: int = 1 << 23
-    queue_size: int = 1                 # image queue: 1 = the latest frame wins
-    publish_outputs: bool = False       # fill Prediction.outputs on ~predictions
-    default_dataset: str = "recorded"   # dataset of Samples whose `dataset` is ""
-    max_elements: int = DEFAULT_MAX_ELEMENTS
-    timeout: float = 30.0               # seconds a predict call may wait for the model
+    image_buff_size: int = _DEFAULT("image_buff_size")
+    queue_size: int = _DEFAULT("queue_size")
+    publish_outputs: bool = _DEFAULT("publish_outputs")
+    default_dataset: str = _DEFAULT("default_dataset")
+    max_elements: int = _DEFAULT("max_elements")
+    timeout: float = _DEFAULT("timeout")
     rules: Any = field(default_factory=list)  # ~rules as read; validated by RosRules
-    record_dir: str = "~/.ros/ml_bridge/recordings"  # where rules' bags go
-    record_buffer_mb: float = 256.0     # bound of the rules' pre-event ring buffer, all topics
+    record_dir: str = _DEFAULT("record_dir")
+    record_buffer_mb: float = _DEFAULT("record_buffer_mb")
+    tensorboard_dir: str = _DEFAULT("tensorboard_dir")
 
 #: The first field of a serialized PredictRequest: how many tensors ``inputs`` holds.
 _COUNT = struct.Struct("<I")
@@ -101,7 +105,7 @@ class MLBridgeNode:
         # reset=True: rospy's default timer thread dies on the first jump back of ROS time
         # (a bag played with --loop --clock, a simulator reset) and diagnostics would stop.
         self._diag_timer = rospy.Timer(rospy.Duration(1.0), self._update_diagnostics, reset=True)
-        self.train = TrainActionServer(server)
+        self.train = TrainActionServer(server, tensorboard_dir=self.config.tensorboard_dir)
         self.train.start()  # last: everything its callback uses exists now
         self.rules.start()
 

@@ -1,120 +1,49 @@
 """Node start-up from ``~`` parameters: check them all, load the model in main, build the node.
 
-Every parameter is read through one of the typed readers below, so a bad value (``max_batch:=0``,
+Every parameter is declared once, in :data:`ml_bridge.core.node_params.NODE_PARAMS` (the
+pipelines declare theirs), and read through that declaration, so a bad value (``max_batch:=0``,
 ``timeout:=abc``) stops start-up with one line naming the parameter and what it accepts,
 before the model is loaded, never with a traceback.
 """
 import functools
 import logging
-import math
 import sys
-from typing import Any, List
+from dataclasses import fields
+from typing import Any, Dict, Iterable
 
 import rospy
 
 from ml_bridge.core import allocator, registry
 from ml_bridge.core.datasets import check_name
 from ml_bridge.core.errors import DatasetError, MLBridgeError
-from ml_bridge.core.execution import MODEL_THREAD_MODES
 from ml_bridge.core.model import ModelOptions
+from ml_bridge.core.node_params import NODE_PARAMS
+from ml_bridge.core.params import ParameterError, Schema
 from ml_bridge.core.server import ModelServer
-from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS
 from ml_bridge.ros import tcpros_patch
 from ml_bridge.ros.master_watch import MasterWatch
 from ml_bridge.ros.node import MLBridgeNode, NodeConfig
 
+__all__ = ["KEEP_CHECKPOINTS", "ParameterError", "load_server", "main", "node_config",
+           "read_params"]
+
 #: Default of ``~keep_checkpoints``: checkpoints of the served model kept after each save.
-KEEP_CHECKPOINTS = 5
-_UNSET = object()
+KEEP_CHECKPOINTS: int = NODE_PARAMS.default("keep_checkpoints")
 
 
-class ParameterError(MLBridgeError):
-    """A ``~`` parameter has a value the node cannot use."""
+#: What :func:`load_server` reads: the model and how it is served.
+SERVER_NAMES = ("backend", "model", "device", "input_tensor", "output_tensor", "labels",
+                "checkpoint_dir", "data_root", "model_thread", "max_batch", "threads",
+                "max_elements", "keep_checkpoints", "keep_freed_mb")
 
 
-def _get(name: str, default: Any) -> Any:
-    return rospy.get_param(f"~{name}", default)
-
-
-def _bad(name: str, accepted: str, value: Any) -> ParameterError:
-    return ParameterError(f"parameter ~{name} must be {accepted}, got {value!r}")
-
-
-def int_param(name: str, default: int, minimum: int, accepted: str = "") -> int:
-    """An integer >= ``minimum``; a whole float or a numeric string is accepted too.
+def read_params(names: Iterable[str], schema: Schema = NODE_PARAMS) -> Dict[str, Any]:
+    """Parameters ``names`` of ``schema`` from the node's private namespace, checked.
 
     Raises:
-        ParameterError: naming the parameter, what it accepts and what it got.
+        ParameterError: naming the first bad parameter and what it accepts.
     """
-    value = _get(name, default)
-    what = f"an integer >= {minimum}" + (f" ({accepted})" if accepted else "")
-    number: Any = _UNSET
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, float) and value.is_integer():
-        number = int(value)
-    elif isinstance(value, str):
-        try:
-            number = int(value.strip())
-        except ValueError:
-            pass
-    if number is _UNSET or number < minimum:
-        raise _bad(name, what, value)
-    return int(number)
-
-
-def float_param(name: str, default: float, minimum: float = 0.0, accepted: str = "") -> float:
-    """A finite number > ``minimum``.
-
-    Raises:
-        ParameterError: naming the parameter, what it accepts and what it got.
-    """
-    value = _get(name, default)
-    what = f"a number > {minimum:g}" + (f" ({accepted})" if accepted else "")
-    try:
-        number = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
-        number = math.nan
-    if not (math.isfinite(number) and number > minimum):
-        raise _bad(name, what, value)
-    return number
-
-
-def bool_param(name: str, default: bool) -> bool:
-    """true/false (also 1/0 and their strings).
-
-    Raises:
-        ParameterError: naming the parameter and what it got.
-    """
-    value = _get(name, default)
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1"):
-        return True
-    if text in ("false", "0"):
-        return False
-    raise _bad(name, "true or false", value)
-
-
-def str_param(name: str, default: str) -> str:
-    """A string; a number given where a name is expected is taken as its text.
-
-    Raises:
-        ParameterError: a list or mapping where a string is expected.
-    """
-    value = _get(name, default)
-    if isinstance(value, (list, tuple, dict)):
-        raise _bad(name, "a string", value)
-    return "" if value is None else str(value)
-
-
-def _labels(value: object) -> List[str]:
-    if isinstance(value, str):
-        return [s.strip() for s in value.split(",") if s.strip()]
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
-    raise _bad("labels", "a list of labels or one comma-separated string", value)
+    return {name: schema[name].read(rospy.get_param(f"~{name}", None)) for name in names}
 
 
 def load_server() -> ModelServer:
@@ -124,30 +53,16 @@ def load_server() -> ModelServer:
         ParameterError: a bad parameter (checked before anything is loaded).
         MLBridgeError: the model cannot be loaded.
     """
-    options = ModelOptions(device=str_param("device", "cpu"),
-                           input_tensor=str_param("input_tensor", ""),
-                           output_tensor=str_param("output_tensor", ""),
-                           labels=_labels(_get("labels", [])))
-    backend, model = str_param("backend", "torch"), str_param("model", "digits_mlp")
-    kwargs = dict(max_batch=int_param("max_batch", 8, 1, "1 = no micro-batching"),
-                  checkpoint_dir=str_param("checkpoint_dir", ""),
-                  data_root=str_param("data_root", ""),
-                  max_elements=int_param("max_elements", DEFAULT_MAX_ELEMENTS, 1),
-                  keep_checkpoints=int_param("keep_checkpoints", KEEP_CHECKPOINTS, 0,
-                                             "0 = keep all"),
-                  model_thread=str_param("model_thread", "auto").strip().lower())
-    if kwargs["model_thread"] not in MODEL_THREAD_MODES:
-        raise _bad("model_thread", "auto, always or never (auto: on the caller's thread for "
-                   "CPU models)", _get("model_thread", "auto"))
-    keep_mb = int_param("keep_freed_mb", allocator.DEFAULT_KEEP_MB, 0,
-                        "MiB; 0 = the C library's defaults")
-    if keep_mb > allocator.MAX_KEEP_MB:
-        raise _bad("keep_freed_mb", f"at most {allocator.MAX_KEEP_MB} (MiB)", keep_mb)
-    allocator.keep_freed_buffers(keep_mb)  # before the first frame's buffers
-    threads = int_param("threads", 0, 0, "0 = the framework's default")
-    if threads:  # before the model loads: TensorFlow takes it only before it starts
-        registry.load(backend).set_threads(threads)
-    return ModelServer.load(backend, model, options, **kwargs)
+    given = read_params(SERVER_NAMES)
+    options = ModelOptions(device=given["device"], input_tensor=given["input_tensor"],
+                           output_tensor=given["output_tensor"], labels=given["labels"])
+    allocator.keep_freed_buffers(given["keep_freed_mb"])  # before the first frame's buffers
+    if given["threads"]:  # before the model loads: TensorFlow takes it only before it starts
+        registry.load(given["backend"]).set_threads(given["threads"])
+    return ModelServer.load(given["backend"], given["model"], options,
+                            **{name: given[name] for name in (
+                                "max_batch", "checkpoint_dir", "data_root", "max_elements",
+                                "keep_checkpoints", "model_thread")})
 
 
 def node_config() -> NodeConfig:
@@ -156,34 +71,14 @@ def node_config() -> NodeConfig:
     Raises:
         ParameterError: naming the first bad parameter.
     """
-    image = _get("image", "")
-    if image is True or str(image).lower() == "true":
-        image = "image"  # the old boolean form: subscribe to `image` (remapped)
-    elif image is False or str(image).lower() in ("false", "0"):
-        image = ""
-    elif not isinstance(image, str):
-        raise _bad("image", "image topic names separated by spaces", image)
-    default = NodeConfig()  # the defaults live in NodeConfig only
-    private = rospy.get_param("~", {})
-    dataset = str_param("default_dataset", default.default_dataset)
+    given = read_params(f.name for f in fields(NodeConfig) if f.name != "pipeline_params")
     try:
-        check_name(dataset)
+        check_name(given["default_dataset"])
     except DatasetError as err:
         raise ParameterError(f"parameter ~default_dataset: {err}") from err
-    return NodeConfig(
-        image=image,
-        pipeline=str_param("pipeline", default.pipeline),
-        detections=str_param("detections", default.detections),
-        pipeline_params=dict(private) if isinstance(private, dict) else {},
-        image_buff_size=int_param("image_buff_size", default.image_buff_size, 1, "bytes"),
-        queue_size=int_param("queue_size", default.queue_size, 1, "1 = the latest frame wins"),
-        publish_outputs=bool_param("publish_outputs", default.publish_outputs),
-        default_dataset=dataset,
-        max_elements=int_param("max_elements", default.max_elements, 1),
-        timeout=float_param("timeout", default.timeout, 0.0, "seconds"),
-        rules=_get("rules", default.rules),  # checked rule by rule when the node is built
-        record_dir=str_param("record_dir", default.record_dir) or default.record_dir,
-        record_buffer_mb=float_param("record_buffer_mb", default.record_buffer_mb, 0.0, "MiB"))
+    private = rospy.get_param("~", {})
+    return NodeConfig(pipeline_params=dict(private) if isinstance(private, dict) else {},
+                      **given)
 
 
 class RosoutHandler(logging.Handler):

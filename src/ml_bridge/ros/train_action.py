@@ -117,21 +117,20 @@ class TrainActionServer:
     """Trains on goals; a cancel or a new goal stops the running one within a batch."""
 
     def __init__(self, model_server: ModelServer, name: str = "~train",
-                 tensorboard_dir: Optional[str] = None, stop_grace: float = STOP_GRACE,
+                 tensorboard_dir: str = "", stop_grace: float = STOP_GRACE,
                  action_server: Optional[Any] = None) -> None:
         """Serves ``name`` (not yet started: call :meth:`start`).
 
         Args:
             model_server: what is trained.
             name: the action's name.
-            tensorboard_dir: where each goal writes a TensorBoard run ("" = off, None = the
-                ``~tensorboard_dir`` parameter).
+            tensorboard_dir: where each goal writes a TensorBoard run ("" = off; the node
+                passes ``~tensorboard_dir``).
             stop_grace: seconds a cancelled goal's training may take to return.
             action_server: a stand-in for SimpleActionServer (tests); default: a real one.
         """
         self.model_server = model_server
-        self.tensorboard_dir = (str(rospy.get_param("~tensorboard_dir", "")) if tensorboard_dir is None
-                                else tensorboard_dir)
+        self.tensorboard_dir = tensorboard_dir
         self.stop_grace = stop_grace
         self._run: Optional[_Run] = None        # the goal being trained
         self._abandoned: Optional[_Run] = None  # a cancelled goal's run that never returned
