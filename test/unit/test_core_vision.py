@@ -1,11 +1,13 @@
 """core/vision.py against plain references: the shrinking resize and the per-channel normalize
 that every image pipeline and every built-in image dataset share."""
+import re
 from typing import Tuple
 
 import cv2
 import numpy as np
 import pytest
 
+from ml_bridge.core.params import ParameterError
 from ml_bridge.core.vision import ImageFormat, normalize, resize
 
 
@@ -86,3 +88,24 @@ def test_the_format_gives_one_tensor_in_either_layout() -> None:
     np.testing.assert_array_equal(first.frame(frame), last.frame(frame).transpose(2, 0, 1))
     np.testing.assert_array_equal(last.frame_hwc(frame), last.frame(frame))
     np.testing.assert_array_equal(first.frame_hwc(frame), last.frame(frame))
+
+
+def test_overrides_are_read_field_by_field_through_the_image_parameters() -> None:
+    fmt = ImageFormat((4, 4), (0.5,), (0.5,), "gray", True)
+    got = fmt.with_overrides({"input_size": "6, 8", "channels_first": "false", "color": " RGB ",
+                              "mean": [0.1, 0.2, 0.3], "std": "", "clip_length": 0})
+    assert got == ImageFormat((6, 8), (0.1, 0.2, 0.3), (0.5,), "rgb", False, 0)
+    assert fmt.with_overrides({}) == fmt
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"input_size": [6.5, 8]}, "~input_size must be a list of 2 integers >= 1 ([height, width]), "
+                               "got [6.5, 8]"),  # never truncated to 6
+    ({"input_size": [6]}, "~input_size must be a list of 2 integers >= 1"),
+    ({"channels_first": "maybe"}, "~channels_first must be true or false, got 'maybe'"),
+    ({"color": "cmyk"}, "~color must be rgb, bgr or gray, got 'cmyk'"),
+    ({"mean": "a b"}, "~mean must be a list of numbers (one value, or one per channel), got 'a b'"),
+])
+def test_bad_overrides_are_refused_in_the_one_format(params: dict, message: str) -> None:
+    with pytest.raises(ParameterError, match=re.escape("parameter " + message)):
+        ImageFormat((4, 4)).with_overrides(params)

@@ -85,9 +85,12 @@ def test_clip_length_stride_and_gap_come_from_the_parameters_and_the_model() -> 
 @pytest.mark.parametrize("params, model, message", [
     ({"input_size": [6, 8]}, clip_model(fmt=False, shape=(-1, 1, -1, 6, 8)),
      "cannot tell how many frames a clip of linear holds; set ~clip_length"),
-    ({"clip_stride": 0}, clip_model(), "~clip_stride must be >= 1"),
-    ({"clip_stride": "two"}, clip_model(), "~clip_stride must be a number, got 'two'"),
-    ({"max_gap": 0}, clip_model(), "~max_gap must be > 0 seconds"),
+    ({"clip_stride": 0}, clip_model(), r"~clip_stride must be an integer >= 1 \(1 = on every "
+     r"frame\), got 0"),
+    ({"clip_stride": "two"}, clip_model(), r"~clip_stride must be an integer >= 1 .*, got 'two'"),
+    ({"clip_stride": 2.5}, clip_model(), r"~clip_stride must be an integer >= 1 .*, got 2.5"),
+    ({"max_gap": 0}, clip_model(), r"~max_gap must be a number > 0 \(seconds\), got 0"),
+    ({"clip_length": 4.5}, clip_model(), r"~clip_length must be an integer >= 0 .*, got 4.5"),
     ({"clip_length": 8}, clip_model(), r"takes clips of 4 frames .* set ~clip_length to 4"),
     ({}, clip_model(shape=(-1, 1, 6, 8)), r"feeds clips \[N, C, T, H, W\] or \[N, T, H, W, C\]"),
     ({"channels_first": False}, clip_model(), "set ~channels_first"),

@@ -302,8 +302,9 @@ def test_sync_queue_sets_the_subscriber_queue_and_is_registered_as_objects() -> 
 
 
 @pytest.mark.parametrize("params, model_shape, message", [
-    ({"sync_queue": 0}, (-1, 3), "sync_queue must be >= 1"),
-    ({"sync_queue": "many"}, (-1, 3), "sync_queue must be a whole number"),
+    ({"sync_queue": 0}, (-1, 3), r"~sync_queue must be an integer >= 1 \(frames\), got 0"),
+    ({"sync_queue": "many"}, (-1, 3), r"~sync_queue must be an integer >= 1 \(frames\), got 'many'"),
+    ({"sync_queue": 2.5}, (-1, 3), r"~sync_queue must be an integer >= 1 \(frames\), got 2.5"),
     ({}, (-1, 3, 4, 4), "serve a crop classifier"),
 ])
 def test_invalid_parameters_or_models_are_refused_with_the_fix(

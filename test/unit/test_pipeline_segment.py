@@ -2,6 +2,7 @@
 preprocessing, class maps, nearest upscale, overlays, classes present, output layouts and
 containers, parameters."""
 import math
+import re
 from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import cv2
@@ -11,6 +12,7 @@ from test_core_server import LinearModel
 
 from ml_bridge.core.errors import InputError
 from ml_bridge.core.model import ModelStamp
+from ml_bridge.core.params import ParameterError
 from ml_bridge.core.server import Prediction
 from ml_bridge.core.spec import TensorSpec
 from ml_bridge.core.synthetic import SHAPE_LABELS, render_scene
@@ -399,18 +401,22 @@ def test_mono_frames_get_a_mono_overlay() -> None:
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"blur_kernel": 4}, "~blur_kernel must be an odd number of pixels >= 1, got 4; try 5"),
-    ({"blur_kernel": 0}, "~blur_kernel must be an odd number"),
-    ({"blur_kernel": "3.5"}, "~blur_kernel must be a whole number"),
-    ({"blur_kernel": "wide"}, "~blur_kernel must be a number, got 'wide'"),
-    ({"overlay_alpha": 1.5}, r"~overlay_alpha must be in \[0, 1\]"),
-    ({"overlay_alpha": -0.1}, r"~overlay_alpha must be in \[0, 1\]"),
-    ({"min_score": 2}, r"~min_score must be a probability in \[0, 1\]"),
-    ({"overlay_class": "dog"}, "'dog' is not a label .* 0: background, 1: dark, 2: mid, 3: light"),
-    ({"overlay_class": 4}, "~overlay_class 4 is out of range: class ids are 0 to 3"),
+    ({"blur_kernel": 4}, "~blur_kernel must be an odd integer >= 1 (pixels), got 4; try 5"),
+    ({"blur_kernel": 0}, "~blur_kernel must be an odd integer >= 1 (pixels), got 0"),
+    ({"blur_kernel": "3.5"}, "~blur_kernel must be an odd integer >= 1 (pixels), got '3.5'"),
+    ({"blur_kernel": 20.5}, "~blur_kernel must be an odd integer >= 1 (pixels), got 20.5"),
+    ({"blur_kernel": "wide"}, "~blur_kernel must be an odd integer >= 1 (pixels), got 'wide'"),
+    ({"overlay_alpha": 1.5}, "~overlay_alpha must be at most 1, got 1.5"),
+    ({"overlay_alpha": -0.1}, "~overlay_alpha must be a number >= 0 and <= 1, got -0.1"),
+    ({"min_score": 2}, "~min_score must be at most 1 (a probability), got 2"),
+    ({"min_score": "often"}, "~min_score must be a number >= 0 and <= 1 (a probability), got 'often'"),
+    ({"overlay_class": "dog"}, "~overlay_class must be a label of the model or a class id, got 'dog'; "
+                               "the model's labels are 0: background, 1: dark, 2: mid, 3: light"),
+    ({"overlay_class": 4}, "~overlay_class must be a class id 0 to 3 or a label, got 4; the model's "
+                           "labels are 0: background"),
 ])
 def test_invalid_parameters_are_refused_with_the_fix(params: Dict[str, Any], message: str) -> None:
-    with pytest.raises(InputError, match=message):
+    with pytest.raises(ParameterError, match=re.escape("parameter " + message)):
         SegmentPipeline(FakeSegmenter(), params)
 
 

@@ -7,13 +7,34 @@ disagree.
 """
 import functools
 from dataclasses import dataclass, replace
-from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ml_bridge.core.errors import InputError
+from ml_bridge.core.params import Param, Schema
 
 COLORS = ("rgb", "bgr", "gray")
+
+#: The image format's ``~`` parameters (every image pipeline's): each one given overrides the
+#: model's own format, field by field.
+IMAGE_PARAMS = Schema(
+    "preprocessing",
+    Param("input_size", "ints", None, "the size the frame is resized to (area averaging to "
+          "shrink, bilinear to enlarge)", count=2, low=1, note="[height, width]"),
+    Param("mean", "floats", None, "per channel, applied to pixel / 255: "
+          "`(pixel / 255 - mean) / std`", note="one value, or one per channel"),
+    Param("std", "floats", None, "per channel, divides `pixel / 255 - mean`",
+          note="one value, or one per channel"),
+    Param("color", "str", None, "the channel order the model expects", choices=COLORS),
+    Param("channels_first", "bool", None, "`true` for NCHW (torch's usual layout), `false` for "
+          "NHWC (Keras's)"),
+    Param("clip_length", "int", 0, "clip models: frames per clip", low=0,
+          note="0 = the model's T"),
+)
+#: Parameter -> the ImageFormat field it overrides.
+_FIELDS = {"input_size": "size", "mean": "mean", "std": "std", "color": "color",
+           "channels_first": "channels_first", "clip_length": "clip_length"}
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -106,20 +127,16 @@ class ImageFormat:
         return self
 
     def with_overrides(self, params: Mapping[str, Any]) -> "ImageFormat":
-        """A copy with ``input_size``, ``mean``, ``std``, ``color``, ``channels_first`` and
-        ``clip_length`` taken from ``params`` where present (the node's ``~`` parameters)."""
-        changes: dict = {}
-        if params.get("input_size") not in (None, "", []):
-            changes["size"] = tuple(int(v) for v in _floats(params["input_size"], "input_size"))
-        for key in ("mean", "std"):
-            if params.get(key) not in (None, "", []):
-                changes[key] = tuple(_floats(params[key], key))
-        if params.get("color") not in (None, ""):
-            changes["color"] = str(params["color"]).strip().lower()
-        if params.get("channels_first") not in (None, ""):
-            changes["channels_first"] = _bool(params["channels_first"])
-        if params.get("clip_length") not in (None, "", 0):
-            changes["clip_length"] = int(params["clip_length"])
+        """A copy with the fields :data:`IMAGE_PARAMS` gives in ``params`` (the node's ``~``
+        parameters); a parameter not given (or ``~clip_length`` 0) leaves the field as it is.
+
+        Raises:
+            InputError: a parameter is invalid, or the result is not a consistent format.
+        """
+        changes: Dict[str, Any] = {}
+        for name, value in IMAGE_PARAMS.read(params).items():
+            if value is not None and not (name == "clip_length" and value == 0):
+                changes[_FIELDS[name]] = tuple(value) if isinstance(value, list) else value
         return replace(self, **changes).check()
 
     def frame(self, image: np.ndarray) -> np.ndarray:
@@ -199,21 +216,6 @@ def _channel_factors(mean: Tuple[float, ...], std: Tuple[float, ...], channels: 
     scale.flags.writeable = False  # cached and shared
     offset.flags.writeable = False
     return scale, offset
-
-
-def _floats(value: Any, name: str) -> List[float]:
-    if isinstance(value, str):
-        value = [v for v in value.replace(",", " ").split() if v]
-    try:
-        return [float(v) for v in value]
-    except (TypeError, ValueError) as err:
-        raise InputError(f"~{name} must be a list of numbers, got {value!r}") from err
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
 
 
 def digits_input(image: np.ndarray) -> List[np.ndarray]:

@@ -22,8 +22,9 @@ import numpy as np
 
 from ml_bridge.core.errors import InputError
 from ml_bridge.core.model import BackendModel, ModelStamp
+from ml_bridge.core.params import Schema
 from ml_bridge.core.server import Prediction
-from ml_bridge.core.vision import ImageFormat
+from ml_bridge.core.vision import IMAGE_PARAMS, ImageFormat
 
 S = TypeVar("S")
 #: Runs the model on a request's inputs (ModelServer.predict, or a fake in tests).
@@ -104,6 +105,9 @@ class Pipeline(abc.ABC, Generic[S]):
             message); False when only the latest due request runs (the rest are counted as
             skipped).
         inputs: the event kinds it takes: ``image``, and ``detections`` for objects.
+        parameters: its own ``~`` parameters, read into :attr:`settings` when it is built;
+            the image format's (:data:`ml_bridge.core.vision.IMAGE_PARAMS`) are every image
+            pipeline's and are read by :func:`image_format`.
     """
 
     name: str = ""
@@ -111,6 +115,7 @@ class Pipeline(abc.ABC, Generic[S]):
     keeps_every_frame: bool = False
     every_request: bool = False
     inputs: Sequence[str] = ("image",)
+    parameters: Schema = Schema("pipeline")
 
     def queue_size(self) -> int:
         """How many frames the image subscriber may queue: 1 when the latest frame wins."""
@@ -123,6 +128,8 @@ class Pipeline(abc.ABC, Generic[S]):
             InputError: a parameter is invalid, or the model does not suit the pipeline.
         """
         self.params: Mapping[str, Any] = dict(params or {})
+        #: The values of :attr:`parameters`, checked.
+        self.settings: Dict[str, Any] = self.parameters.read(self.params)
         self.model_source = model.describe()
 
     @abc.abstractmethod
@@ -185,7 +192,7 @@ def image_format(model: BackendModel, params: Mapping[str, Any]) -> ImageFormat:
     if fmt is None:
         fmt = format_from_spec(model)
     if fmt is None:
-        if not params.get("input_size"):
+        if IMAGE_PARAMS["input_size"].read(params.get("input_size")) is None:
             shape = model.inputs[0].shape if model.inputs else ()
             raise InputError(f"cannot tell what images {model.describe()} takes (input shape "
                              f"{list(shape)}); set ~input_size [H, W] (and ~channels_first, "

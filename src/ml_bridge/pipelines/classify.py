@@ -10,6 +10,7 @@ import numpy as np
 
 from ml_bridge.core.model import BackendModel, ImagePreprocess
 from ml_bridge.core.server import Prediction
+from ml_bridge.core.vision import IMAGE_PARAMS
 from ml_bridge.pipelines.base import Classes, Frame, Pipeline, Request, Result, image_format
 
 #: Up to this many scores, :func:`top_class` works on Python floats (same results, in float64).
@@ -65,7 +66,8 @@ class ClassifyPipeline(Pipeline[dict]):
         super().__init__(model, params)
         # The model's own preprocessing (digits_mlp: gray 8 x 8) unless the user overrides
         # the image format, or the model has none.
-        overrides = any(self.params.get(k) not in (None, "", [])
+        given = IMAGE_PARAMS.read(self.params)
+        overrides = any(given[k] is not None
                         for k in ("input_size", "mean", "std", "color", "channels_first"))
         self._preprocess: Optional[ImagePreprocess] = model.preprocess_image
         if overrides or self._preprocess is None:

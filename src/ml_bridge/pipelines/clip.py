@@ -25,6 +25,7 @@ import numpy as np
 
 from ml_bridge.core.errors import InputError, MLBridgeError
 from ml_bridge.core.model import BackendModel
+from ml_bridge.core.params import Param, Schema
 from ml_bridge.core.server import Prediction
 from ml_bridge.pipelines.base import Frame, Pipeline, Request, Result, image_format
 from ml_bridge.pipelines.classify import classify, rows_of
@@ -66,9 +67,16 @@ class ClipPipeline(Pipeline[ClipState]):
     outputs = ("predictions",)
     keeps_every_frame = True   # a clip of non-consecutive frames shows a motion that never was
     every_request = False      # when behind, the newest due window runs (older ones: skipped)
+    parameters = Schema(
+        "clip",
+        Param("clip_stride", "int", 1, "once the window is full, predict every this many frames",
+              low=1, note="1 = on every frame"),
+        Param("max_gap", "float", DEFAULT_MAX_GAP, "if two consecutive frames are further apart "
+              "than this, the window is emptied first", low=0, above=True, note="seconds"),
+    )
 
     def __init__(self, model: BackendModel, params: Optional[Mapping[str, Any]] = None) -> None:
-        """Reads ``~clip_length``, ``~clip_stride``, ``~max_gap`` and the image format.
+        """Reads the image format (``~clip_length`` among it) and :attr:`parameters`.
 
         Raises:
             InputError: a parameter is invalid, the clip length cannot be told, or the model's
@@ -80,13 +88,8 @@ class ClipPipeline(Pipeline[ClipState]):
         if self.length < 1:
             raise InputError(f"cannot tell how many frames a clip of {model.describe()} holds; "
                              "set ~clip_length (e.g. 16)")
-        self.stride = _number(self.params, "clip_stride", 1, int)
-        if self.stride < 1:
-            raise InputError(f"~clip_stride must be >= 1 (a prediction every that many frames), "
-                             f"got {self.stride}")
-        self.max_gap = _number(self.params, "max_gap", DEFAULT_MAX_GAP, float)
-        if not self.max_gap > 0:
-            raise InputError(f"~max_gap must be > 0 seconds, got {self.max_gap}")
+        self.stride: int = self.settings["clip_stride"]
+        self.max_gap: float = self.settings["max_gap"]
         _check_input(model, self.fmt.channels_first, self.fmt.channels, self.length)
         # The time axis of the ring (and of a clip without its batch dimension).
         self._time_axis = 1 if self.fmt.channels_first else 0
@@ -172,16 +175,6 @@ class ClipPipeline(Pipeline[ClipState]):
     def _along_time(self, start: int, stop: int) -> Tuple[slice, ...]:
         """Index of frames ``start:stop`` of a ring or clip (no batch dimension)."""
         return (slice(None),) * self._time_axis + (slice(start, stop),)
-
-
-def _number(params: Mapping[str, Any], key: str, default: Any, kind: type) -> Any:
-    value = params.get(key)
-    if value in (None, ""):
-        return default
-    try:
-        return kind(value)
-    except (TypeError, ValueError) as err:
-        raise InputError(f"~{key} must be a number, got {value!r}") from err
 
 
 def _check_input(model: BackendModel, channels_first: bool, channels: int, length: int) -> None:

@@ -40,6 +40,7 @@ import numpy as np
 
 from ml_bridge.core.errors import InputError
 from ml_bridge.core.model import BackendModel
+from ml_bridge.core.params import Param, Schema
 from ml_bridge.core.server import Prediction
 from ml_bridge.pipelines.base import Frame, Pipeline, Request, Result, image_format, main_output
 from ml_bridge.pipelines.boxes import NO_ROI, Box, Detections, ObjectResult, Roi, square_crop
@@ -104,23 +105,22 @@ class ObjectsPipeline(Pipeline[ObjectsState]):
     keeps_every_frame = True   # any frame may be the one a detections message names
     every_request = True       # one result per detections message
     inputs = ("image", "detections")
+    parameters = Schema(
+        "objects",
+        Param("sync_queue", "int", DEFAULT_SYNC_QUEUE, "frames kept per camera for matching; also "
+              "the image subscriber's queue and the number of detections that may wait for "
+              "their frame", low=1, note="frames"),
+    )
 
     def __init__(self, model: BackendModel, params: Optional[Mapping[str, Any]] = None) -> None:
         """Reads ``~sync_queue`` and the image format (the shared preprocessing).
 
         Raises:
-            InputError: ``~sync_queue`` is not a whole number >= 1, no image format can be
+            InputError: ``~sync_queue`` is not an integer >= 1, no image format can be
                 told, or the model's output is not per-class scores [N, C].
         """
         super().__init__(model, params)
-        raw = self.params.get("sync_queue")
-        try:
-            self.sync_queue = DEFAULT_SYNC_QUEUE if raw in (None, "") else int(raw)
-        except (TypeError, ValueError) as err:
-            raise InputError(f"~sync_queue must be a whole number of frames, got {raw!r}") from err
-        if self.sync_queue < 1:
-            raise InputError(f"~sync_queue must be >= 1 (frames kept for matching), "
-                             f"got {self.sync_queue}")
+        self.sync_queue: int = self.settings["sync_queue"]
         self.fmt = image_format(model, self.params)
         if model.outputs and len(model.outputs[0].shape) not in (0, 2):
             raise InputError(f"the objects pipeline classifies crops and reads scores [N, C], "

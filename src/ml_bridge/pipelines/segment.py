@@ -10,6 +10,7 @@ import numpy as np
 
 from ml_bridge.core.errors import InputError
 from ml_bridge.core.model import BackendModel
+from ml_bridge.core.params import Param, Schema, bad
 from ml_bridge.core.server import Prediction
 from ml_bridge.pipelines.base import Frame, Pipeline, Request, Result, image_format, main_output
 from ml_bridge.pipelines.classify import rows_of
@@ -24,43 +25,26 @@ from ml_bridge.pipelines.masks import (
 )
 
 
-def _number(params: Mapping[str, Any], key: str, default: Any, kind: type) -> Any:
-    """Parameter ``key`` as ``kind`` (float or int; a string or a whole float is accepted)."""
-    value = params.get(key)
-    if value in (None, ""):
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError) as err:
-        raise InputError(f"~{key} must be a number, got {value!r}") from err
-    if kind is int:
-        if not number.is_integer():
-            raise InputError(f"~{key} must be a whole number, got {value!r}")
-        return int(number)
-    return number
-
-
 def overlay_class_id(value: Any, labels: Sequence[str]) -> Optional[int]:
     """``~overlay_class`` as a class id: a label, or a class id as int or string; None for "".
 
     Raises:
-        InputError: an unknown label or an id out of range (the message lists the labels).
+        ParameterError: an unknown label or an id out of range (the message lists the labels).
     """
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     text = str(value).strip()
-    known = ", ".join(f"{i}: {label}" for i, label in enumerate(labels)) or "none"
+    known = "the model's labels are " + (
+        ", ".join(f"{i}: {label}" for i, label in enumerate(labels)) or "none")
     if text in labels:
         return list(labels).index(text)
+    limit = len(labels) or MAX_CLASSES
     try:
         class_id = int(text)
     except ValueError:
-        raise InputError(f"~overlay_class '{text}' is not a label of the model nor a class id; "
-                         f"the model's labels are {known}") from None
-    limit = len(labels) or MAX_CLASSES
+        raise bad("overlay_class", "a label of the model or a class id", text, known) from None
     if not 0 <= class_id < limit:
-        raise InputError(f"~overlay_class {class_id} is out of range: class ids are 0 to "
-                         f"{limit - 1} (labels: {known})")
+        raise bad("overlay_class", f"a class id 0 to {limit - 1} or a label", class_id, known)
     return class_id
 
 
@@ -70,9 +54,20 @@ class SegmentPipeline(Pipeline[Dict[str, Frame]]):
     name = "segment"
     outputs = ("mask", "overlay", "predictions")
 
+    parameters = Schema(
+        "segment",
+        Param("overlay_class", "str", "", "a label or class id: its pixels stay exactly as in the "
+              "frame and the rest is blurred (`\"\"`: a colour blend of every class)"),
+        Param("blur_kernel", "int", 21, "blur size of `~overlay_class`", low=1,
+              accepts="an odd integer >= 1", note="pixels"),
+        Param("overlay_alpha", "float", 0.5, "colour blend: weight of the class colour", low=0,
+              high=1),
+        Param("min_score", "float", 0.0, "pixels whose top probability is under this count as "
+              "class 0", low=0, high=1, note="a probability"),
+    )
+
     def __init__(self, model: BackendModel, params: Optional[Mapping[str, Any]] = None) -> None:
-        """Reads the image format, ``~min_score``, ``~overlay_class``, ``~blur_kernel`` and
-        ``~overlay_alpha``.
+        """Reads the image format and :attr:`parameters`.
 
         Raises:
             InputError: a parameter is invalid or the model has more than 256 labels.
@@ -82,18 +77,12 @@ class SegmentPipeline(Pipeline[Dict[str, Frame]]):
         if len(model.labels) > MAX_CLASSES:
             raise InputError(f"{model.describe()} has {len(model.labels)} labels; a mask "
                              f"(mono8) holds at most {MAX_CLASSES} classes")
-        self.min_score = _number(self.params, "min_score", 0.0, float)
-        if not 0.0 <= self.min_score <= 1.0:
-            raise InputError(f"~min_score must be a probability in [0, 1], got {self.min_score}")
-        self.alpha = _number(self.params, "overlay_alpha", 0.5, float)
-        if not 0.0 <= self.alpha <= 1.0:
-            raise InputError(f"~overlay_alpha must be in [0, 1] (the colour's weight), got "
-                             f"{self.alpha}")
-        self.kernel = _number(self.params, "blur_kernel", 21, int)
-        if self.kernel < 1 or self.kernel % 2 == 0:
-            raise InputError(f"~blur_kernel must be an odd number of pixels >= 1, got "
-                             f"{self.kernel}; try {max(1, self.kernel + 1)}")
-        self.overlay_class = overlay_class_id(self.params.get("overlay_class"), model.labels)
+        self.min_score: float = self.settings["min_score"]
+        self.alpha: float = self.settings["overlay_alpha"]
+        self.kernel: int = self.settings["blur_kernel"]
+        if self.kernel % 2 == 0:  # the blur's kernel has a centre pixel
+            raise self.parameters["blur_kernel"].error(self.kernel, f"try {self.kernel + 1}")
+        self.overlay_class = overlay_class_id(self.settings["overlay_class"], model.labels)
 
     def new_state(self) -> Dict[str, Frame]:
         return {}
