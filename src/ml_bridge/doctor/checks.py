@@ -1,105 +1,22 @@
-"""``rosrun ml_bridge doctor``: checks the set-up ml_bridge needs, one line per check.
-
-Every line is ``OK``, ``WARN`` (something optional is missing) or ``FAIL`` (something required
-is broken) with what was found and, for faults, the fix. The exit code is non-zero iff a line
-is ``FAIL``.
-
-Each check is a function ``(Env) -> Result``. The backends' lines come from the backends: each
-registered one (``ml_bridge.core.registry.BACKENDS``) is asked for its ``probe``, which imports
-its framework through the Env, so doctor itself imports no framework. Modules are imported
-through ``Env.importer``, so a test can hand in a fake one (numpy 2, a cv2 whose import raises)
-without touching the real interpreter; imports are cached per Env, so the checks share them.
-
-While a check runs, file descriptor 2 goes to /dev/null: TensorFlow's C++ logging (absl,
-oneDNN, CUDA probing) writes there directly, whatever TF_CPP_MIN_LOG_LEVEL says, and would
-land between the report's lines. What a check finds reaches the report through its Result.
-"""
-import argparse
-import contextlib
+"""The checks of the set-up around the backends: ROS, the interpreter, numpy, messages, master."""
 import http.client
-import importlib
 import os
-import sys
 import time
 import xml.etree.ElementTree as ET
 import xmlrpc.client
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, TextIO, Tuple
+from typing import Any, Optional, Sequence
 
-from ml_bridge.backends import Probe
-from ml_bridge.core.registry import BACKENDS
-
-OK, WARN, FAIL = "OK", "WARN", "FAIL"
-#: Words in an import error that mean "built against another numpy ABI".
-NUMPY_ABI_SIGNS = ("numpy.core.multiarray failed to import", "_ARRAY_API not found",
-                   "compiled using NumPy 1.x", "compiled against ABI version",
-                   "numpy.core._multiarray_umath", "numpy.dtype size changed")
-NUMPY_FIX = "in the venv run: pip install 'numpy<2' 'ml_dtypes<0.6'"
-VENV_FIX = ("make the venv from the system Python: /usr/bin/python3 -m venv --system-site-packages "
-            ".venv (`make setup` does this), then `source build/env.sh`")
-
-
-@dataclass(frozen=True)
-class Result:
-    """The outcome of one check: one line of the report."""
-
-    status: str    # OK, WARN or FAIL
-    subject: str   # what was checked, with its version where there is one
-    detail: str    # what was found
-    fix: str = ""  # what to do about a WARN or FAIL
-
-    @property
-    def failed(self) -> bool:
-        """True for a required check that failed."""
-        return self.status == FAIL
-
-    def line(self) -> str:
-        """The report line, e.g. ``FAIL numpy 2.0.1: ... — in the venv run: ...``."""
-        text = f"{self.status:<4} {self.subject}: {self.detail}"
-        return f"{text} — {self.fix}" if self.fix else text
-
-
-@dataclass
-class Env:
-    """What the checks look at; every field can be replaced by a test."""
-
-    importer: Callable[[str], Any] = importlib.import_module
-    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
-    executable: str = sys.executable
-    prefix: str = sys.prefix
-    base_prefix: str = sys.base_prefix
-    version: Tuple[int, int, int] = tuple(sys.version_info[:3])  # type: ignore[assignment]
-    master_timeout: float = 1.0
-    _imports: Dict[str, Tuple[Any, Optional[BaseException]]] = field(default_factory=dict)
-    _probes: Dict[str, Probe] = field(default_factory=dict)
-
-    def try_import(self, name: str) -> Tuple[Any, Optional[BaseException]]:
-        """(module, None) or (None, the error); each name is imported once per Env."""
-        if name not in self._imports:
-            try:
-                self._imports[name] = (self.importer(name), None)
-            except Exception as err:  # reported by the check that asked, never dropped
-                self._imports[name] = (None, err)
-        return self._imports[name]
-
-    def probe(self, backend: str) -> Probe:
-        """What ``backend``'s probe finds, importing through :meth:`try_import`; once per Env."""
-        if backend not in self._probes:
-            self._probes[backend] = BACKENDS.get(backend).probe(self.try_import)
-        return self._probes[backend]
-
-
-Check = Callable[[Env], Result]
-
-
-def _err(err: Optional[BaseException]) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    text = text if len(text) <= 160 else text[:157] + "..."
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
-def _numpy_abi_error(err: Optional[BaseException]) -> bool:
-    return err is not None and any(sign in str(err) for sign in NUMPY_ABI_SIGNS)
+from ml_bridge.doctor.report import (
+    FAIL,
+    NUMPY_FIX,
+    OK,
+    VENV_FIX,
+    WARN,
+    Env,
+    Result,
+    _err,
+    _numpy_abi_error,
+)
 
 
 def _rospy_manifest(env: Env) -> Optional[str]:
@@ -228,33 +145,6 @@ def check_numpy(env: Env) -> Result:
     return Result(OK, subject, "cv2 and cv_bridge import under it")
 
 
-def backend_check(name: str) -> Check:
-    """The check of backend ``name``: what its ``probe`` found (its framework is optional)."""
-    def check(env: Env) -> Result:
-        found = env.probe(name)
-        err = found.error
-        if err is not None:
-            fix = NUMPY_FIX if "ml_dtypes" in str(err) or _numpy_abi_error(err) else found.install
-            return Result(WARN, found.framework, f"not importable ({_err(err)}); the {name} "
-                          "backend is unavailable", fix)
-        return Result(OK, f"{found.framework} {found.version}", f"devices: {found.devices}")
-
-    check.__name__ = f"check_{name}"
-    check.__doc__ = f"The {name} backend (optional): its framework's version and devices."
-    return check
-
-
-def check_backends(env: Env) -> Result:
-    """At least one backend's framework imports."""
-    names = BACKENDS.names()
-    found = [name for name in names if env.probe(name).available]
-    if not found:
-        return Result(FAIL, "backends", f"no backend's framework imports ({', '.join(names)}), so "
-                      "no model can be served", "pip install -r requirements.txt in the venv "
-                      "(`make setup`)")
-    return Result(OK, "backends", ", ".join(found))
-
-
 def check_messages(env: Env) -> Result:
     """The generated ml_bridge messages, services and action import (workspace built and sourced)."""
     for module, attr in (("ml_bridge.msg", "Tensor"), ("ml_bridge.srv", "Predict"),
@@ -302,74 +192,3 @@ def check_master(env: Env) -> Result:
         return Result(WARN, "ROS master", f"{uri} answered getPid with an error: {message}",
                       "restart it: roscore")
     return Result(OK, "ROS master", f"{uri} answers (pid {pid})")
-
-
-CHECKS: List[Check] = [check_ros, check_python, check_actionlib, check_cv_bridge, check_numpy,
-                       *(backend_check(name) for name in BACKENDS.names()), check_backends,
-                       check_messages, check_master]
-
-
-@contextlib.contextmanager
-def native_stderr_silenced() -> Iterator[None]:
-    """Points file descriptor 2 at /dev/null for the block, then restores it.
-
-    Native libraries log to the descriptor, not to ``sys.stderr``, so only this silences them.
-    """
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no descriptor 2 (a daemon): nothing to silence
-        yield
-        return
-    try:
-        null = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(null, 2)
-        finally:
-            os.close(null)
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def run_checks(env: Optional[Env] = None, checks: Optional[Sequence[Check]] = None,
-               on_result: Optional[Callable[[Result], None]] = None) -> List[Result]:
-    """Runs ``checks`` (default: CHECKS) against ``env`` (default: this interpreter).
-
-    ``on_result`` is called with each result as soon as its check is done.
-    """
-    env = env if env is not None else Env()
-    results = []
-    for check in checks if checks is not None else CHECKS:
-        try:
-            with native_stderr_silenced():
-                result = check(env)
-        except Exception as err:  # a defect of the doctor itself: reported, and it fails the run
-            result = Result(FAIL, getattr(check, "__name__", "check"), f"the check itself raised "
-                            f"{_err(err)}", "please report this with the output of doctor")
-        results.append(result)
-        if on_result is not None:
-            on_result(result)
-    return results
-
-
-def main(argv: Optional[Sequence[str]] = None, checks: Optional[Sequence[Check]] = None,
-         env: Optional[Env] = None, out: Optional[TextIO] = None) -> int:
-    """Prints one line per check; returns 1 if a required check failed, else 0."""
-    argparse.ArgumentParser(prog="doctor", description="Checks the set-up ml_bridge needs, one line "
-                            "per check (OK, WARN or FAIL with its fix); exits 1 if a required check "
-                            "fails.").parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
-    stream = out if out is not None else sys.stdout
-
-    def show(result: Result) -> None:
-        line = result.line()
-        try:
-            print(line, file=stream, flush=True)
-        except UnicodeEncodeError:  # a terminal without UTF-8
-            print(line.replace("—", "--"), file=stream, flush=True)
-
-    results = run_checks(env, checks, show)
-    return 1 if any(r.failed for r in results) else 0
