@@ -74,8 +74,11 @@ def test_a_parameter_error_is_an_input_error_and_a_schema_refuses_a_second_decla
 
 
 def test_a_schema_reads_every_declared_parameter_and_only_those() -> None:
-    schema = Schema("t", Param("a", "int", 1, "doc"), Param("b", "str", "x", "doc"))
-    assert schema.read({"a": "2", "other": object()}) == {"a": 2, "b": "x"}
+    schema = Schema("t", Param("a", "int", 1, "doc"), Param("b", "str", "x", "doc"),
+                    Param("c", "names", [], "doc"))
+    assert schema.read({"a": "2", "other": object()}) == {"a": 2, "b": "x", "c": []}
+    schema.read({})["c"].append("changed")
+    assert schema.read({})["c"] == [] and schema.default("c") == []  # defaults stay as declared
 
 
 def test_the_model_server_takes_its_defaults_from_the_schema() -> None:

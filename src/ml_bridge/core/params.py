@@ -119,7 +119,8 @@ class Param:
         """
         if value is None or (isinstance(value, (str, list, tuple)) and not value
                              and self.kind != "any"):
-            return self.default
+            # a fresh list each time: a caller may change what it was given
+            return list(self.default) if isinstance(self.default, list) else self.default
         try:
             if self.convert is not None:
                 return self.convert(value)

@@ -9,6 +9,7 @@ from typing import Any, FrozenSet, List, Mapping, Optional, Tuple
 import numpy as np
 
 from ml_bridge.core.model import BackendModel, ImagePreprocess
+from ml_bridge.core.params import Schema
 from ml_bridge.core.server import Prediction
 from ml_bridge.core.vision import IMAGE_PARAMS
 from ml_bridge.pipelines.base import Classes, Frame, Pipeline, Request, Result, image_format
@@ -61,6 +62,7 @@ class ClassifyPipeline(Pipeline[dict]):
 
     name = "classify"
     outputs = ("predictions",)
+    parameters = Schema("classify")  # the image format's only
 
     def __init__(self, model: BackendModel, params: Optional[Mapping[str, Any]] = None) -> None:
         super().__init__(model, params)
