@@ -5,6 +5,7 @@ to this declaration); :class:`ml_bridge.core.server.ModelServer` takes its defau
 too. The image pipelines declare theirs in their own classes.
 """
 from ml_bridge.core.allocator import DEFAULT_KEEP_MB, MAX_KEEP_MB
+from ml_bridge.core.execution import MODEL_THREAD_MODES
 from ml_bridge.core.params import Param, Schema
 from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS
 
@@ -48,7 +49,7 @@ NODE_PARAMS = Schema(
     # How it is served.
     Param("model_thread", "str", "auto", "where a `~predict` request runs: on the serving "
           "thread (`never`), queued on the model thread (`always`), or `auto`",
-          choices=("auto", "always", "never"),
+          choices=MODEL_THREAD_MODES,
           note="auto: on the caller's thread for CPU models", launch=True),
     Param("max_batch", "int", 8, "micro-batching: the most rows waiting requests are joined "
           "into", low=1, note="1 = no micro-batching", launch=True),
