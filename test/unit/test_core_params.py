@@ -8,6 +8,7 @@ from typing import Any, Dict
 import pytest
 import yaml
 
+from ml_bridge.core.checkpoints import CheckpointStore
 from ml_bridge.core.errors import InputError
 from ml_bridge.core.node_params import NODE_PARAMS
 from ml_bridge.core.params import Param, ParameterError, Schema, render_table
@@ -86,6 +87,8 @@ def test_the_model_server_takes_its_defaults_from_the_schema() -> None:
     for name in ("max_batch", "keep_checkpoints", "model_thread", "max_elements"):
         assert defaults[name].default == NODE_PARAMS.default(name), name
     assert NODE_PARAMS.default("max_batch") == 8  # what the launch file has always given
+    keep = inspect.signature(CheckpointStore.__init__).parameters["keep"].default
+    assert keep == NODE_PARAMS.default("keep_checkpoints")
 
 
 def test_config_server_yaml_gives_the_declared_defaults() -> None:

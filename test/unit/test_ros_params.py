@@ -1,4 +1,5 @@
 """ml_bridge.ros.params: every bad ~parameter stops start-up with one line, before the model loads."""
+import inspect
 import os
 import re
 import subprocess
@@ -108,7 +109,11 @@ def test_tensorboard_dir_is_read_with_the_node_parameters(given: Dict[str, Any])
 
 
 def test_defaults_keep_five_checkpoints(given: Dict[str, Any], loads: List[Any]) -> None:
+    from ml_bridge.ros.samples import SampleRecorder
+
     params.load_server()
+    recorder = inspect.signature(SampleRecorder.__init__).parameters["default_dataset"].default
+    assert recorder == params.node_config().default_dataset == "recorded"
     assert loads[0]["keep_checkpoints"] == params.KEEP_CHECKPOINTS == 5
     assert loads[0]["max_batch"] == 8
 

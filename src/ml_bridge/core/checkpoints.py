@@ -14,6 +14,7 @@ import tempfile
 from typing import Callable, List, Optional, Tuple
 
 from ml_bridge.core.errors import CheckpointError, MLBridgeError
+from ml_bridge.core.node_params import NODE_PARAMS
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,8 @@ _LOW_SPACE = 1 << 20
 class CheckpointStore:
     """Checkpoints of one model in one directory."""
 
-    def __init__(self, directory: str, model_name: str, suffix: str, keep: int = 5) -> None:
+    def __init__(self, directory: str, model_name: str, suffix: str,
+                 keep: int = NODE_PARAMS.default("keep_checkpoints")) -> None:
         """``keep``: how many checkpoints :meth:`prune` leaves (0 = all)."""
         if keep < 0:
             raise ValueError(f"keep must be >= 0 (0 = keep all), got {keep}")

@@ -25,6 +25,7 @@ from typing import Any, Callable, ContextManager, Deque, Dict, List, Optional, T
 import rospy
 
 from ml_bridge.core.errors import DatasetError, MLBridgeError
+from ml_bridge.core.node_params import NODE_PARAMS
 from ml_bridge.core.samples import StoreWriteError
 from ml_bridge.core.server import ModelServer
 from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS
@@ -43,7 +44,8 @@ def message_bytes(msg: Sample) -> int:
 class SampleRecorder:
     """Owns the ``~samples`` subscriber, its queue, the writer thread and the counters."""
 
-    def __init__(self, server: ModelServer, default_dataset: str = "recorded",
+    def __init__(self, server: ModelServer,
+                 default_dataset: str = NODE_PARAMS.default("default_dataset"),
                  max_elements: int = DEFAULT_MAX_ELEMENTS, topic: str = "~samples",
                  max_queued_bytes: int = 256 << 20, buff_size: int = 1 << 20,
                  subscribe: Optional[Callable[..., Any]] = None,
