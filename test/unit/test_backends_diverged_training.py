@@ -3,6 +3,7 @@ import os
 from pathlib import Path
 from typing import List, Optional
 
+import backends
 import numpy as np
 import pytest
 
@@ -39,7 +40,7 @@ def poison(model: BackendModel) -> None:
         model.model.set_weights(weights)  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("backend", ["torch", "tensorflow"])
+@pytest.mark.parametrize("backend", backends.ALL)
 def test_a_huge_learning_rate_is_refused_and_nothing_is_swapped_or_saved(backend: str,
                                                                         tmp_path: Path) -> None:
     ckpt = str(tmp_path / "ckpt")
@@ -63,7 +64,7 @@ def test_a_huge_learning_rate_is_refused_and_nothing_is_swapped_or_saved(backend
         server.close()
 
 
-@pytest.mark.parametrize("backend", ["torch", "tensorflow"])
+@pytest.mark.parametrize("backend", backends.ALL)
 def test_a_restart_skips_a_checkpoint_with_nan_weights(backend: str, tmp_path: Path,
                                                        caplog: pytest.LogCaptureFixture) -> None:
     ckpt = str(tmp_path / "ckpt")

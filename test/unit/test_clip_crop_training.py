@@ -2,6 +2,7 @@
 defaults (10 epochs, default batch size and learning rate), on both backends."""
 from typing import Callable, Optional
 
+import backends
 import numpy as np
 import pytest
 from trained import EPOCHS, trained
@@ -16,7 +17,7 @@ HeldOut = Callable[[Optional[ImageFormat]], Dataset]
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
-@pytest.mark.parametrize("backend", ["torch", "tensorflow"])
+@pytest.mark.parametrize("backend", backends.ALL)
 @pytest.mark.parametrize("model, dataset, heldout, labels, threshold", [
     ("motion_clip", "motion", motion_heldout, MOTION_LABELS, 0.9),
     ("shapes_crop", "shape_crops", shape_crops_heldout, CROP_LABELS, 0.95),

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator, List, Optional
 
+import backends
 import numpy as np
 import pytest
 from recording import Recorder
@@ -23,7 +24,7 @@ from ml_bridge.core.execution import ModelThread, WorkerResult
 from ml_bridge.core.model import BackendModel, ModelOptions
 from ml_bridge.core.training import Callback, FitResult, TrainConfig
 
-BACKENDS = ["torch", "tensorflow"]
+BACKENDS = backends.ALL
 #: digits() has 1500 samples: 47 batches of digits_mlp's default 32 per epoch.
 BATCHES_PER_EPOCH = 47
 WAIT = 60.0  # bound on waits for the model thread

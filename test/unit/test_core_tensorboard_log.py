@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List
 
+import backends
 import pytest
 
 from ml_bridge.core.errors import TrainingError
@@ -29,7 +30,7 @@ def _read_scalars(run_dir: str) -> Dict[str, List[float]]:
     return out
 
 
-@pytest.mark.parametrize("backend", ["torch", "tensorflow"])
+@pytest.mark.parametrize("backend", backends.ALL)
 def test_each_epoch_of_a_goal_is_a_point_of_its_run(backend: str, tmp_path: Path) -> None:
     server = ModelServer.load(backend, "digits_mlp")
     runs = []

@@ -7,6 +7,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import backends
 import numpy as np
 import pytest
 from threads import on_thread
@@ -354,7 +355,7 @@ def _tf_state() -> Tuple[Context, Callable[[], Any], Any]:
     return on_thread(capture_mixed), lambda: keras.config.dtype_policy().name, "mixed_float16"
 
 
-@pytest.mark.parametrize("backend", ["torch", "tensorflow"])
+@pytest.mark.parametrize("backend", backends.ALL)
 def test_the_framework_context_is_restored_on_the_inline_path(backend: str) -> None:
     ctx, probe, captured = _torch_state() if backend == "torch" else _tf_state()
     default = on_thread(probe)
@@ -367,7 +368,7 @@ def test_the_framework_context_is_restored_on_the_inline_path(backend: str) -> N
         worker.close()
 
 
-@pytest.mark.parametrize("backend", ["torch", "tensorflow"])
+@pytest.mark.parametrize("backend", backends.ALL)
 def test_inline_results_equal_the_model_threads_bit_for_bit(backend: str) -> None:
     from ml_bridge.core import registry
     from ml_bridge.core.datasets import digits

@@ -2,6 +2,7 @@
 import threading
 from typing import Any, List, Optional, Tuple
 
+import backends
 import numpy as np
 import pytest
 from test_core_server import LinearModel
@@ -270,7 +271,7 @@ def test_the_published_window_start_is_the_first_frames_stamp_to_the_nanosecond(
     assert rospy.Time.from_sec(stamps[0].to_sec()) != stamps[0]  # why the header is kept
 
 
-@pytest.mark.parametrize("backend", ["torch", "tensorflow"])
+@pytest.mark.parametrize("backend", backends.ALL)
 def test_order_proof_held_out_motions_are_recognised_and_reversed_frames_flip_them(
         backend: str) -> None:
     from trained import trained

@@ -8,6 +8,7 @@ backends alike.
 from pathlib import Path
 from typing import Callable, Iterator, List
 
+import backends
 import numpy as np
 import pytest
 
@@ -17,7 +18,7 @@ from ml_bridge.core.server import ModelServer
 from ml_bridge.core.spec import TensorSpec
 from ml_bridge.core.targets import canonical_targets
 
-BACKENDS = ["torch", "tensorflow"]
+BACKENDS = backends.ALL
 
 
 @pytest.fixture(params=BACKENDS)
