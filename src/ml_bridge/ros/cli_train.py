@@ -3,6 +3,7 @@
 Exit codes: 0 succeeded, 1 aborted (invalid goal), 2 preempted (cancelled), 3 no server.
 """
 import argparse
+import signal
 import sys
 import threading
 from typing import List, Optional
@@ -65,16 +66,23 @@ class TrainClient:
             bar.update(fb.epoch - bar.n)
             bar.set_postfix_str(f"loss={fb.loss:.4f} {format_metrics(fb.metric_names, fb.metric_values)}")
 
-        self.client.send_goal(goal, feedback_cb=feedback, done_cb=lambda *_: self.done.set())
+        # Ctrl+C only sets a flag while the goal is sent and followed: a KeyboardInterrupt
+        # raised inside send_goal (after the goal went out, before its handle is kept) would
+        # leave the goal training with no client to cancel it.
+        interrupted = threading.Event()
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set()) if main else None
         try:
+            self.client.send_goal(goal, feedback_cb=feedback, done_cb=lambda *_: self.done.set())
             while not self.done.wait(0.1):
-                if rospy.is_shutdown():
-                    raise KeyboardInterrupt
-        except KeyboardInterrupt:
-            bar.write("cancelling the goal (waiting for the current batch)...")
-            self.client.cancel_goal()
-            self.client.wait_for_result(rospy.Duration(60.0))
+                if interrupted.is_set() or rospy.is_shutdown():
+                    bar.write("cancelling the goal (waiting for the current batch)...")
+                    self.client.cancel_goal()
+                    self.client.wait_for_result(rospy.Duration(60.0))
+                    break
         finally:
+            if main and previous is not None:
+                signal.signal(signal.SIGINT, previous)
             bar.close()
         return self.client.get_state(), self.client.get_result()
 
