@@ -7,6 +7,7 @@ from typing import Any, Callable, Dict, List, Optional
 import pytest
 import rosgraph
 
+from ml_bridge.ros import main as entry
 from ml_bridge.ros import params
 from ml_bridge.ros.master_watch import MasterWatch
 
@@ -156,7 +157,7 @@ def test_a_shutdown_during_a_look_is_not_a_loss(master: FakeMaster) -> None:
 
     def shut_down() -> None:
         if master.lookups == 2:  # the second look: the node is shutting down meanwhile
-            w.close(0)              # the on_shutdown hook, as params.main registers it
+            w.close(0)              # the on_shutdown hook, as main registers it
             master.services.clear()  # then rospy's pre-shutdown hook unregisters the node
 
     master.during_lookup = shut_down
@@ -189,7 +190,7 @@ def test_no_loss_is_reported_once_rospy_shutdown_began(master: FakeMaster) -> No
 
 def test_main_stops_the_watch_before_rospy_unregisters_on_a_clean_stop(
         master: FakeMaster, monkeypatch: pytest.MonkeyPatch) -> None:
-    """params.main with rospy's shutdown order: client on_shutdown hooks, then unregistering."""
+    """main with rospy's shutdown order: client on_shutdown hooks, then unregistering."""
     hooks: List[Callable[[], None]] = []
     fatal: List[str] = []
     watches: List[MasterWatch] = []
@@ -222,11 +223,11 @@ def test_main_stops_the_watch_before_rospy_unregisters_on_a_clean_stop(
                         ("signal_shutdown", lambda _reason: None), ("spin", spin),
                         ("get_param", lambda _name, default=None: default)):
         monkeypatch.setattr(params.rospy, name, value)
-    monkeypatch.setattr(params.tcpros_patch, "apply", lambda: None)
+    monkeypatch.setattr(entry.tcpros_patch, "apply", lambda: None)
     monkeypatch.setattr(params, "load_server",
                         lambda: types.SimpleNamespace(info=lambda: info, close=lambda: None))
-    monkeypatch.setattr(params, "MLBridgeNode", Node)
-    monkeypatch.setattr(params, "MasterWatch", make_watch)
+    monkeypatch.setattr(entry, "MLBridgeNode", Node)
+    monkeypatch.setattr(entry, "MasterWatch", make_watch)
     master.services[SERVICE] = OURS
-    assert params.main() == 0, fatal
+    assert entry.main() == 0, fatal
     assert fatal == []

@@ -16,6 +16,7 @@ import rosgraph
 import rospy
 
 from ml_bridge.core.server import ModelServer
+from ml_bridge.ros import main as entry
 from ml_bridge.ros import params
 from ml_bridge.ros.params import ParameterError
 from ml_bridge.ros.processes import free_port, stop
@@ -121,11 +122,11 @@ def test_defaults_keep_five_checkpoints(given: Dict[str, Any], loads: List[Any])
 def test_main_says_one_fatal_line_and_returns_1_without_loading(
         given: Dict[str, Any], loads: List[Any], monkeypatch: pytest.MonkeyPatch) -> None:
     fatal: List[str] = []
-    monkeypatch.setattr(params.tcpros_patch, "apply", lambda: None)  # rospy stays as it is here
+    monkeypatch.setattr(entry.tcpros_patch, "apply", lambda: None)  # rospy stays as it is here
     monkeypatch.setattr(rospy, "init_node", lambda *args, **kwargs: None)
     monkeypatch.setattr(rospy, "logfatal", fatal.append)
     given["timeout"] = "abc"
-    assert params.main() == 1
+    assert entry.main() == 1
     assert fatal == ["ml_bridge cannot start: parameter ~timeout must be a number > 0 (seconds), "
                      "got 'abc'"]
     assert loads == []  # refused before the (slow) model load

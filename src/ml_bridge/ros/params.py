@@ -1,13 +1,11 @@
-"""Node start-up from ``~`` parameters: check them all, load the model in main, build the node.
+"""The node's ``~`` parameters: check them all, load the model in main, configure the node
+(the entry point that uses them is :mod:`ml_bridge.ros.main`).
 
 Every parameter is declared once, in :data:`ml_bridge.core.node_params.NODE_PARAMS` (the
 pipelines declare theirs), and read through that declaration, so a bad value (``max_batch:=0``,
 ``timeout:=abc``) stops start-up with one line naming the parameter and what it accepts,
 before the model is loaded, never with a traceback.
 """
-import functools
-import logging
-import sys
 from dataclasses import fields
 from typing import Any, Dict, Iterable
 
@@ -15,17 +13,14 @@ import rospy
 
 from ml_bridge.core import allocator, registry
 from ml_bridge.core.datasets import check_name
-from ml_bridge.core.errors import DatasetError, MLBridgeError
+from ml_bridge.core.errors import DatasetError
 from ml_bridge.core.model import ModelOptions
 from ml_bridge.core.node_params import NODE_PARAMS
 from ml_bridge.core.params import ParameterError, Schema
 from ml_bridge.core.server import ModelServer
-from ml_bridge.ros import tcpros_patch
-from ml_bridge.ros.master_watch import MasterWatch
-from ml_bridge.ros.node import MLBridgeNode, NodeConfig
+from ml_bridge.ros.node import NodeConfig
 
-__all__ = ["KEEP_CHECKPOINTS", "ParameterError", "load_server", "main", "node_config",
-           "read_params"]
+__all__ = ["KEEP_CHECKPOINTS", "ParameterError", "load_server", "node_config", "read_params"]
 
 #: Default of ``~keep_checkpoints``: checkpoints of the served model kept after each save.
 KEEP_CHECKPOINTS: int = NODE_PARAMS.default("keep_checkpoints")
@@ -79,61 +74,3 @@ def node_config() -> NodeConfig:
     private = rospy.get_param("~", {})
     return NodeConfig(pipeline_params=dict(private) if isinstance(private, dict) else {},
                       **given)
-
-
-class RosoutHandler(logging.Handler):
-    """Forwards the framework-free layers' ``logging`` records (e.g. a skipped checkpoint) to rosout."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = self.format(record)
-        if record.levelno >= logging.ERROR:
-            rospy.logerr(text)
-        elif record.levelno >= logging.WARNING:
-            rospy.logwarn(text)
-        else:
-            rospy.loginfo(text)
-
-
-def main() -> int:
-    """Entry point of ``rosrun ml_bridge server``: returns the exit code."""
-    tcpros_patch.apply()  # before init_node, which starts rospy's TCPROS server
-    rospy.init_node("ml_bridge")
-    core_log = logging.getLogger("ml_bridge")
-    core_log.addHandler(RosoutHandler())
-    core_log.setLevel(logging.INFO)
-    core_log.propagate = False
-    try:
-        config = node_config()  # every parameter is checked before the model is loaded
-        server = load_server()
-    except MLBridgeError as err:
-        rospy.logfatal(f"ml_bridge cannot start: {err}")
-        return 1
-    try:
-        node = MLBridgeNode(server, config)
-    except MLBridgeError as err:
-        rospy.logfatal(f"ml_bridge cannot start: {err}")
-        server.close()
-        return 1
-    info = server.info()
-    rospy.loginfo("ml_bridge serving %s (%s %s on %s), version %d", info.model, info.backend,
-                  info.framework_version, info.device, info.model_version)
-    # The node's services are registered: rospy.Service returns once the master has them.
-    watch = MasterWatch(node.info_srv.resolved_name, node.info_srv.uri, _exit_lost)
-    # on_shutdown hooks run, in order, before rospy unregisters the node from the master:
-    # the watch stops first, so the node's own unregistering is never taken for a lost master.
-    rospy.on_shutdown(functools.partial(watch.close, 0))
-    rospy.on_shutdown(node.shutdown)
-    watch.start()
-    rospy.spin()
-    watch.close()  # a loss shuts the node down on the watch thread: wait for it
-    return 1 if watch.lost else 0
-
-
-def _exit_lost(message: str) -> None:
-    """The master forgot the node: say so and shut down, so main returns non-zero."""
-    rospy.logfatal(f"ml_bridge stops: {message}")
-    rospy.signal_shutdown("the ROS master restarted")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
