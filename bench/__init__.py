@@ -1,1 +1,1 @@
-"""ml_bridge's benchmark suite: ``make bench`` (``python bench/run.py``); see README "Performance"."""
+"""ml_bridge's benchmark suite: ``make bench`` (``python bench/run.py``); see docs/performance.md."""

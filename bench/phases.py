@@ -18,7 +18,7 @@ DIGITS_KEYS = ("predict_vs_handwritten_latency", "predict_vs_handwritten_through
 IMAGE_THREADS = 1  # torch intra-op threads for both sides of the image and pipeline figures
 PEER_CLIENTS = 8  # client processes of the throughput figure
 #: Repetitions of the peer figures beyond ``--reps``: each pairs two fresh processes, and which
-#: pair a repetition gets moves its ratio more than anything measured inside it (README).
+#: pair a repetition gets moves its ratio more than anything measured inside it (bench/NOTES.md).
 PEER_EXTRA_REPS = 2
 
 

@@ -6,9 +6,9 @@
 # What it creates, and where:
 #   .venv/       the virtual environment (git-ignored); ML_BRIDGE_VENV=/path uses another one
 #   the catkin workspace, OUTSIDE the source tree: ${XDG_CACHE_HOME:-~/.cache}/ml_bridge/
-#                ws-<hash of this checkout's path>. A workspace inside the package (build/ws
-#                until now) made every file of the package visible twice once the checkout sits
-#                in a user's own workspace: roslaunch "multiple files named [server.launch]".
+#                ws-<hash of this checkout's path>. Outside, because a workspace inside the
+#                package would make every file of the package visible twice once the checkout
+#                sits in a user's own workspace (roslaunch: "multiple files named [...]").
 #   build/       env.sh (what a shell sources), catkin_make.log; git-ignored
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd -P)

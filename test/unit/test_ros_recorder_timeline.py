@@ -1,7 +1,6 @@
 """The recorder under field time and content, without a master: ROS time that goes back (a
 looping ``/clock``) or stops, latched topics, and topics with publishers of several types.
 Bags are read back with rosbag."""
-import io
 import logging
 import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -9,6 +8,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import rosbag
 import rospy
 from std_msgs.msg import Int32, String
+from test_ros_recorder import any_msg
 
 from ml_bridge.pipelines.rules import parse_rules
 from ml_bridge.ros.bagfile import BagFile
@@ -23,17 +23,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def any_msg(msg: Any, callerid: str = "/cam") -> rospy.AnyMsg:
-    """What rospy hands an AnyMsg subscriber: the bytes and the publisher's connection header."""
-    buff = io.BytesIO()
-    msg.serialize(buff)
-    m = rospy.AnyMsg()
-    m._buff = buff.getvalue()
-    m._connection_header = {"type": msg._type, "md5sum": msg._md5sum, "callerid": callerid,
-                            "message_definition": msg._full_text, "latching": "0"}
-    return m
 
 
 def text(value: Any) -> str:

@@ -4,10 +4,9 @@ Every camera frame passes through buffers of about a frame's size: rospy's read 
 connection (``buff_size`` bytes a read), the message's bytes, the image array, the mask to
 publish. glibc serves an allocation over its mmap threshold (128 KiB at start) straight from
 the kernel and hands it back when freed, and returns the free top of a heap past its trim
-threshold, so the next frame's buffers start as fresh pages and fault in one by one. Measured
-on a 640 x 480 rgb8 stream at 260 frames/s with rospy and ``buff_size`` 8 MiB: 452 page faults
-and 1.41 ms of CPU (1.10 ms of it in the kernel) to receive one frame, against 0 faults and
-0.40 ms with the thresholds below. The price: up to ``keep_mb`` of freed memory stays in each
+threshold, so the next frame's buffers start as fresh pages and fault in one by one, most of
+a frame's receive cost (bench/NOTES.md). Raising both thresholds keeps those pages in the
+process; raising only one does not. The price: up to ``keep_mb`` of freed memory stays in each
 heap of the process instead of going back to the system.
 """
 import ctypes

@@ -3,11 +3,9 @@ handled as one batch (``~predict``).
 
 rospy gives every service connection a thread of its own that blocks in ``recv``. With eight
 clients calling at once, each call then pays for waking its thread and for that thread's turn at
-the GIL against seven others: measured on this 2-core VM with the hand-written handler of the
-benchmark, 170-270 µs of the node's CPU a call, and one thread answering every connection from a
-``select`` loop took the same handler to 60-95 µs a call and 2-3.5x the calls per second (README,
-Performance). One thread also sees the requests that arrived together, so the handler gets them
-as one list and can join them into one model call.
+the GIL against the others; one thread answering every connection from a ``select`` loop pays
+neither (the figures are in bench/NOTES.md). One thread also sees the requests that arrived
+together, so the handler gets them as one list and can join them into one model call.
 
 :class:`LoopedService` is a ``rospy.Service`` (registered with the master, found by
 ``rosservice``, called by any ROS client): rospy still accepts each connection and reads its
