@@ -8,9 +8,16 @@ GraphDefs and SavedModels, served inference-only), ``trainer`` (``model.fit`` dr
 neutral callbacks, and the release of each run's traced step) and ``builtins``. This module
 imports no TensorFlow: the names below import it on first use.
 """
+import os
 from typing import TYPE_CHECKING, List
 
 from ml_bridge.backends import Probe, TryImport, lazy_exports
+
+# oneDNN's CPU kernels, which TensorFlow turns on by itself only on some processors (not on
+# CPUs without AVX-512, e.g. many AMD ones): there its own Conv3D gradients run an order of
+# magnitude slower (bench/NOTES.md). Read when TensorFlow is first imported, so it is set
+# before any module of this backend imports it; a user's own TF_ENABLE_ONEDNN_OPTS wins.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 if TYPE_CHECKING:
     from ml_bridge.backends.tensorflow.core import (
