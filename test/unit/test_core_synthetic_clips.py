@@ -53,15 +53,15 @@ def assert_moves(frames: np.ndarray, label: int, min_travel: float) -> None:
 
 
 def test_the_dataset_resolver_knows_the_datasets() -> None:
-    # A fresh interpreter: only what resolve imports (as the server does) has registered.
-    code = ("import ml_bridge.core.resolve\n"
+    # A fresh interpreter: the names are known before any dataset module is imported.
+    code = ("import sys\n"
             "from ml_bridge.core.datasets import BUILTIN_DATASETS\n"
-            "print(' '.join(sorted(BUILTIN_DATASETS)))")
+            "print(' '.join(sorted(BUILTIN_DATASETS)), 'ml_bridge.core.synthetic_motion' in sys.modules)")
     names = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                            text=True).stdout.split()
-    assert {"motion", "shape_crops"} <= set(names)
-    assert BUILTIN_DATASETS["motion"] is motion
-    assert BUILTIN_DATASETS["shape_crops"] is shape_crops
+    assert {"motion", "shape_crops"} <= set(names) and names[-1] == "False"
+    assert BUILTIN_DATASETS.get("motion") is motion
+    assert BUILTIN_DATASETS.get("shape_crops") is shape_crops
 
 
 # -- motion ------------------------------------------------------------------------------------

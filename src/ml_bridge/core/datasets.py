@@ -2,7 +2,7 @@
 import os
 import re
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
@@ -78,9 +78,12 @@ def _digits_builder(_fmt: Optional[ImageFormat]) -> Dataset:
     return digits()
 
 
-#: Built-in dataset name -> builder. Image datasets register here when their module is
-#: imported (see :mod:`ml_bridge.core.synthetic`).
-BUILTIN_DATASETS: Dict[str, DatasetBuilder] = {"digits": _digits_builder}
+#: Built-in dataset name -> builder; the image datasets' modules are imported on first use.
+BUILTIN_DATASETS: "Registry[DatasetBuilder]" = Registry("built-in dataset", DatasetError)
+BUILTIN_DATASETS.register("digits", _digits_builder)
+BUILTIN_DATASETS.register("shapes", "ml_bridge.core.synthetic:shapes", lazy=True)
+BUILTIN_DATASETS.register("shape_crops", "ml_bridge.core.synthetic_crops:shape_crops", lazy=True)
+BUILTIN_DATASETS.register("motion", "ml_bridge.core.synthetic_motion:motion", lazy=True)
 
 
 def check_name(name: str) -> str:

@@ -2,11 +2,6 @@
 import os
 from typing import Optional
 
-# Imported for their side effect: each registers its built-in image datasets. (ruff reports
-# only the last import of a package's submodules as unused, so only that one needs the noqa.)
-import ml_bridge.core.synthetic
-import ml_bridge.core.synthetic_crops
-import ml_bridge.core.synthetic_motion  # noqa: F401
 from ml_bridge.core.datasets import BUILTIN_DATASETS, FILE_LOADERS, Dataset, resolve_under
 from ml_bridge.core.errors import DatasetError
 from ml_bridge.core.samples import SampleStore
@@ -37,7 +32,7 @@ class DatasetResolver:
             raise DatasetError("no dataset given; use 'digits', a recorded dataset name, or a file "
                                f"under ~data_root ({', '.join(FILE_LOADERS.names())})")
         if name in BUILTIN_DATASETS:
-            return BUILTIN_DATASETS[name](image_format)
+            return BUILTIN_DATASETS.get(name)(image_format)
         suffix = os.path.splitext(name)[1].lower()
         if suffix in FILE_LOADERS or os.sep in name or name.startswith("."):
             if suffix not in FILE_LOADERS:
@@ -50,6 +45,6 @@ class DatasetResolver:
         if self._store is not None and self._store.exists(name):
             return self._store.load(name)
         recorded = self._store.names() if self._store is not None else []
-        raise DatasetError(f"unknown dataset '{name}'; built-in: {', '.join(BUILTIN_DATASETS)}; "
+        raise DatasetError(f"unknown dataset '{name}'; built-in: {', '.join(BUILTIN_DATASETS.names())}; "
                            f"recorded: {', '.join(recorded) or 'none'}; or a file under ~data_root "
                            f"({', '.join(FILE_LOADERS.names())})")

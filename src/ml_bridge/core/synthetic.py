@@ -16,7 +16,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ml_bridge.core.datasets import BUILTIN_DATASETS, Dataset
+from ml_bridge.core.datasets import Dataset
 from ml_bridge.core.errors import DatasetError
 from ml_bridge.core.synthetic_textures import scene_background, textured_background
 from ml_bridge.core.vision import ImageFormat, resize
@@ -225,9 +225,6 @@ def shapes(fmt: Optional[ImageFormat]) -> Dataset:
 def shapes_heldout(fmt: Optional[ImageFormat]) -> Dataset:
     """The held-out ``shapes`` frames (never trained on), as :func:`shapes` makes them."""
     return _dataset("shapes:heldout", fmt, heldout=True)
-
-
-BUILTIN_DATASETS["shapes"] = shapes
 
 
 class _Mover:

@@ -13,7 +13,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ml_bridge.core.datasets import BUILTIN_DATASETS, Dataset
+from ml_bridge.core.datasets import Dataset
 from ml_bridge.core.synthetic import contrasting_color, draw_shape, textured_background
 from ml_bridge.core.vision import ImageFormat, image_format_of, resize
 
@@ -104,6 +104,3 @@ def shape_crops(fmt: Optional[ImageFormat]) -> Dataset:
 def shape_crops_heldout(fmt: Optional[ImageFormat]) -> Dataset:
     """The held-out crops of ``shape_crops`` (never trained on), in ``fmt``."""
     return _dataset("shape_crops:heldout", fmt, heldout=True)
-
-
-BUILTIN_DATASETS["shape_crops"] = shape_crops

@@ -13,7 +13,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from ml_bridge.core.datasets import BUILTIN_DATASETS, Dataset
+from ml_bridge.core.datasets import Dataset
 from ml_bridge.core.errors import DatasetError
 from ml_bridge.core.synthetic import textured_background
 from ml_bridge.core.vision import ImageFormat, image_format_of
@@ -168,6 +168,3 @@ def motion(fmt: Optional[ImageFormat]) -> Dataset:
 def motion_heldout(fmt: Optional[ImageFormat]) -> Dataset:
     """The held-out clips of ``motion`` (never trained on), in ``fmt``."""
     return _dataset("motion:heldout", fmt, heldout=True)
-
-
-BUILTIN_DATASETS["motion"] = motion

@@ -4,12 +4,14 @@
 Each builder returns a :class:`~ml_bridge.core.model.ModelBundle` of a freshly initialised,
 seeded model, so building twice gives the same weights.
 """
-from typing import Callable, Dict, List
+from typing import Callable, List
 
 import keras
 import numpy as np
 
+from ml_bridge.core.errors import BackendError
 from ml_bridge.core.model import ModelBundle
+from ml_bridge.core.registry import Registry
 from ml_bridge.core.synthetic import SHAPE_LABELS
 from ml_bridge.core.synthetic_crops import CROP_LABELS
 from ml_bridge.core.synthetic_motion import CLIP_LENGTH, MOTION_LABELS
@@ -194,10 +196,10 @@ def shapes_seg() -> ModelBundle:
 
 
 #: Built-in model name -> builder.
-BUILTINS: Dict[str, Callable[[], ModelBundle]] = {
-    "digits_mlp": digits_mlp,
-    "image_cnn": image_cnn,
-    "motion_clip": motion_clip,
-    "shapes_crop": shapes_crop,
-    "shapes_seg": shapes_seg,
-}
+#: The built-in models of this backend, by the name ``model:=`` takes.
+BUILTINS: "Registry[Callable[[], ModelBundle]]" = Registry("built-in model", BackendError)
+BUILTINS.register("digits_mlp", digits_mlp)
+BUILTINS.register("image_cnn", image_cnn)
+BUILTINS.register("motion_clip", motion_clip)
+BUILTINS.register("shapes_crop", shapes_crop)
+BUILTINS.register("shapes_seg", shapes_seg)

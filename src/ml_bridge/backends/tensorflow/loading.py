@@ -57,7 +57,7 @@ def load_model(source: str, options: ModelOptions) -> BackendModel:
     source = source.strip()
     if source in BUILTINS:
         with tf.device(device):
-            return _from_bundle(BUILTINS[source](), source, device, options, BUILTINS[source])
+            return _from_bundle(BUILTINS.get(source)(), source, device, options, BUILTINS.get(source))
     if os.path.exists(source):
         return _from_path(source, device, options)
     if is_factory(source):

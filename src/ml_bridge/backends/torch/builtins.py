@@ -5,7 +5,7 @@ Weights are initialised from a fixed seed with a private generator, so a built-i
 same in every process and building one leaves torch's global random state alone.
 """
 import math
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, List, Tuple
 
 import numpy as np
 import torch
@@ -13,6 +13,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ml_bridge.backends.torch.model import TorchModel
+from ml_bridge.core.errors import BackendError
+from ml_bridge.core.registry import Registry
 from ml_bridge.core.spec import TensorSpec
 from ml_bridge.core.synthetic import SHAPE_LABELS
 from ml_bridge.core.synthetic_crops import CROP_LABELS
@@ -229,10 +231,10 @@ def shapes_crop(device: torch.device) -> TorchModel:
                       image_format=CROP_FORMAT)
 
 #: Built-in name -> builder taking the device.
-BUILTINS: Dict[str, Callable[[torch.device], TorchModel]] = {
-    "digits_mlp": digits_mlp,
-    "image_cnn": image_cnn,
-    "shapes_seg": shapes_seg,
-    "motion_clip": motion_clip,
-    "shapes_crop": shapes_crop,
-}
+#: The built-in models of this backend, by the name ``model:=`` takes.
+BUILTINS: "Registry[Callable[[torch.device], TorchModel]]" = Registry("built-in model", BackendError)
+BUILTINS.register("digits_mlp", digits_mlp)
+BUILTINS.register("image_cnn", image_cnn)
+BUILTINS.register("shapes_seg", shapes_seg)
+BUILTINS.register("motion_clip", motion_clip)
+BUILTINS.register("shapes_crop", shapes_crop)

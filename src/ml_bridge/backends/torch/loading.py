@@ -39,7 +39,7 @@ def load_model(source: str, options: ModelOptions) -> TorchModel:
     device = parse_device(options.device)
     name = source.strip()
     if name in BUILTINS:
-        model = BUILTINS[name](device)
+        model = BUILTINS.get(name)(device)
         if options.labels:
             model.labels = [str(label) for label in options.labels]
             model.is_classifier = True
