@@ -16,7 +16,7 @@ from typing import Any, Dict, List
 from std_msgs.msg import String
 
 from ml_bridge.pipelines.rules import parse_rules
-from ml_bridge.ros.recorder import Recorder
+from ml_bridge.ros.recording.recorder import Recorder
 
 LIMIT = 32 * 1024  # bytes a file may have while the disk is "full"
 

@@ -1,4 +1,4 @@
-"""A ROS node for test_ros_samples_burst: publishes a burst of Samples at full speed, then waits
+"""A ROS node for test_ros_sample_topic_burst: publishes a burst of Samples at full speed, then waits
 for the ml_bridge node's diagnostics to account for every one and prints them as JSON.
 
 Usage: python sample_burst.py COUNT PUBLISHER_QUEUE_SIZE (with ROS_MASTER_URI set).

@@ -12,7 +12,7 @@ import rospy
 from std_msgs.msg import String
 
 from ml_bridge.pipelines.rules import parse_rules
-from ml_bridge.ros.recorder import Recorder
+from ml_bridge.ros.recording.recorder import Recorder
 
 SECOND = 1_700_000_000  # the second both processes name their bags by
 

@@ -111,7 +111,7 @@ def test_bag_datasets_are_offered_once_the_node_registers_their_loader(tmp_path:
             "from ml_bridge.core.resolve import DatasetResolver\n"
             f"resolver = DatasetResolver({str(tmp_path)!r})\n"
             "try:\n    resolver.load('run.bag')\nexcept DatasetError as err:\n    print('CORE', err)\n"
-            "from ml_bridge.ros import bag\n"
+            "from ml_bridge.ros import bag_dataset as bag\n"
             "bag.register_loader(); bag.register_loader()\n"
             "try:\n    resolver.load('run.bag')\nexcept DatasetError as err:\n    print('ROS', err)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,

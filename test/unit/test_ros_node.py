@@ -25,7 +25,7 @@ from test_ros_train_action import FakeActionServer
 
 from ml_bridge.core.context import Context
 from ml_bridge.core.datasets import Dataset, digits
-from ml_bridge.core.samples import SampleStore
+from ml_bridge.core.sample_store import SampleStore
 from ml_bridge.core.server import ModelServer
 from ml_bridge.core.training import Callback
 from ml_bridge.ros import node as node_module

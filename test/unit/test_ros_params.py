@@ -110,7 +110,7 @@ def test_tensorboard_dir_is_read_with_the_node_parameters(given: Dict[str, Any])
 
 
 def test_defaults_keep_five_checkpoints(given: Dict[str, Any], loads: List[Any]) -> None:
-    from ml_bridge.ros.samples import SampleRecorder
+    from ml_bridge.ros.sample_topic import SampleRecorder
 
     params.load_server()
     recorder = inspect.signature(SampleRecorder.__init__).parameters["default_dataset"].default

@@ -12,9 +12,9 @@ from std_msgs.msg import String
 
 from ml_bridge.core.errors import InputError
 from ml_bridge.pipelines.rules import parse_rules
-from ml_bridge.ros.bagfile import ACTIVE, UNFINISHED, BagFile, claim, set_aside_leftovers
-from ml_bridge.ros.recorder import Message, Recorder, Ring, serialized
-from ml_bridge.ros.rules import RosRules
+from ml_bridge.ros.recording.bagfile import ACTIVE, UNFINISHED, BagFile, claim, set_aside_leftovers
+from ml_bridge.ros.recording.recorder import Message, Recorder, Ring, serialized
+from ml_bridge.ros.recording.rule_actions import RosRules
 
 
 def raw_string(text: str) -> Tuple[str, bytes, str, str]:

@@ -23,9 +23,9 @@ from test_ros_recorder import Clock, any_msg, read
 
 from ml_bridge.core.errors import InputError
 from ml_bridge.pipelines.rules import MAX_NAME, parse_rules
-from ml_bridge.ros.bagfile import MAX_SUFFIX, UNFINISHED, bag_name, claim, set_aside_leftovers
-from ml_bridge.ros.recorder import Recorder
-from ml_bridge.ros.rules import RosRules
+from ml_bridge.ros.recording.bagfile import MAX_SUFFIX, UNFINISHED, bag_name, claim, set_aside_leftovers
+from ml_bridge.ros.recording.recorder import Recorder
+from ml_bridge.ros.recording.rule_actions import RosRules
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -11,8 +11,8 @@ from std_msgs.msg import Int32, String
 from test_ros_recorder import any_msg
 
 from ml_bridge.pipelines.rules import parse_rules
-from ml_bridge.ros.bagfile import BagFile
-from ml_bridge.ros.recorder import Recorder
+from ml_bridge.ros.recording.bagfile import BagFile
+from ml_bridge.ros.recording.recorder import Recorder
 
 
 class Clock:

@@ -138,6 +138,6 @@ def _arrays(data: "np.lib.npyio.NpzFile", keys: "set[str]", stem: str) -> List[n
 
 
 #: File loaders by suffix (a lower-case ``.ext``). The ROS node registers ``.bag``
-#: (:func:`ml_bridge.ros.bag.register_loader`), so core-only users are offered what they can load.
+#: (:func:`ml_bridge.ros.bag_dataset.register_loader`), so core-only users are offered what they can load.
 FILE_LOADERS: "Registry[Callable[[str], Dataset]]" = Registry("dataset file type", DatasetError)
 FILE_LOADERS.register(".npz", load_npz)

@@ -4,7 +4,7 @@ from typing import Optional
 
 from ml_bridge.core.datasets import BUILTIN_DATASETS, FILE_LOADERS, Dataset, resolve_under
 from ml_bridge.core.errors import DatasetError
-from ml_bridge.core.samples import SampleStore
+from ml_bridge.core.sample_store import SampleStore
 from ml_bridge.core.vision import ImageFormat
 
 

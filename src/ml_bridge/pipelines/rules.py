@@ -43,7 +43,7 @@ DEFAULT_MAX = 60.0
 # Rule names end up in bag file names: keep them to characters every file system takes.
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 #: The longest rule name: its longest bag file name, ``<name>_<YYYY-MM-DD-HH-MM-SS>_9999
-#: .bag.unfinished`` (ml_bridge.ros.bagfile), must fit the 255 bytes file systems allow a name.
+#: .bag.unfinished`` (ml_bridge.ros.recording.bagfile), must fit the 255 bytes file systems allow a name.
 MAX_NAME = 255 - len("_YYYY-MM-DD-HH-MM-SS_9999.bag.unfinished")
 # A ROS graph name, relative, global or private (~).
 _TOPIC = re.compile(r"^[~/]?[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*$")

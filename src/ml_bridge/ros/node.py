@@ -24,7 +24,7 @@ from ml_bridge.core.server import ModelServer, Prediction
 from ml_bridge.msg import TensorSpec
 from ml_bridge.pipelines import make_pipeline
 from ml_bridge.pipelines.classify import classify
-from ml_bridge.ros import bag
+from ml_bridge.ros import bag_dataset
 from ml_bridge.ros.conversions import (
     ConversionError,
     arrays_to_tensors,
@@ -32,8 +32,8 @@ from ml_bridge.ros.conversions import (
     tensors_to_arrays,
 )
 from ml_bridge.ros.model_call import timeout_message
-from ml_bridge.ros.rules import RosRules
-from ml_bridge.ros.samples import SampleRecorder
+from ml_bridge.ros.recording.rule_actions import RosRules
+from ml_bridge.ros.sample_topic import SampleRecorder
 from ml_bridge.ros.service_loop import LoopedService
 from ml_bridge.ros.sinks import SinkOptions
 from ml_bridge.ros.stats import Stats
@@ -77,7 +77,7 @@ class MLBridgeNode:
 
     def __init__(self, server: ModelServer, config: Optional[NodeConfig] = None) -> None:
         self.server = server
-        bag.register_loader()  # ~train goals may name .bag datasets under ~data_root
+        bag_dataset.register_loader()  # ~train goals may name .bag datasets under ~data_root
         self.config = config or NodeConfig()
         self.stats = Stats()
         # ~predict needs no context of its own: the model call restores it on whichever thread

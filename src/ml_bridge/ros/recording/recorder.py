@@ -17,9 +17,9 @@ when its receive time is inside the recording's window.
 
 ROS time that goes back (a looping ``/clock``, a simulator reset) closes every open recording
 and starts over: the buffer, the schedules and their cooldowns belong to the old timeline
-(:mod:`ml_bridge.ros.timeline`). A recording also ends after ``max`` seconds of wall time, so
+(:mod:`ml_bridge.ros.recording.timeline`). A recording also ends after ``max`` seconds of wall time, so
 a stopped clock cannot keep it open. Each bag starts with the last message of each latching
-publisher of its topics (:class:`~ml_bridge.ros.ring.Latched`).
+publisher of its topics (:class:`~ml_bridge.ros.recording.ring.Latched`).
 
 A topic the node itself subscribes to with its type (the image topic) shares rospy's
 connection with that subscriber, so it arrives decoded; it is serialized again here (a copy of
@@ -31,52 +31,21 @@ import math
 import os
 import threading
 import time
-from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import rospy
 
 from ml_bridge.core.errors import InputError
 from ml_bridge.pipelines.rules import Rule
 from ml_bridge.pipelines.schedule import FIRE, Schedule
-from ml_bridge.ros import bagfile
-from ml_bridge.ros.bagfile import BagFile
-from ml_bridge.ros.ring import Latched, Message, Ring, serialized
-from ml_bridge.ros.timeline import Timeline
+from ml_bridge.ros.recording import bagfile
+from ml_bridge.ros.recording.records import RecorderStats, Recording
+from ml_bridge.ros.recording.ring import Latched, Message, Ring, serialized
+from ml_bridge.ros.recording.timeline import Timeline
 
 __all__ = ["Message", "Recorder", "RecorderStats", "Recording", "Ring", "serialized"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Recording:
-    """One open recording: its bag and the messages waiting for the writer."""
-
-    rule: Rule
-    path: str
-    topics: FrozenSet[str]
-    bag: BagFile                    # claimed when the rule fired
-    pending: List[Message] = field(default_factory=list)
-    done: bool = False              # the schedule ended it: no more messages
-    failed: bool = False
-
-
-@dataclass
-class RecorderStats:
-    """Counters for diagnostics."""
-
-    buffer_bytes: int = 0
-    buffer_dropped: int = 0     # messages the ring dropped because ~record_buffer_mb was full
-    recordings_started: int = 0
-    recordings_written: int = 0
-    recordings_open: int = 0
-    record_dropped: int = 0     # messages lost for a recording because the writer lagged
-    record_errors: int = 0
-    time_jumps: int = 0         # times ROS time went back (each closed the open recordings)
-
-    def as_dict(self) -> Dict[str, int]:
-        return {f.name: int(getattr(self, f.name)) for f in fields(self)}
 
 
 class Recorder:

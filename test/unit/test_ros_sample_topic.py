@@ -1,4 +1,4 @@
-"""ml_bridge.ros.samples.SampleRecorder without a master: queue, grouped writes, counters, warnings."""
+"""ml_bridge.ros.sample_topic.SampleRecorder without a master: queue, grouped writes, counters, warnings."""
 import errno
 import os
 import threading
@@ -14,13 +14,13 @@ import rospy
 from ml_bridge.msg import Sample
 from test_core_server import LinearModel
 
-from ml_bridge.core import samples as store_module
+from ml_bridge.core import sample_store as store_module
 from ml_bridge.core.context import Context
 from ml_bridge.core.datasets import Dataset, digits
 from ml_bridge.core.server import ModelServer
-from ml_bridge.ros import samples as recorder_module
+from ml_bridge.ros import sample_topic as recorder_module
 from ml_bridge.ros.conversions import array_to_tensor
-from ml_bridge.ros.samples import WARN_PERIOD, SampleRecorder
+from ml_bridge.ros.sample_topic import WARN_PERIOD, SampleRecorder
 
 TIMEOUT = 30.0
 

@@ -3,7 +3,7 @@
 :class:`RosRules` is a stream listener (:class:`~ml_bridge.ros.streams.RosStream` calls it on
 the stream's thread after each result is published). Evaluation is
 :mod:`ml_bridge.pipelines.rules`; when a rule acts is its schedule's business and recording
-is the :class:`~ml_bridge.ros.recorder.Recorder`'s, whose writer thread does the file work.
+is the :class:`~ml_bridge.ros.recording.recorder.Recorder`'s, whose writer thread does the file work.
 """
 import math
 import threading
@@ -17,7 +17,7 @@ from ml_bridge.core.errors import InputError
 from ml_bridge.msg import Event
 from ml_bridge.pipelines.base import Result
 from ml_bridge.pipelines.rules import check_cameras, parse_rules
-from ml_bridge.ros.recorder import Recorder
+from ml_bridge.ros.recording.recorder import Recorder
 from ml_bridge.ros.streams import Listener, RosStream
 
 #: The outputs whose computation fills a result's rows (what rules look at).

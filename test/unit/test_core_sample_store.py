@@ -1,4 +1,4 @@
-"""ml_bridge.core.samples: the durable, append-only store of recorded samples."""
+"""ml_bridge.core.sample_store: the durable, append-only store of recorded samples."""
 import errno
 import logging
 import os
@@ -11,9 +11,9 @@ from typing import Any, List, Tuple
 import numpy as np
 import pytest
 
-from ml_bridge.core import samples
+from ml_bridge.core import sample_store as samples
 from ml_bridge.core.errors import DatasetError
-from ml_bridge.core.samples import SampleStore
+from ml_bridge.core.sample_store import SampleStore
 
 
 def sample(i: int) -> Tuple[List[np.ndarray], List[np.ndarray]]:
@@ -184,7 +184,7 @@ def test_a_damaged_record_in_the_middle_is_skipped_with_a_warning_and_the_rest_i
     path = store.path("a")
     bad = record_offsets(path)[500]
     flip(path, bad + where)
-    with caplog.at_level(logging.WARNING, logger="ml_bridge.core.samples"):
+    with caplog.at_level(logging.WARNING, logger="ml_bridge.core.sample_store"):
         data = store.load("a")
     assert len(data) == 999
     np.testing.assert_array_equal(data.inputs[0][:, 0], [i for i in range(1000) if i != 500])

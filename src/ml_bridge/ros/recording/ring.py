@@ -14,7 +14,7 @@ from typing import Any, Deque, Dict, FrozenSet, List, Tuple
 
 import rospy
 
-from ml_bridge.ros.bagfile import RawMessage
+from ml_bridge.ros.recording.bagfile import RawMessage
 
 
 @dataclass

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("ml_bridge.msg", reason="generated messages: run `make setup` and source build/env.sh")
 
-from ml_bridge.core.samples import SampleStore
+from ml_bridge.core.sample_store import SampleStore
 from ml_bridge.ros.processes import free_port, stop
 
 HERE = Path(__file__).resolve().parent

@@ -26,7 +26,7 @@ import rospy
 
 from ml_bridge.core.errors import DatasetError, MLBridgeError
 from ml_bridge.core.node_params import NODE_PARAMS
-from ml_bridge.core.samples import StoreWriteError
+from ml_bridge.core.sample_store import StoreWriteError
 from ml_bridge.core.server import ModelServer
 from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS
 from ml_bridge.msg import Sample
