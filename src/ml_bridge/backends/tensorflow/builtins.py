@@ -23,11 +23,16 @@ SEED = 1234
 IMAGE_SIZE = (224, 224)
 
 
+#: The built-in models of this backend, by the name ``model:=`` takes.
+BUILTINS: "Registry[Callable[[], ModelBundle]]" = Registry("built-in model", BackendError)
+
+
 def _dense(units: int, seed: int, name: str, activation: str = "linear") -> keras.layers.Dense:
     return keras.layers.Dense(units, activation=activation, name=name,
                               kernel_initializer=keras.initializers.GlorotUniform(seed=seed))
 
 
+@BUILTINS.register("digits_mlp")
 def digits_mlp() -> ModelBundle:
     """8x8 digits classifier: float32 [N, 64] pixels in [0, 1] -> [N, 10] logits.
 
@@ -46,6 +51,7 @@ def _image_input(image: np.ndarray) -> List[np.ndarray]:
     return rgb_input(image, IMAGE_SIZE, channels_first=False)
 
 
+@BUILTINS.register("image_cnn")
 def image_cnn() -> ModelBundle:
     """A small CNN with a realistic per-image cost: float32 [N, 224, 224, 3] -> [N, 10].
 
@@ -84,6 +90,7 @@ def _torch_like(seed: int) -> keras.initializers.Initializer:
     return keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform", seed=seed)
 
 
+@BUILTINS.register("motion_clip")
 def motion_clip() -> ModelBundle:
     """Clip classifier: float32 [N, 16, 32, 32, 3] -> [N, 4] logits of left, right, up, down.
 
@@ -109,6 +116,7 @@ def _crop_input(image: np.ndarray) -> List[np.ndarray]:
     return [CROP_FORMAT.frame(image)[None]]
 
 
+@BUILTINS.register("shapes_crop")
 def shapes_crop() -> ModelBundle:
     """Crop classifier: float32 [N, 32, 32, 3] -> [N, 3] logits of circle, square, triangle.
 
@@ -155,6 +163,7 @@ def _seg_input(image: np.ndarray) -> List[np.ndarray]:
     return [SEG_FORMAT.frame(image)[None]]
 
 
+@BUILTINS.register("shapes_seg")
 def shapes_seg() -> ModelBundle:
     """Segmenter: float32 [N, 64, 64, 3] (ImageNet-normalised RGB) -> [N, 64, 64, 4] logits of
     background, circle, square, triangle per pixel.
@@ -196,10 +205,3 @@ def shapes_seg() -> ModelBundle:
 
 
 #: Built-in model name -> builder.
-#: The built-in models of this backend, by the name ``model:=`` takes.
-BUILTINS: "Registry[Callable[[], ModelBundle]]" = Registry("built-in model", BackendError)
-BUILTINS.register("digits_mlp", digits_mlp)
-BUILTINS.register("image_cnn", image_cnn)
-BUILTINS.register("motion_clip", motion_clip)
-BUILTINS.register("shapes_crop", shapes_crop)
-BUILTINS.register("shapes_seg", shapes_seg)

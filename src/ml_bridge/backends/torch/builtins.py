@@ -26,6 +26,10 @@ IMAGE_LABELS = [f"class_{i}" for i in range(10)]
 IMAGE_SIZE = (224, 224)
 
 
+#: The built-in models of this backend, by the name ``model:=`` takes.
+BUILTINS: "Registry[Callable[[torch.device], TorchModel]]" = Registry("built-in model", BackendError)
+
+
 def seeded_init(module: nn.Module, seed: int) -> nn.Module:
     """Re-initialises every Linear and Conv layer as torch does, from ``seed``."""
     gen = torch.Generator().manual_seed(seed)
@@ -38,6 +42,7 @@ def seeded_init(module: nn.Module, seed: int) -> nn.Module:
     return module
 
 
+@BUILTINS.register("digits_mlp")
 def digits_mlp(device: torch.device) -> TorchModel:
     """The ``digits_mlp`` classifier: float32 [N, 64] pixels in [0, 1] -> [N, 10] logits.
 
@@ -80,6 +85,7 @@ class ImageCNN(nn.Module):
         return self.head(torch.flatten(self.features(x), 1))
 
 
+@BUILTINS.register("image_cnn")
 def image_cnn(device: torch.device) -> TorchModel:
     """The ``image_cnn`` benchmark classifier: float32 [N, 3, 224, 224] -> [N, 10] logits.
 
@@ -152,6 +158,7 @@ def _seg_input(image: np.ndarray) -> List[np.ndarray]:
     return [SEG_FORMAT.frame(image)[None]]
 
 
+@BUILTINS.register("shapes_seg")
 def shapes_seg(device: torch.device) -> TorchModel:
     """The ``shapes_seg`` segmenter: float32 [N, 3, 64, 64] (ImageNet-normalised RGB) ->
     [N, 4, 64, 64] logits of background, circle, square, triangle per pixel.
@@ -181,6 +188,7 @@ CROP_FORMAT = ImageFormat((32, 32), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)
                           channels_first=True)
 
 
+@BUILTINS.register("motion_clip")
 def motion_clip(device: torch.device) -> TorchModel:
     """The ``motion_clip`` classifier: float32 [N, 3, 16, 32, 32] clips -> [N, 4] logits of
     left, right, up, down.
@@ -209,6 +217,7 @@ def _crop_input(image: np.ndarray) -> List[np.ndarray]:
     return [CROP_FORMAT.frame(image)[None]]
 
 
+@BUILTINS.register("shapes_crop")
 def shapes_crop(device: torch.device) -> TorchModel:
     """The ``shapes_crop`` classifier: float32 [N, 3, 32, 32] crops -> [N, 3] logits of
     circle, square, triangle.
@@ -231,10 +240,3 @@ def shapes_crop(device: torch.device) -> TorchModel:
                       image_format=CROP_FORMAT)
 
 #: Built-in name -> builder taking the device.
-#: The built-in models of this backend, by the name ``model:=`` takes.
-BUILTINS: "Registry[Callable[[torch.device], TorchModel]]" = Registry("built-in model", BackendError)
-BUILTINS.register("digits_mlp", digits_mlp)
-BUILTINS.register("image_cnn", image_cnn)
-BUILTINS.register("shapes_seg", shapes_seg)
-BUILTINS.register("motion_clip", motion_clip)
-BUILTINS.register("shapes_crop", shapes_crop)
