@@ -3,6 +3,9 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# As the TensorFlow backend sets it for the node: tests that import TensorFlow before the
+# backend would otherwise train with oneDNN off on CPUs where TensorFlow leaves it off.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 try:  # the catkin devel space (source build/env.sh) serves src/ml_bridge and the messages
     import ml_bridge.msg  # noqa: F401
 except ImportError:  # plain checkout: the sources alone, for tests that need no messages
