@@ -146,7 +146,7 @@ def test_the_thread_calls_on_lost_once_and_stops(master: FakeMaster) -> None:
     w.close()
     looked = master.lookups
     assert len(told) == 1 and w.lost == told[0]
-    assert not w._thread.is_alive() and master.lookups == looked  # no look after the loss
+    assert not w.thread.is_alive() and master.lookups == looked  # no look after the loss
 
 
 def test_a_shutdown_during_a_look_is_not_a_loss(master: FakeMaster) -> None:
@@ -162,8 +162,8 @@ def test_a_shutdown_during_a_look_is_not_a_loss(master: FakeMaster) -> None:
 
     master.during_lookup = shut_down
     w.start()
-    w._thread.join(WAIT)
-    assert not w._thread.is_alive()
+    w.thread.join(WAIT)
+    assert not w.thread.is_alive()
     assert told == [] and w.lost == ""
     assert master.lookups == 2  # and no look after close
 
@@ -183,8 +183,8 @@ def test_no_loss_is_reported_once_rospy_shutdown_began(master: FakeMaster) -> No
 
     master.during_lookup = shut_down
     w.start()
-    w._thread.join(WAIT)  # it ends at the look that finds the node gone
-    assert not w._thread.is_alive()
+    w.thread.join(WAIT)  # it ends at the look that finds the node gone
+    assert not w.thread.is_alive()
     assert told == [] and w.lost == ""
 
 
@@ -216,7 +216,7 @@ def test_main_stops_the_watch_before_rospy_unregisters_on_a_clean_stop(
             hook()
         master.services.clear()   # its pre-shutdown hook: the node unregisters
         master.looked.clear()
-        watches[0]._thread.join(WAIT)  # a watch still running looks again here
+        watches[0].thread.join(WAIT)  # a watch still running looks again here
 
     for name, value in (("init_node", lambda *_a, **_k: None), ("logfatal", fatal.append),
                         ("loginfo", lambda *_a, **_k: None), ("on_shutdown", hooks.append),

@@ -29,7 +29,7 @@ from ml_bridge.core.sample_store import SampleStore
 from ml_bridge.core.server import ModelServer
 from ml_bridge.core.training import Callback
 from ml_bridge.ros import node as node_module
-from ml_bridge.ros import train_action
+from ml_bridge.ros import service_loop, train_action
 from ml_bridge.ros.conversions import array_to_image, array_to_tensor, tensor_to_array
 from ml_bridge.ros.node import MLBridgeNode, NodeConfig
 
@@ -88,6 +88,9 @@ class Ros:
                          **_kw: Any) -> None:
                 super().__init__(name, _type, lambda req: handle_many([req])[0])
                 self.handle_many = handle_many
+
+            def close(self) -> None:
+                pass
 
         class Publisher:
             def __init__(self, name: str, _type: Any, **_kw: Any) -> None:
@@ -411,3 +414,23 @@ def test_diagnostics_turn_error_with_the_cause_while_recordings_fail(
     (status,) = [s for s in msg.status if s.name.endswith("model")]
     assert status.level == DiagnosticStatus.ERROR
     assert status.message.startswith("recordings fail, the last: rule 'seen': FileExistsError")
+
+
+def ours() -> List[threading.Thread]:
+    """Threads of ml_bridge alive now (rospy's own, and other tests' leftovers, aside)."""
+    return [t for t in threading.enumerate()
+            if t.is_alive() and (t.name.startswith("ml_bridge") or t.name.startswith("service "))]
+
+
+def test_shutdown_stops_the_predict_loop_and_leaves_no_thread_of_ours(
+        make_node: Callable[..., MLBridgeNode], ros: Ros, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(node_module, "LoopedService", service_loop.LoopedService)  # the real loop
+    before = set(ours())
+    node = make_node(model_thread="always", image="/cam/image")
+    started = {t.name for t in set(ours()) - before}
+    assert started >= {node.predict_srv.thread.name, "ml_bridge-model",
+                       "ml_bridge-stream-/cam/image", "ml_bridge-samples"}
+    node.shutdown()
+    assert not node.predict_srv.thread.is_alive()
+    assert [t.name for t in set(ours()) - before] == []
+    node.shutdown()  # a second shutdown (rospy's hook after a test's) returns at once

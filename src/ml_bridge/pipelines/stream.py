@@ -22,6 +22,7 @@ from typing import Any, Callable, Deque, Dict, FrozenSet, List, Optional, Tuple
 from ml_bridge.core.errors import MLBridgeError
 from ml_bridge.core.model import ModelStamp
 from ml_bridge.core.server import Prediction
+from ml_bridge.core.threads import ThreadOwner
 from ml_bridge.pipelines.base import Frame, Pipeline, PredictFn, Request, Result
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class StreamStats:
         return {f.name: int(getattr(self, f.name)) for f in fields(self)}
 
 
-class Stream:
+class Stream(ThreadOwner):
     """Feeds one camera's events to a pipeline on a thread of its own."""
 
     def __init__(self, name: str, pipeline: Pipeline[Any], predict: PredictFn,
@@ -90,9 +91,8 @@ class Stream:
         self._closed = False
         self._busy = False
         self._state = pipeline.new_state()
-        self._thread = threading.Thread(target=self._loop, name=f"ml_bridge-stream-{name}",
-                                        daemon=True)
-        self._thread.start()
+        ThreadOwner.__init__(self, f"ml_bridge-stream-{name}")
+        self.start()  # last: the thread reads everything above
 
     # -- producers (any thread) -----------------------------------------------------------------
     def push(self, frame: Any) -> None:
@@ -137,12 +137,13 @@ class Stream:
                 not self._events and self._latest is None and not self._busy), timeout)
 
     def close(self, timeout: Optional[float] = 5.0) -> None:
-        """Stops the thread after the event in progress."""
+        """Stops the thread after the event in progress (waiting at most ``timeout`` s)."""
+        super().close(timeout)
+
+    def _signal_stop(self) -> None:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
 
     # -- the stream's thread --------------------------------------------------------------------
     _restart = False
@@ -166,7 +167,7 @@ class Stream:
             self._state = self.pipeline.restart(self._state)
         return events
 
-    def _loop(self) -> None:
+    def _run(self) -> None:
         while True:
             events = self._take()
             if events is None:
@@ -201,14 +202,14 @@ class Stream:
             if request is None:
                 continue
             if self.pipeline.every_request:
-                self._run(request, wanted)
+                self._answer(request, wanted)
             else:
                 self.stats.skipped += int(pending is not None)
                 pending = request
         if pending is not None:
-            self._run(pending, wanted)
+            self._answer(pending, wanted)
 
-    def _run(self, request: Request, wanted: FrozenSet[str]) -> None:
+    def _answer(self, request: Request, wanted: FrozenSet[str]) -> None:
         try:
             if request.inputs:
                 self.stats.requests += 1

@@ -23,13 +23,15 @@ from typing import Any, Callable, Optional
 import rosgraph
 import rospy.core
 
+from ml_bridge.core.threads import ThreadOwner
+
 log = logging.getLogger(__name__)
 
 #: Seconds between two looks at the master: a lost node exits within about this long.
 PERIOD = 2.0
 
 
-class MasterWatch:
+class MasterWatch(ThreadOwner):
     """A thread that calls ``on_lost(message)`` once the master no longer knows ``service``."""
 
     def __init__(self, service: str, service_uri: str, on_lost: Callable[[str], None],
@@ -60,24 +62,24 @@ class MasterWatch:
         # returned, no loss is reported, even by a look that was in flight.
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="ml_bridge-master-watch",
-                                        daemon=True)
+        ThreadOwner.__init__(self, "ml_bridge-master-watch")
 
     def start(self) -> None:
         """Starts looking: now (the master's ``/run_id``), then every ``period`` seconds."""
-        self._thread.start()
+        super().start()
 
-    def close(self, timeout: float = 10.0) -> None:
+    def close(self, timeout: Optional[float] = 10.0) -> None:
         """Stops looking; no loss is reported once this returns.
 
         Waits up to ``timeout`` for a running ``on_lost`` (the node's shutdown) to finish;
         ``timeout=0`` returns at once (an ``on_shutdown`` hook: the watch thread may itself be
         waiting for rospy's shutdown lock, held by the thread that runs the hooks).
         """
+        super().close(timeout)
+
+    def _signal_stop(self) -> None:
         with self._lock:
             self._stop.set()
-        if timeout > 0 and self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
 
     def arm(self) -> None:
         """Notes the master's ``/run_id`` (the master the node registered with), to name a
@@ -86,7 +88,7 @@ class MasterWatch:
         log.info("registered with the ROS master at %s (/run_id %s); watching it",
                  self._uri(), self._run_id or "not set")
 
-    def _loop(self) -> None:
+    def _run(self) -> None:
         self.arm()
         while not self._stop.wait(self.period):
             message = self.check()

@@ -77,6 +77,7 @@ class MLBridgeNode:
 
     def __init__(self, server: ModelServer, config: Optional[NodeConfig] = None) -> None:
         self.server = server
+        self._shut_down = False
         bag_dataset.register_loader()  # ~train goals may name .bag datasets under ~data_root
         self.config = config or NodeConfig()
         self.stats = Stats()
@@ -250,13 +251,29 @@ class MLBridgeNode:
         return stat
 
     def shutdown(self) -> None:
-        """Stops the timer, the streams, the sample writer (after what it holds) and the model thread."""
-        self._diag_timer.shutdown()
-        for stream in self.streams:
-            stream.close()
-        self.rules.close()  # open recordings end now and are written out complete
-        self.samples.close()
-        self.server.close()
+        """Closes what the node started, the last started first: the diagnostics timer, the
+        sample writer (after what it holds), the streams, the rules (open recordings are
+        written out complete), ``~info``, the ``~predict`` loop, then the model's executor.
+        Each is closed even when one before it fails; the first failure is raised after. A
+        second call returns at once."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        closers: List[Callable[[], None]] = [
+            self._diag_timer.shutdown, self.samples.close,
+            *(stream.close for stream in reversed(self.streams)),
+            self.rules.close,  # after the streams, whose results it hears
+            self.info_srv.shutdown, self.predict_srv.close, self.server.close]
+        failure: Optional[Exception] = None
+        for close in closers:
+            try:
+                close()
+            except Exception as err:  # the others still close; raised below
+                rospy.logerr("ml_bridge shutdown: %s: %s: %s", getattr(close, "__qualname__", close),
+                             type(err).__name__, err)
+                failure = failure or err
+        if failure is not None:
+            raise failure
 
 
 def _raise(err: BaseException) -> Prediction:

@@ -29,6 +29,7 @@ from ml_bridge.core.node_params import NODE_PARAMS
 from ml_bridge.core.sample_store import StoreWriteError
 from ml_bridge.core.server import ModelServer
 from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS
+from ml_bridge.core.threads import ThreadOwner
 from ml_bridge.msg import Sample
 from ml_bridge.ros.conversions import tensors_to_arrays
 
@@ -41,7 +42,7 @@ def message_bytes(msg: Sample) -> int:
     return 64 + sum(len(t.data) + 8 * len(t.values) for t in list(msg.inputs) + list(msg.targets))
 
 
-class SampleRecorder:
+class SampleRecorder(ThreadOwner):
     """Owns the ``~samples`` subscriber, its queue, the writer thread and the counters."""
 
     def __init__(self, server: ModelServer,
@@ -78,13 +79,9 @@ class SampleRecorder:
         self.dropped = 0
         self._clock = clock
         self._warned: Dict[str, float] = {}
-        self._writer = threading.Thread(target=self._run, name="ml_bridge-samples", daemon=True)
+        ThreadOwner.__init__(self, "ml_bridge-samples")
         make = subscribe if subscribe is not None else rospy.Subscriber
         self.subscriber = make(topic, Sample, self.receive, queue_size=None, buff_size=buff_size)
-
-    def start(self) -> None:
-        """Starts the writer thread."""
-        self._writer.start()
 
     def receive(self, msg: Sample) -> None:
         """The subscriber callback: queues ``msg``; waits while the queue is full."""
@@ -113,22 +110,23 @@ class SampleRecorder:
         with self._cond:
             return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout)
 
-    def close(self, timeout: float = 10.0) -> None:
+    def close(self, timeout: Optional[float] = 10.0) -> None:
         """Stops receiving, writes what is queued (for up to ``timeout`` s), drops the rest."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        unregister = getattr(self.subscriber, "unregister", None)
-        if unregister is not None:
-            unregister()
-        if self._writer.is_alive():
-            self._writer.join(timeout)
+        super().close(timeout)
         with self._cond:
             if self._queue:
                 self._note_dropped(len(self._queue), "the node shut down before they were written")
             self._queue.clear()
             self._queued_bytes = 0
             self._cond.notify_all()
+
+    def _signal_stop(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        unregister = getattr(self.subscriber, "unregister", None)
+        if unregister is not None:
+            unregister()
 
     # -- the writer thread ------------------------------------------------------------------
     def _take(self) -> Optional[List[Tuple[Sample, int]]]:

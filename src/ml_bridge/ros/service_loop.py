@@ -22,6 +22,7 @@ import genpy
 import rospy
 from rospy.impl.tcpros_service import convert_return_to_response
 
+from ml_bridge.core.threads import ThreadOwner
 from ml_bridge.ros.service_wire import ServiceConnection, error_frame, response_frame
 
 #: The service's handler: the requests that arrived together -> one response for each, in
@@ -44,7 +45,7 @@ class _Answered:
 _Item = Tuple[ServiceConnection, Any]
 
 
-class LoopedService(rospy.Service):
+class LoopedService(rospy.Service, ThreadOwner):
     """``rospy.Service(name, service_class, ...)`` whose connections one thread serves.
 
     ``handle_many`` gets the requests that arrived together (from one or several connections,
@@ -54,7 +55,8 @@ class LoopedService(rospy.Service):
     next. ``screen`` sees each request's bytes before they are deserialized and may answer it
     there (a response, or an exception to report), e.g. a count that is wrong before genpy
     builds millions of objects; it returns None to let the request through. Every connection's
-    answers go out in the order of its requests.
+    answers go out in the order of its requests. :meth:`close` (or :meth:`shutdown`, rospy's
+    name for it) unregisters the service and ends the loop, closing its connections.
     """
 
     def __init__(self, name: str, service_class: Any, handle_many: BatchHandler,
@@ -74,19 +76,15 @@ class LoopedService(rospy.Service):
         self._lock = threading.Lock()  # guards the two below
         self._arrived: List[ServiceConnection] = []  # connections rospy accepted, not yet in the loop
         self._stopped = False
+        self._reason = ""  # why it shuts down, for rospy's log
         try:
-            super().__init__(name, service_class, self._handle_one)
+            # rospy.Service's: it is untyped, so mypy takes ThreadOwner's signature for it
+            super().__init__(name, service_class, self._handle_one)  # type: ignore[call-arg]
         except BaseException:  # e.g. the name is taken: nothing of the loop stays open
             self._close_selector()
             raise
-        self._thread = threading.Thread(target=self._loop, name=f"service {self.resolved_name}",
-                                        daemon=True)
-        self._thread.start()
-
-    @property
-    def thread(self) -> threading.Thread:
-        """The thread that serves every connection."""
-        return self._thread
+        ThreadOwner.__init__(self, f"service {self.resolved_name}")
+        self.start()
 
     # -- what rospy calls -----------------------------------------------------------------------
     def handle(self, transport: Any, header: Dict[str, str]) -> None:
@@ -104,11 +102,16 @@ class LoopedService(rospy.Service):
         self._wake()
 
     def shutdown(self, reason: str = "") -> None:
-        """Unregisters the service (rospy) and stops the loop, closing its connections."""
+        """Stops the loop, closing its connections, and unregisters the service (rospy); does
+        not wait for the loop to end (:meth:`close` does)."""
+        self._reason = reason
+        self.close(0)
+
+    def _signal_stop(self) -> None:
         with self._lock:
             self._stopped = True
         self._wake()
-        super().shutdown(reason)
+        super().shutdown(self._reason)
 
     def _handle_one(self, request: Any) -> Any:
         """The handler rospy knows: one request through ``handle_many``."""
@@ -118,7 +121,7 @@ class LoopedService(rospy.Service):
         return response
 
     # -- the loop ---------------------------------------------------------------------------------
-    def _loop(self) -> None:
+    def _run(self) -> None:
         while not self._stopped:
             try:
                 self._turn(self._selector.select())

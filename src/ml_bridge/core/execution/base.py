@@ -10,6 +10,7 @@ import numpy as np
 
 from ml_bridge.core.errors import MLBridgeError, ModelCallError
 from ml_bridge.core.execution.batching import CallFn, WorkerResult
+from ml_bridge.core.threads import ClosedError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -19,7 +20,7 @@ E = TypeVar("E", bound="ModelExecutor")
 PredictFn = Callable[[List[np.ndarray]], Tuple[List[np.ndarray], Any]]
 
 
-class WorkerStopped(MLBridgeError):
+class WorkerStopped(ClosedError):
     """The executor has been closed; no more calls are accepted."""
 
 

@@ -25,6 +25,7 @@ from ml_bridge.core.execution.base import (
     timed_call,
 )
 from ml_bridge.core.execution.batching import WorkerResult, batch_key, run_requests
+from ml_bridge.core.threads import ThreadOwner
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,7 +49,7 @@ class _Job:
 _Delivery = Tuple["Future[Any]", Any, Optional[BaseException]]
 
 
-class ModelThread(ModelExecutor):
+class ModelThread(ThreadOwner, ModelExecutor):
     """One thread that runs model calls and jobs with the captured context restored.
 
     ``model_lock`` is held by whoever runs the model and ``state_lock`` guards the queue; an
@@ -68,14 +69,9 @@ class ModelThread(ModelExecutor):
         self._cond = threading.Condition(state_lock or threading.Lock())
         self._model = model_lock or threading.Lock()  # one model call at a time
         self._claimed = False  # the thread has work in hand (guarded by the state lock)
-        self._closed = False
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()  # last: the loop reads everything above
-
-    @property
-    def thread(self) -> threading.Thread:
-        """The model thread."""
-        return self._thread
+        self._closed = False  # set by close, read under the state lock
+        ThreadOwner.__init__(self, name)
+        self.start()  # last: the loop reads everything above
 
     @property
     def queued(self) -> int:
@@ -101,13 +97,11 @@ class ModelThread(ModelExecutor):
         self._put(job)
         return job.future
 
-    def close(self, timeout: Optional[float] = 10.0) -> None:
-        """Stops the thread after the calls already queued; refuses later calls."""
+    def _signal_stop(self) -> None:
+        """Refuses later calls; the thread stops after the calls already queued."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
 
     def _put(self, item: Union[_Predict, _Job]) -> None:
         with self._cond:
@@ -150,7 +144,7 @@ class ModelThread(ModelExecutor):
         with self._cond:
             self._claimed = False
 
-    def _loop(self) -> None:
+    def _run(self) -> None:
         while True:
             batch = self._take()
             if batch is None:
