@@ -4,7 +4,7 @@ Also home of :func:`top_class` and :func:`classify`, the classifier post-process
 ``~predict`` service applies to every response of a classifier.
 """
 import math
-from typing import Any, FrozenSet, List, Mapping, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -13,6 +13,7 @@ from ml_bridge.core.params import Schema
 from ml_bridge.core.server import Prediction
 from ml_bridge.core.vision import IMAGE_PARAMS
 from ml_bridge.pipelines.base import Classes, Frame, Pipeline, Request, Result, image_format
+from ml_bridge.pipelines.draw import canvas, draw_label, label_score
 
 #: Up to this many scores, :func:`top_class` works on Python floats (same results, in float64).
 SMALL = 64
@@ -51,6 +52,15 @@ def classify(prediction: Prediction) -> Classes:
     return Classes(ids, scores, [model.label(i) for i in ids])
 
 
+def top_label_overlay(image: np.ndarray, classes: Classes) -> np.ndarray:
+    """``~overlay`` of a classifier: a copy of the frame's image with the top label and its
+    score (of the first row) at the top-left; the plain copy when there is no class."""
+    out = canvas(image)
+    if classes.class_ids:
+        draw_label(out, label_score(classes.labels[0], classes.scores[0], classes.class_ids[0]))
+    return out
+
+
 def rows_of(classes: Classes) -> List[dict]:
     """Rule rows: one dict per class entry."""
     return [{"class_id": c, "score": s, "label": lab}
@@ -58,10 +68,11 @@ def rows_of(classes: Classes) -> List[dict]:
 
 
 class ClassifyPipeline(Pipeline[dict]):
-    """Latest frame -> the model's preprocessing -> ``~predictions`` (Prediction)."""
+    """Latest frame -> the model's preprocessing -> ``~predictions`` (Prediction) and
+    ``~overlay`` (the frame with the top label and score)."""
 
     name = "classify"
-    outputs = ("predictions",)
+    outputs = ("predictions", "overlay")
     parameters = Schema("classify")  # the image format's only
 
     def __init__(self, model: BackendModel, params: Optional[Mapping[str, Any]] = None) -> None:
@@ -93,5 +104,8 @@ class ClassifyPipeline(Pipeline[dict]):
     def postprocess(self, request: Request, prediction: Prediction,
                     wanted: FrozenSet[str]) -> Result:
         classes = classify(prediction)
+        outputs: Dict[str, Any] = {"predictions": classes}
+        if "overlay" in wanted:
+            outputs["overlay"] = top_label_overlay(request.frame.image, classes)
         return Result(request.frame, prediction.model, prediction.inference_ms,
-                      {"predictions": classes}, raw=prediction.outputs, rows=rows_of(classes))
+                      outputs, raw=prediction.outputs, rows=rows_of(classes))

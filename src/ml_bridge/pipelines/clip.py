@@ -1,4 +1,5 @@
-"""The ``clip`` pipeline: the last T frames of a stream -> one clip -> ``~predictions``.
+"""The ``clip`` pipeline: the last T frames of a stream -> one clip -> ``~predictions`` (and
+``~overlay``: the last frame with the top label, only while someone subscribes).
 
 Every frame of a stream enters its window in stamp order, preprocessed once when it arrives
 and written into a preallocated ring buffer; a clip is copied out of the ring, oldest frame
@@ -28,7 +29,7 @@ from ml_bridge.core.model import BackendModel
 from ml_bridge.core.params import Param, Schema
 from ml_bridge.core.server import Prediction
 from ml_bridge.pipelines.base import Frame, Pipeline, Request, Result, image_format
-from ml_bridge.pipelines.classify import classify, rows_of
+from ml_bridge.pipelines.classify import classify, rows_of, top_label_overlay
 
 #: ``~max_gap`` default: seconds between two frames beyond which the window restarts.
 DEFAULT_MAX_GAP = 1.0
@@ -64,7 +65,7 @@ class ClipPipeline(Pipeline[ClipState]):
     """A window of the last ``~clip_length`` frames per stream -> the model -> classes."""
 
     name = "clip"
-    outputs = ("predictions",)
+    outputs = ("predictions", "overlay")
     keeps_every_frame = True   # a clip of non-consecutive frames shows a motion that never was
     every_request = False      # when behind, the newest due window runs (older ones: skipped)
     parameters = Schema(
@@ -167,8 +168,11 @@ class ClipPipeline(Pipeline[ClipState]):
     def postprocess(self, request: Request, prediction: Prediction,
                     wanted: FrozenSet[str]) -> Result:
         classes = classify(prediction)
+        outputs: Dict[str, Any] = {"predictions": classes}
+        if "overlay" in wanted:  # on the window's last frame, the one whose header goes out
+            outputs["overlay"] = top_label_overlay(request.frame.image, classes)
         return Result(request.frame, prediction.model, prediction.inference_ms,
-                      {"predictions": classes}, raw=prediction.outputs,
+                      outputs, raw=prediction.outputs,
                       window_start=request.extra["window_start"], rows=rows_of(classes),
                       first_header=request.extra["first_header"])
 

@@ -28,6 +28,10 @@ the frame) is refused on its own: it keeps its place in ``objects`` with ``class
 score 0, an empty label and an empty roi, it is left out of the rule rows, it is counted
 (``objects_refused``) and logged (throttled); the other boxes of the frame are classified as
 usual. A frame whose detections hold no box publishes an empty list without a model call.
+
+``~overlay`` (only while someone subscribes) is the matched frame with each classified
+object's detector box, label and score (:func:`ml_bridge.pipelines.draw.draw_boxes`); refused
+boxes are not drawn. Detections that need no frame (every crop given) have no overlay.
 """
 import collections
 import logging
@@ -45,6 +49,7 @@ from ml_bridge.core.server import Prediction
 from ml_bridge.pipelines.base import Frame, Pipeline, Request, Result, image_format, main_output
 from ml_bridge.pipelines.boxes import NO_ROI, Box, Detections, ObjectResult, Roi, square_crop
 from ml_bridge.pipelines.classify import top_class
+from ml_bridge.pipelines.draw import canvas, draw_boxes
 
 # Box, Detections and square_crop are used from here by the ROS layer and the tests.
 __all__ = ["NO_ROI", "Box", "Detections", "ObjectResult", "ObjectsPipeline", "ObjectsState", "Roi",
@@ -68,6 +73,16 @@ def stamp_ns(frame: Frame) -> int:
     if isinstance(secs, int) and isinstance(nsecs, int):
         return secs * 1_000_000_000 + nsecs
     return int(round(float(frame.stamp) * 1e9))
+
+
+def boxes_overlay(image: np.ndarray, boxes: List[Box], objects: List[ObjectResult]) -> np.ndarray:
+    """A copy of the frame with each classified object's box (the detector's, not the square
+    crop), label and score; refused objects are left out."""
+    shown = [(box, o) for box, o in zip(boxes, objects) if o.class_id >= 0 and o.roi != NO_ROI]
+    corners = [(b.x_center - b.width / 2.0, b.y_center - b.height / 2.0,
+                b.x_center + b.width / 2.0, b.y_center + b.height / 2.0) for b, _ in shown]
+    return draw_boxes(canvas(image), corners, [o.label for _, o in shown],
+                      [o.score for _, o in shown], class_ids=[o.class_id for _, o in shown])
 
 
 def same_frame(frame_id: str, detections: Detections) -> bool:
@@ -101,7 +116,7 @@ class ObjectsPipeline(Pipeline[ObjectsState]):
     """Detections matched to frames by stamp -> square crops -> one batch -> ``~objects``."""
 
     name = "objects"
-    outputs = ("objects",)
+    outputs = ("objects", "overlay")
     keeps_every_frame = True   # any frame may be the one a detections message names
     every_request = True       # one result per detections message
     inputs = ("image", "detections")
@@ -223,7 +238,7 @@ class ObjectsPipeline(Pipeline[ObjectsState]):
         if frame is None:
             frame = Frame(np.zeros((0, 0), np.uint8), detections.stamp_ns / 1e9, detections.header)
         inputs = [self.fmt.batch(crops)] if crops else []
-        return Request(inputs, frame, {"rois": rois})
+        return Request(inputs, frame, {"rois": rois, "boxes": detections.boxes})
 
     def postprocess(self, request: Request, prediction: Prediction,
                     wanted: FrozenSet[str]) -> Result:
@@ -250,8 +265,12 @@ class ObjectsPipeline(Pipeline[ObjectsState]):
             rules.append({"label": label, "class_id": ids[row], "score": scores[row],
                           "detection_index": i})
             row += 1
+        outputs: Dict[str, Any] = {"objects": objects}
+        if "overlay" in wanted and request.frame.image.size:  # none without a frame
+            outputs["overlay"] = boxes_overlay(request.frame.image, request.extra["boxes"],
+                                               objects)
         return Result(request.frame, prediction.model, prediction.inference_ms,
-                      {"objects": objects}, raw=prediction.outputs, rows=rules)
+                      outputs, raw=prediction.outputs, rows=rules)
 
     @staticmethod
     def _log_refused(state: ObjectsState, refused: List[str]) -> None:
