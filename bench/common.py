@@ -68,6 +68,25 @@ def write_results(path: str, figures: Sequence[Figure], meta: Dict[str, Any]) ->
         f.write("\n")
 
 
+def merge_results(path: str, figures: Sequence[Figure], meta: Dict[str, Any]) -> None:
+    """Writes ``figures`` into the results at ``path`` (created if missing), keeping every
+    other key as it was; the run that measured them is recorded with their details."""
+    try:
+        with open(path) as f:
+            data: Dict[str, Any] = json.load(f)
+    except FileNotFoundError:
+        data = {"_details": {}, "_meta": {}}
+    new = results_dict(figures, meta)
+    rest = {k: v for k, v in data.items() if not k.startswith("_")}
+    rest.update({f.key: new[f.key] for f in figures})
+    details = {**data.get("_details", {}), **new["_details"]}
+    for fig in figures:
+        details[fig.key]["run"] = meta
+    with open(path, "w") as f:
+        json.dump({**rest, "_details": details, "_meta": data.get("_meta", {})}, f, indent=2)
+        f.write("\n")
+
+
 def _num(value: Optional[float]) -> str:
     if value is None:
         return "-"

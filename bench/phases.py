@@ -168,3 +168,51 @@ def image_node(run: "Run", group: Any, port: int, args: argparse.Namespace) -> N
         run.phase("image stream (torch image_cnn, 640x480 rgb8)", keys,
                   lambda: rosfigs.image_figures(group, "/bench/image", 5, args.image_seconds,
                                                 args.image_rate, threads=IMAGE_THREADS))
+
+
+def detect_post(reps: int) -> List[Figure]:
+    """detect_post_share in-process (torch, one intra-op thread as in the stream figures)."""
+    import torch
+
+    from bench import detfigs, local
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(IMAGE_THREADS)
+    try:
+        model, context = local.load("torch", detfigs.MODEL)
+        return [detfigs.detect_post(model, context, reps, 20)]
+    finally:
+        torch.set_num_threads(before)
+
+
+def detect_node(run: "Run", group: Any, port: int, reps: int, seconds: float) -> None:
+    """detect_fps_ratio and detect_vs_handwritten_fps against a detect node and the
+    hand-written detector node, both running for the whole phase (one torch thread each)."""
+    import sys
+
+    import torch
+
+    from bench import detfigs, detnode, local
+    from bench.harness import node_pid, start_node
+
+    keys = ["detect_fps_ratio", "detect_vs_handwritten_fps"]
+    threads = {"OMP_NUM_THREADS": str(IMAGE_THREADS)}
+    before = torch.get_num_threads()
+    try:
+        with _node_phases(run, group, keys, "detect nodes") as started:
+            node = start_node(group, port, "torch", detfigs.MODEL, image=detnode.OURS_TOPIC,
+                              env=threads, args=["pipeline:=detect"])
+            started.append(node)
+            hand = group.start("handwritten_detect", [sys.executable, "-m",
+                                                      "bench.handwritten_detect",
+                                                      detnode.HAND_TOPIC], env=threads)
+            started.append(hand)
+            detnode.wait_for_topic(detnode.HAND[0], hand, 120)
+            pids = {"ours": node_pid(node.pid), "hand": hand.pid}
+            torch.set_num_threads(IMAGE_THREADS)
+            model, context = local.load("torch", detfigs.MODEL)
+            run.phase("detect stream (YOLOv8n-shaped at 640x640, 640x480 rgb8; the node, "
+                      "in-process and the hand-written node)", keys,
+                      lambda: detnode.detect_figures(group, model, context, reps, seconds, pids))
+    finally:
+        torch.set_num_threads(before)

@@ -11,7 +11,7 @@ import shutil
 import sys
 import time
 import traceback
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 if __package__ in (None, ""):  # run as `python bench/run.py`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # the in-process sides as the node runs (scripts/server)
 
 from bench import phases
-from bench.common import Figure, missing, table, write_results
+from bench.common import Figure, merge_results, missing, table, write_results
 
 #: Every key of results.json, with its goal (issue 5).
 KEYS = [
@@ -46,6 +46,9 @@ KEYS = [
     ("clip_frame_cost_share", "<= 0.1"),
     ("objects_batch_speedup", "(report)"),
     ("cameras_scaling", "(report)"),
+    ("detect_fps_ratio", ">= 0.9"),
+    ("detect_post_share", "<= 0.25"),
+    ("detect_vs_handwritten_fps", ">= 1.0"),
 ]
 GOALS = dict(KEYS)
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -54,12 +57,21 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 class Run:
     """Collects figures; a phase that fails leaves its keys null with the error as reason."""
 
-    def __init__(self) -> None:
+    def __init__(self, only: Sequence[str] = ()) -> None:
         self.figures: Dict[str, Figure] = {}
         self.start = time.perf_counter()
+        self.only = tuple(only)
+
+    def wants(self, keys: Sequence[str]) -> bool:
+        """Whether a phase that measures ``keys`` runs (``--only``: a key starts with one of
+        its prefixes)."""
+        return not self.only or any(k.startswith(self.only) for k in keys)
 
     def phase(self, name: str, keys: List[str], fn: Callable[[], List[Figure]]) -> None:
-        """Runs one phase; prints its duration; on error every key it owns gets the reason."""
+        """Runs one phase unless ``--only`` leaves it out; prints its duration; on error every
+        key it owns gets the reason."""
+        if not self.wants(keys):
+            return
         t0 = time.perf_counter()
         print(f"== {name} ...", flush=True)
         try:
@@ -79,8 +91,10 @@ class Run:
                 self.figures[key] = missing(key, GOALS[key], reason)
 
     def ordered(self) -> List[Figure]:
-        """Every key of KEYS, in order; anything never reached is null."""
-        return [self.figures.get(k) or missing(k, g, "not reached") for k, g in KEYS]
+        """Every key of KEYS (``--only``: those it selects), in order; anything never reached
+        is null."""
+        return [self.figures.get(k) or missing(k, g, "not reached") for k, g in KEYS
+                if self.wants([k])]
 
 
 def _tf_unusable() -> Optional[str]:
@@ -105,6 +119,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="camera frames per second; 0 = as fast as the publisher can")
     parser.add_argument("--peer-seconds", type=float, default=2.0,
                         help="seconds of each side in each repetition of the throughput figure")
+    parser.add_argument("--only", default="",
+                        help="comma-separated key prefixes (e.g. detect_): run only the phases "
+                             "of those figures and update them in --output, keeping the rest")
     args = parser.parse_args(argv)
     from ml_bridge.core import allocator
 
@@ -112,7 +129,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     shutil.rmtree(args.workdir, ignore_errors=True)
     os.makedirs(args.workdir)
     reps = max(1, args.reps)
-    run = Run()
+    run = Run([p for p in args.only.split(",") if p])
 
     from bench import local
 
@@ -143,13 +160,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     run.phase("pipelines in-process (segment, clip, objects; 640x480 frames)",
               ["segment_prepost_share", "clip_frame_cost_share", "objects_batch_speedup"],
               lambda: phases.pipeline_figures(reps))
+    run.phase("detect post-processing in-process (YOLOv8n-shaped output [1, 84, 8400])",
+              ["detect_post_share"], lambda: phases.detect_post(reps))
     # TensorFlow goes last: once it has run in this process its thread pools compete with
     # torch's (measured: in-process image_cnn frames 50x slower after a Keras fit here).
     ros_phases(run, args, reps)
     if "predict_overhead_ratio_tf" not in run.figures:
         run.skip([f"{k}_tf" for k in phases.DIGITS_KEYS], "not reached")
-    tf_reason = _tf_unusable()
-    if tf_reason is None:
+    tf_wanted = run.wants(["context_restore_us_tf"])
+    tf_reason = _tf_unusable() if tf_wanted else None  # TensorFlow takes a while to load
+    if not tf_wanted:
+        pass
+    elif tf_reason is None:
         run.phase("context restore (tensorflow)", ["context_restore_us_tf"],
                   lambda: [local.context_restore(local.load("tensorflow", "digits_mlp")[1],
                                                  "context_restore_us_tf", 20000, reps)])
@@ -168,7 +190,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         meta["torch"] += f"{torch.cuda.is_available()})"
     except ImportError:
         pass
-    write_results(args.output, figures, meta)
+    if run.only:
+        merge_results(args.output, figures, meta)
+    else:
+        write_results(args.output, figures, meta)
     print()
     print(table(figures))
     print(f"\n{sum(1 for f in figures if f.values)}/{len(figures)} figures measured in "
@@ -182,7 +207,10 @@ def ros_phases(run: Run, args: argparse.Namespace, reps: int) -> None:
     from bench.harness import Group, free_port, start_master
 
     ros_keys = [k for k, _ in KEYS if k.startswith(("predict_", "image_", "train_", "cancel_",
-                                                   "segment_fps", "cameras_"))]
+                                                   "segment_fps", "cameras_", "detect_fps",
+                                                   "detect_vs"))]
+    if not run.wants(ros_keys):
+        return
     group = Group(args.workdir)
     try:
         port = free_port()
@@ -191,11 +219,19 @@ def ros_phases(run: Run, args: argparse.Namespace, reps: int) -> None:
 
         rospy.init_node("ml_bridge_bench", disable_signals=True)
         print(f"== private master on port {port}; logs in {args.workdir}", flush=True)
-        phases.digits_node(run, group, port, reps, "torch", args.peer_seconds)
-        phases.image_node(run, group, port, args)
-        phases.segment_node(run, group, port, max(3, reps - 2), args.image_seconds)
-        tf_reason = _tf_unusable()
-        if tf_reason is None:
+        tf_keys = [f"{k}_tf" for k in phases.DIGITS_KEYS]
+        if run.wants([*phases.DIGITS_KEYS, "cancel_latency_batches"]):
+            phases.digits_node(run, group, port, reps, "torch", args.peer_seconds)
+        if run.wants(["image_fps_ratio", "image_latency_ratio"]):
+            phases.image_node(run, group, port, args)
+        if run.wants(["segment_fps_ratio", "cameras_scaling"]):
+            phases.segment_node(run, group, port, max(3, reps - 2), args.image_seconds)
+        if run.wants(["detect_fps_ratio", "detect_vs_handwritten_fps"]):
+            phases.detect_node(run, group, port, max(3, reps - 2), args.image_seconds)
+        tf_reason = _tf_unusable() if run.wants(tf_keys) else None  # TensorFlow takes a while
+        if not run.wants(tf_keys):
+            pass
+        elif tf_reason is None:
             phases.digits_node(run, group, port, reps, "tensorflow", args.peer_seconds)
         else:
             print(f"== {tf_reason}: the _tf figures are null")
