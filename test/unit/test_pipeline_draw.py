@@ -72,11 +72,12 @@ def test_a_box_partly_outside_is_clipped_one_wholly_outside_is_not_drawn() -> No
     assert not _changed(frame, out)[30:, 30:].any()
 
 
-def test_mono_frames_get_the_colours_luma() -> None:
-    gray = np.full((120, 160), GROUND, np.uint8)
+@pytest.mark.parametrize("ground", [0, GROUND, 150, 255])
+def test_boxes_on_mono_frames_show_on_any_grey(ground: int) -> None:
+    gray = np.full((120, 160), ground, np.uint8)
     out = draw_boxes(canvas(gray), [(20, 40, 100, 100)], ["x"], [1.0], class_ids=[3])
-    r, g, b = class_colour(3)
-    assert out.ndim == 2 and out[70, 20] == round(0.299 * r + 0.587 * g + 0.114 * b)
+    assert out.ndim == 2 and out[70, 20] == 255 and out[70, 19] == out[70, 21] == 0
+    assert out[70, 60] == ground
 
 
 @pytest.mark.parametrize("call, cause", [
@@ -119,6 +120,9 @@ def test_count_lines_are_drawn_with_their_counts() -> None:
     out = draw_lines(canvas(frame), [("door", ((320, 0), (320, 479)))], [(4, 1)])
     assert tuple(out[50, 320]) == (255, 255, 0)
     assert not _changed(frame, out)[:, :300].any()
+    light = np.full((100, 100), 230, np.uint8)  # yellow's luma is about as light: a casing
+    mono = draw_lines(canvas(light), [("door", ((50, 0), (50, 99)))], [(0, 0)])
+    assert mono[20, 50] == 255 and mono[20, 49] < 100 and mono[20, 51] < 100
     near_middle = out[240:280, 320:460]
     assert (near_middle.min(axis=2) > 200).sum() > 10  # the text "door >4 <1"
 

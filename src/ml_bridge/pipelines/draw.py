@@ -146,7 +146,8 @@ def box_text(label: str, score: Optional[float], track_id: Optional[int] = None,
 def draw_boxes(image: np.ndarray, boxes: Sequence[Sequence[float]], labels: Sequence[str],
                scores: Sequence[float], track_ids: Optional[Sequence[Optional[int]]] = None,
                class_ids: Optional[Sequence[int]] = None) -> np.ndarray:
-    """Draws each box with its label, score (and track id) in its class's colour.
+    """Draws each box with its label, score (and track id) in its class's colour (on a mono
+    image: white boxes on a black casing, labels on a dark box).
 
     Args:
         image: what to draw on, in place (a :func:`canvas`).
@@ -184,8 +185,14 @@ def draw_boxes(image: np.ndarray, boxes: Sequence[Sequence[float]], labels: Sequ
             continue  # entirely outside the image: nothing of it to show
         class_id = None if class_ids is None else int(class_ids[i])
         colour = class_colour(class_id, labels[i])
-        cv2.rectangle(image, (left, top), (right, bottom), _ink(image, colour),
-                      style.line_thickness)
+        if image.ndim == 2:
+            # A class colour's luma may be the ground's own grey: white on a black casing
+            # shows on any grey; the label gets the dark box of draw_label.
+            cv2.rectangle(image, (left, top), (right, bottom), (0,), style.line_thickness + 2)
+            colour = TEXT_BOX
+            cv2.rectangle(image, (left, top), (right, bottom), (255,), style.line_thickness)
+        else:
+            cv2.rectangle(image, (left, top), (right, bottom), colour, style.line_thickness)
         track = None if track_ids is None else track_ids[i]
         text = box_text(labels[i], scores[i], track, class_id)
         if text:
@@ -217,8 +224,8 @@ def label_score(label: str, score: float, class_id: Optional[int] = None) -> str
 
 def draw_lines(image: np.ndarray, lines: Sequence[Tuple[str, Segment]],
                counts: Sequence[Tuple[int, int]]) -> np.ndarray:
-    """Draws each count line with its name and its crossings, ``<name> >F <B`` (forward,
-    backward) at the line's middle.
+    """Draws each count line (yellow on a dark casing; white on mono images) with its name and
+    its crossings, ``<name> >F <B`` (forward, backward) at the line's middle.
 
     Args:
         image: what to draw on, in place (a :func:`canvas`).
@@ -242,7 +249,10 @@ def draw_lines(image: np.ndarray, lines: Sequence[Tuple[str, Segment]],
             raise InputError(f"draw_lines: line '{name}' has a point that is not finite: {points}")
         start = (int(round(points[0])), int(round(points[1])))
         end = (int(round(points[2])), int(round(points[3])))
-        cv2.line(image, start, end, _ink(image, LINE_COLOUR), style.line_thickness, cv2.LINE_AA)
+        # A dark casing: the line shows on light ground too (and on mono images, in white).
+        cv2.line(image, start, end, _ink(image, (0, 0, 0)), style.line_thickness + 2)
+        core = (255, 255, 255) if image.ndim == 2 else LINE_COLOUR
+        cv2.line(image, start, end, _ink(image, core), style.line_thickness)
         middle_x, middle_y = (points[0] + points[2]) / 2.0, (points[1] + points[3]) / 2.0
         text_box(image, f"{name} >{forward} <{backward}", middle_x, middle_y, TEXT_BOX, style,
                  below=True)
