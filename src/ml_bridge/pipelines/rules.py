@@ -16,6 +16,12 @@ added. A rule holds when one row satisfies every ``all`` condition and, if ``any
 at least one ``any`` condition. A result without rows (no detections) is one row of the
 result-level keys only, so a rule on ``inference_ms`` alone still sees it.
 
+With ``~track``, the rows of confirmed tracks carry ``track_id``, ``track_duration``
+(seconds), ``track_ended`` (true on the one row in which the track ends), ``count`` and
+``total`` (of the row's label, see :mod:`ml_bridge.pipelines.track_stage`). Each such row a
+rule holds on is a match of its own (one event per track, its ``track_id`` among the keys);
+of the rows without a track, the first that holds is one match, as for any result.
+
 When a rule acts is :class:`~ml_bridge.pipelines.schedule.Schedule`'s business.
 """
 import math
@@ -27,9 +33,11 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from ml_bridge.core.errors import InputError
 from ml_bridge.pipelines.base import Result
 
-#: Keys a condition may test, and whether each is text (``label``) or a number.
+#: Keys a condition may test, and whether each is text (``label``), true/false or a number.
 KEYS: Dict[str, str] = {"label": "text", "class_id": "number", "score": "number",
-                        "model_version": "number", "inference_ms": "number"}
+                        "model_version": "number", "inference_ms": "number",
+                        "track_id": "number", "track_duration": "number", "track_ended": "bool",
+                        "count": "number", "total": "number"}
 OPS: Dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq, "!=": operator.ne, ">": operator.gt, ">=": operator.ge,
     "<": operator.lt, "<=": operator.le}
@@ -55,14 +63,15 @@ class Condition:
 
     key: str
     op: str
-    value: Union[str, float]
+    value: Union[str, float, bool]
 
     def holds(self, row: Mapping[str, Any]) -> bool:
         """True when the row has the key and its value satisfies the condition."""
         if self.key not in row:
             return False
         actual = row[self.key]
-        actual = str(actual) if KEYS[self.key] == "text" else float(actual)
+        kind = KEYS[self.key]
+        actual = str(actual) if kind == "text" else bool(actual) if kind == "bool" else float(actual)
         return bool(OPS[self.op](actual, self.value))
 
 
@@ -108,19 +117,36 @@ class Rule:
 
     def match(self, result: Result) -> Optional[Match]:
         """The first row of ``result`` the rule holds on, or None."""
+        found = self.matches(result)
+        return found[0] if found else None
+
+    def matches(self, result: Result) -> List[Match]:
+        """One match per track row the rule holds on, in row order, then the first other row
+        it holds on (module docstring); [] when it holds on none."""
         level = {"model_version": result.model_version, "inference_ms": result.inference_ms}
+        found: List[Match] = []
+        untracked = False
         for row in result.rows or [{}]:
+            tracked = "track_id" in row
+            if untracked and not tracked:
+                continue
             merged = dict(row)
             merged.update(level)
             if all(c.holds(merged) for c in self.all) and (
                     not self.any or any(c.holds(merged) for c in self.any)):
                 keys = tuple(k for k in self.keys if k in merged)
-                return Match(self, keys, tuple(format_value(merged[k]) for k in keys))
-        return None
+                if tracked and "track_id" not in keys:
+                    keys += ("track_id",)
+                found.append(Match(self, keys, tuple(format_value(merged[k]) for k in keys)))
+                untracked = untracked or not tracked
+        return found
 
 
 def format_value(value: Any) -> str:
-    """A row value as Event text: integers plainly, floats with 6 significant digits."""
+    """A row value as Event text: integers plainly, floats with 6 significant digits,
+    true/false as yaml writes them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
@@ -205,6 +231,12 @@ def _condition(value: Any, field: str, fail: Fail) -> Condition:
     if op not in OPS:
         raise fail(f"{field}.op", f"unknown op {op!r}; use one of {' '.join(OPS)} "
                                   "(quote them in yaml)")
+    if KEYS[key] == "bool":
+        if op not in ("==", "!="):
+            raise fail(f"{field}.op", f"'{key}' is true or false: use == or !=, not {op}")
+        if not isinstance(raw, bool):
+            raise fail(f"{field}.value", f"'{key}' compares with true or false, got {raw!r}")
+        return Condition(key, op, raw)
     if KEYS[key] == "text":
         if op not in ("==", "!="):
             raise fail(f"{field}.op", f"'{key}' is text: use == or !=, not {op}")

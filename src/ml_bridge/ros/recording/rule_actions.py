@@ -16,7 +16,7 @@ from std_msgs.msg import Header
 from ml_bridge.core.errors import InputError
 from ml_bridge.msg import Event
 from ml_bridge.pipelines.base import Result
-from ml_bridge.pipelines.rules import check_cameras, parse_rules
+from ml_bridge.pipelines.rules import Match, check_cameras, parse_rules
 from ml_bridge.ros.recording.recorder import Recorder
 from ml_bridge.ros.streams import Listener, RosStream
 
@@ -72,21 +72,23 @@ class RosRules:
         for rule in self.rules:
             if not rule.applies_to(stream.camera):
                 continue
-            match = rule.match(result)
-            if match is None:
-                continue
-            bag = self.recorder.trigger(rule.name)
-            with self._lock:
-                self.matches += 1
-                self.fired += int(bag is not None)
-            if bag is None or self.events is None:
-                continue
-            header = result.frame.header if result.frame.header is not None else Header()
-            self.events.publish(Event(header=header, rule=rule.name, bag=bag,
-                                      keys=list(match.keys), values=list(match.values)))
-            looked = ", ".join(f"{k}={v}" for k, v in zip(match.keys, match.values))
-            rospy.loginfo("rule '%s' fired on %s (%s)%s", rule.name, stream.camera or stream.topic,
-                          looked, f"; recording {bag}" if bag else "")
+            for match in rule.matches(result):   # one per track row that holds
+                self._act(stream, result, match)
+
+    def _act(self, stream: RosStream, result: Result, match: Match) -> None:
+        """One match: the schedule decides whether it fires (event, recording) or not."""
+        bag = self.recorder.trigger(match.rule.name)
+        with self._lock:
+            self.matches += 1
+            self.fired += int(bag is not None)
+        if bag is None or self.events is None:
+            return
+        header = result.frame.header if result.frame.header is not None else Header()
+        self.events.publish(Event(header=header, rule=match.rule.name, bag=bag,
+                                  keys=list(match.keys), values=list(match.values)))
+        looked = ", ".join(f"{k}={v}" for k, v in zip(match.keys, match.values))
+        rospy.loginfo("rule '%s' fired on %s (%s)%s", match.rule.name, stream.camera or stream.topic,
+                      looked, f"; recording {bag}" if bag else "")
 
     def counters(self) -> Dict[str, int]:
         """Counters for diagnostics (empty without rules)."""

@@ -1,0 +1,141 @@
+"""The tracking step that ``detect`` and ``objects`` share (``~track``); no rospy, no framework.
+
+A pipeline with ``~track: true`` hands each processed frame's boxes to :meth:`Tracking.step`
+and gets back the frame's tracks and counts, then adds:
+
+- the outputs ``tracks`` (a :class:`TrackList`: the confirmed tracks seen in the frame, then
+  the tracks that ended since the previous frame) and ``counts`` (a
+  :class:`~ml_bridge.pipelines.counting.Counts`), each only while wanted;
+- the rule keys ``track_id``, ``track_duration``, ``track_ended``, ``count`` and ``total`` on
+  the rows of boxes whose track is confirmed, and one row per ended track
+  (:meth:`Tracking.rows`).
+
+The tracker runs on every processed frame whatever is wanted (the tracks must not miss
+frames someone else asked for). The per-stream state survives a pipeline restart
+(:meth:`carry`): tracks end by the frames' stamps, never because nobody listened a while.
+"""
+from dataclasses import dataclass, field
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from ml_bridge.core.params import Param
+from ml_bridge.pipelines.counting import Counter, CountLine, Counts, parse_count_lines
+from ml_bridge.pipelines.tracking import (
+    DEFAULT_IOU,
+    DEFAULT_MAX_AGE,
+    DEFAULT_MIN_HITS,
+    TrackedFrame,
+    Tracker,
+    TrackSettings,
+    TrackState,
+)
+
+#: The outputs tracking adds to a pipeline.
+TRACK_OUTPUTS = ("tracks", "counts")
+#: The parameters of tracking, declared in each tracking pipeline's schema.
+TRACK_PARAMS = (
+    Param("track", "bool", False, "give each box a persistent track id; publish `~tracks` and "
+          "`~counts`"),
+    Param("track_iou", "float", DEFAULT_IOU, "the least IoU of a box with its track's last "
+          "box (same class) for them to match", low=0.0, above=True, high=1.0),
+    Param("track_min_hits", "int", DEFAULT_MIN_HITS, "matched frames that confirm a track "
+          "(only confirmed tracks are published)", low=1),
+    Param("track_max_age", "float", DEFAULT_MAX_AGE, "a track ends when unmatched for longer "
+          "than this", low=0.0, note="seconds of frame stamps"),
+    Param("count_lines", "any", [], "lines whose crossings by the tracks' box centres are "
+          "counted per direction in `~counts`", accepts="a list of {name, points: [[x1, y1], "
+          "[x2, y2]]} in frame pixels", convert=parse_count_lines),
+)
+
+
+@dataclass
+class TrackList:
+    """The ``tracks`` output of one frame: confirmed tracks seen, then ended ones."""
+
+    tracks: List[TrackState] = field(default_factory=list)
+    labels: List[str] = field(default_factory=list)   # per track, the label it is shown with
+
+
+@dataclass
+class TrackingState:
+    """One stream's tracker and counter."""
+
+    tracker: Tracker
+    counter: Counter
+
+
+@dataclass
+class TrackStep:
+    """What one frame did: the tracker's answer and the counts after it."""
+
+    frame: TrackedFrame
+    counts: Counts
+
+
+class Tracking:
+    """A pipeline's tracking settings (from its checked ``settings``)."""
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        """Reads ``~track``, ``~track_iou``, ``~track_min_hits``, ``~track_max_age`` and
+        ``~count_lines`` (already checked by the schema)."""
+        self.enabled: bool = bool(settings.get("track", False))
+        self.settings = TrackSettings(settings.get("track_iou", DEFAULT_IOU),
+                                      settings.get("track_min_hits", DEFAULT_MIN_HITS),
+                                      settings.get("track_max_age", DEFAULT_MAX_AGE))
+        self.lines: List[CountLine] = list(settings.get("count_lines") or [])
+
+    def new_state(self) -> Optional[TrackingState]:
+        """A fresh tracker and counter; None without ``~track``."""
+        if not self.enabled:
+            return None
+        return TrackingState(Tracker(self.settings), Counter(self.lines))
+
+    def step(self, state: TrackingState, stamp_ns: int, boxes: np.ndarray,
+             class_ids: Sequence[int], scores: Sequence[float], labels: Sequence[str]) -> TrackStep:
+        """Tracks one frame's boxes (x1 y1 x2 y2, frame pixels) and counts."""
+        frame = state.tracker.update(stamp_ns, boxes, class_ids, scores, labels)
+        return TrackStep(frame, state.counter.update(frame.tracks, frame.ended))
+
+    def outputs(self, step: TrackStep, wanted: FrozenSet[str],
+                labels: Optional[Mapping[int, str]] = None) -> Dict[str, Any]:
+        """The wanted ``tracks`` and ``counts``; ``labels`` overrides a track's label by id
+        (a secondary classifier's)."""
+        out: Dict[str, Any] = {}
+        if "tracks" in wanted:
+            shown = step.frame.tracks + step.frame.ended
+            names = [(labels or {}).get(t.id, t.label) for t in shown]
+            out["tracks"] = TrackList(shown, names)
+        if "counts" in wanted:
+            out["counts"] = step.counts
+        return out
+
+    @staticmethod
+    def rows(rows: List[Dict[str, Any]], step: TrackStep) -> List[Dict[str, Any]]:
+        """The rule rows with the track keys: per box row (in box order) of a confirmed
+        track ``track_id``, ``track_duration``, ``track_ended`` (false), ``count`` and
+        ``total`` of its label; then one row per ended track (``track_ended`` true). Rows of
+        boxes whose track is tentative stay as they were."""
+        by_id = {t.id: t for t in step.frame.tracks}
+        out: List[Dict[str, Any]] = []
+        for row, track_id in zip(rows, step.frame.track_ids):
+            track = by_id.get(track_id)
+            out.append(dict(row) if track is None else _track_row(row, track, False, step.counts))
+        for track in step.frame.ended:
+            base = {"label": track.label, "class_id": track.class_id, "score": track.score}
+            out.append(_track_row(base, track, True, step.counts))
+        return out
+
+    @staticmethod
+    def carry(old: Optional[TrackingState], new: Optional[TrackingState]) -> Optional[TrackingState]:
+        """The tracking state a restarted pipeline state goes on with: the old one."""
+        return old if old is not None else new
+
+
+def _track_row(row: Mapping[str, Any], track: TrackState, ended: bool,
+               counts: Counts) -> Dict[str, Any]:
+    in_frame, total = counts.of(str(row.get("label", track.label)))
+    out = dict(row)
+    out.update({"track_id": track.id, "track_duration": track.duration, "track_ended": ended,
+                "count": in_frame, "total": total})
+    return out
