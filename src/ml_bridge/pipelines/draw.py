@@ -54,7 +54,7 @@ class Style:
 def style_for(shape: Tuple[int, ...]) -> Style:
     """Sizes for an image of ``shape`` (H, W[, C]), from its shorter side.
 
-    At 480 pixels the text is about 13 pixels high with 2-pixel box lines; below 200 pixels
+    At 480 pixels the text is about 14 pixels high with 2-pixel box lines; below 200 pixels
     the font stops shrinking (smaller Hershey text is unreadable) and lines are 1 pixel.
     """
     short = max(1, min(shape[0], shape[1]))
