@@ -14,7 +14,7 @@ import rospy
 from sensor_msgs.msg import Image, RegionOfInterest
 
 from ml_bridge.core.registry import Registry
-from ml_bridge.msg import ObjectPrediction, ObjectPredictions, Prediction
+from ml_bridge.msg import Counts, ObjectPrediction, ObjectPredictions, Prediction, Track, Tracks
 from ml_bridge.pipelines.base import Classes, Result
 from ml_bridge.ros.conversions import ConversionError, array_to_image, arrays_to_tensors
 
@@ -137,7 +137,41 @@ def objects_message(result: Result, objects: List[Any], _options: SinkOptions) -
     return msg
 
 
+def _time_ns(ns: int) -> rospy.Time:
+    return rospy.Time(ns // 1_000_000_000, ns % 1_000_000_000)
+
+
+def _roi(box: Tuple[float, float, float, float]) -> RegionOfInterest:
+    """x1 y1 x2 y2 (frame pixels, inside the frame) -> whole-pixel offset and size."""
+    x0, y0 = max(0, int(round(box[0]))), max(0, int(round(box[1])))
+    return RegionOfInterest(x_offset=x0, y_offset=y0, width=max(0, int(round(box[2])) - x0),
+                            height=max(0, int(round(box[3])) - y0))
+
+
+def tracks_message(result: Result, tracks: Any, _options: SinkOptions) -> Tracks:
+    """``~tracks``: a pipelines.track_stage.TrackList -> ml_bridge/Tracks, the frame's header."""
+    entries = [Track(id=t.id, state=t.state, class_id=t.class_id, label=label, score=t.score,
+                     roi=_roi(t.box), first_seen=_time_ns(t.first_seen_ns),
+                     last_seen=_time_ns(t.last_seen_ns), duration=t.duration)
+               for t, label in zip(tracks.tracks, tracks.labels)]
+    msg = Tracks(model_version=result.model_version, tracks=entries)
+    if result.frame.header is not None:
+        msg.header = result.frame.header
+    return msg
+
+
+def counts_message(result: Result, counts: Any, _options: SinkOptions) -> Counts:
+    """``~counts``: a pipelines.counting.Counts -> ml_bridge/Counts, the frame's header."""
+    msg = Counts(labels=counts.labels, in_frame=counts.in_frame, total=counts.total,
+                 lines=counts.lines, forward=counts.forward, backward=counts.backward)
+    if result.frame.header is not None:
+        msg.header = result.frame.header
+    return msg
+
+
 register("predictions", Prediction, prediction_message)
 register("mask", Image, mask_message)
 register("overlay", Image, overlay_message)
 register("objects", ObjectPredictions, objects_message)
+register("tracks", Tracks, tracks_message)
+register("counts", Counts, counts_message)
