@@ -14,7 +14,7 @@ from ml_bridge.core.datasets import Dataset, digits
 from ml_bridge.core.errors import CheckpointError, DatasetError, InputError, TrainingError
 from ml_bridge.core.model import BackendModel
 from ml_bridge.core.server import ModelServer
-from ml_bridge.core.spec import TensorSpec
+from ml_bridge.core.spec import ArraySpec
 from ml_bridge.core.training import Callback, FitResult, Logs, TrainConfig
 from ml_bridge.pipelines.classify import classify
 
@@ -34,8 +34,8 @@ class LinearModel(BackendModel):
         rng = np.random.default_rng(seed)
         self.w = rng.normal(0.0, 0.01, (64, 10))
         self.b = np.zeros(10)
-        self.inputs = [TensorSpec("x", "float32", (-1, 64))]
-        self.outputs = [TensorSpec("scores", "float32", (-1, 10))]
+        self.inputs = [ArraySpec("x", "float32", (-1, 64))]
+        self.outputs = [ArraySpec("scores", "float32", (-1, 10))]
         self.labels = [f"digit {i}" for i in range(10)]
         self.is_classifier = True
         self.fit_calls: List[TrainConfig] = []  # shared by clones: counts every fit

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 
 from ml_bridge.core.errors import InputError
-from ml_bridge.core.spec import TensorSpec, batch_size_of, check_dtype_name, validate_inputs
+from ml_bridge.core.spec import ArraySpec, batch_size_of, check_dtype_name, validate_inputs
 
-X = TensorSpec("x", "float32", (-1, 4))
-IDS = TensorSpec("ids", "int64", (-1,))
+X = ArraySpec("x", "float32", (-1, 4))
+IDS = ArraySpec("ids", "int64", (-1,))
 
 
 def test_dtype_names() -> None:
@@ -52,7 +52,7 @@ def test_wrong_fixed_dimension_names_axis() -> None:
 
 def test_unnamed_input_is_named_by_index() -> None:
     with pytest.raises(InputError, match=r"^input 0 has shape"):
-        validate_inputs([np.ones((2, 3), np.float32)], [TensorSpec("", "float32", (-1, 4))])
+        validate_inputs([np.ones((2, 3), np.float32)], [ArraySpec("", "float32", (-1, 4))])
 
 
 def test_wrong_number_of_inputs_lists_the_specs() -> None:
@@ -75,4 +75,4 @@ def test_batch_size_of() -> None:
 
 def test_describe() -> None:
     assert X.describe() == "x: float32[-1, 4]"
-    assert TensorSpec("", "uint8", ()).describe() == "<unnamed>: uint8[]"
+    assert ArraySpec("", "uint8", ()).describe() == "<unnamed>: uint8[]"

@@ -245,13 +245,13 @@ class Scale:
     image_format = None
 
     def __init__(self, scale: float, labels: List[str], hold: Optional[Model] = None) -> None:
-        from ml_bridge.core.spec import TensorSpec
+        from ml_bridge.core.spec import ArraySpec
 
         self.scale = scale
         self.labels = labels
         self.hold = hold
-        self.inputs = [TensorSpec("x", "float32", (-1, 2))]
-        self.outputs = [TensorSpec("y", "float32", (-1, 2))]
+        self.inputs = [ArraySpec("x", "float32", (-1, 2))]
+        self.outputs = [ArraySpec("y", "float32", (-1, 2))]
 
     def predict(self, inputs: List[np.ndarray]) -> List[np.ndarray]:
         if self.hold is not None:

@@ -13,8 +13,8 @@ from test_core_server import LinearModel
 from ml_bridge.core.errors import InputError
 from ml_bridge.core.model import ModelStamp
 from ml_bridge.core.params import ParameterError
-from ml_bridge.core.server import Prediction
-from ml_bridge.core.spec import TensorSpec
+from ml_bridge.core.server import ModelOutput
+from ml_bridge.core.spec import ArraySpec
 from ml_bridge.core.synthetic import SHAPE_LABELS, render_scene
 from ml_bridge.core.vision import ImageFormat
 from ml_bridge.pipelines import make_pipeline
@@ -52,9 +52,9 @@ class FakeSegmenter(LinearModel):
         self.out_first = out_first
         self.container = container
         shape = (-1, 3) + SIZE if channels_first else (-1,) + SIZE + (3,)
-        self.inputs = [TensorSpec("image", "float32", shape)]
+        self.inputs = [ArraySpec("image", "float32", shape)]
         names = {"plain": ["scores"], "dict": ["aux", "out"], "tuple": ["logits", "extra"]}
-        self.outputs = [TensorSpec(n, "float32", (-1, -1, -1, -1)) for n in names[container]]
+        self.outputs = [ArraySpec(n, "float32", (-1, -1, -1, -1)) for n in names[container]]
         self.labels = list(labels)
         self.is_classifier = bool(labels)
         self.outputs_probabilities = probabilities
@@ -89,7 +89,7 @@ def stamp_of(model: FakeSegmenter) -> ModelStamp:
 
 
 def predict_with(model: FakeSegmenter) -> PredictFn:
-    return lambda inputs: Prediction(model.predict(inputs), stamp_of(model), 1.5)
+    return lambda inputs: ModelOutput(model.predict(inputs), stamp_of(model), 1.5)
 
 
 def run(pipeline: SegmentPipeline, model: FakeSegmenter, image: np.ndarray,
@@ -424,8 +424,8 @@ def test_a_model_that_is_no_segmenter_is_refused_per_frame() -> None:
     model = FakeSegmenter()
     pipeline = SegmentPipeline(model)
 
-    def flat(inputs: List[np.ndarray]) -> Prediction:
-        return Prediction([np.zeros((1, 4), np.float32)], stamp_of(model), 1.0)
+    def flat(inputs: List[np.ndarray]) -> ModelOutput:
+        return ModelOutput([np.zeros((1, 4), np.float32)], stamp_of(model), 1.0)
 
     with pytest.raises(InputError, match=r"pipeline:=classify"):
         pipeline.run(Frame(textured()), flat)

@@ -7,7 +7,7 @@ import pytest
 
 from ml_bridge.core.errors import InputError, ModelCallError
 from ml_bridge.core.model import ModelStamp
-from ml_bridge.core.server import Prediction
+from ml_bridge.core.server import ModelOutput
 from ml_bridge.pipelines import PIPELINES, make_pipeline, pipeline_class
 from ml_bridge.pipelines.base import Frame, Pipeline, Request, Result
 from ml_bridge.pipelines.classify import classify
@@ -42,7 +42,7 @@ class Recorder(Pipeline[List[float]]):
         return Request([np.array([state[-1]])], Frame(np.zeros((1, 1), np.uint8), state[-1]),
                        {"seen": list(state)})
 
-    def postprocess(self, request: Request, prediction: Prediction,
+    def postprocess(self, request: Request, prediction: ModelOutput,
                     wanted: FrozenSet[str]) -> Result:
         return Result(request.frame, prediction.model, prediction.inference_ms,
                       {"predictions": request.extra["seen"]})
@@ -57,13 +57,13 @@ class Model:
         self.entered = threading.Event()
         self.calls: List[float] = []
 
-    def __call__(self, inputs: List[np.ndarray]) -> Prediction:
+    def __call__(self, inputs: List[np.ndarray]) -> ModelOutput:
         self.entered.set()
         assert self.release.wait(TIMEOUT)
         if float(inputs[0][0]) == 666:
             raise ModelCallError("the model raised")
         self.calls.append(float(inputs[0][0]))
-        return Prediction([inputs[0]], STAMP, 0.1)
+        return ModelOutput([inputs[0]], STAMP, 0.1)
 
 
 def frame(stamp: float) -> Frame:
@@ -188,12 +188,12 @@ def test_the_registry_lists_the_pipelines_and_refuses_unknown_names() -> None:
 
 def test_classify_labels_come_from_the_model_that_ran() -> None:
     logits = np.array([[0.0, 2.0], [3.0, 1.0]], np.float32)
-    classes = classify(Prediction([logits], STAMP, 1.0))
+    classes = classify(ModelOutput([logits], STAMP, 1.0))
     assert classes.class_ids == [1, 0] and classes.labels == ["b", "a"]
     expected = 1.0 / (1.0 + np.exp(-2.0))
     np.testing.assert_allclose(classes.scores, [expected, expected], rtol=1e-6)
     unlabelled = ModelStamp(1)
-    assert classify(Prediction([logits], unlabelled, 1.0)).class_ids == []
+    assert classify(ModelOutput([logits], unlabelled, 1.0)).class_ids == []
 
 
 def test_the_classify_pipeline_runs_a_frame_end_to_end() -> None:
@@ -203,8 +203,8 @@ def test_the_classify_pipeline_runs_a_frame_end_to_end() -> None:
     model.preprocess_image = lambda image: [np.full((1, 64), image.mean() / 255, np.float32)]
     pipeline = make_pipeline("classify", model)
 
-    def predict(inputs: List[np.ndarray]) -> Prediction:
-        return Prediction(model.predict(inputs), ModelStamp.of(model, 1), 0.5)
+    def predict(inputs: List[np.ndarray]) -> ModelOutput:
+        return ModelOutput(model.predict(inputs), ModelStamp.of(model, 1), 0.5)
 
     header = object()
     result = pipeline.run(Frame(np.full((4, 4), 200, np.uint8), 1.5, header), predict)

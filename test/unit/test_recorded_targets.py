@@ -15,7 +15,7 @@ import pytest
 from ml_bridge.core.datasets import Dataset, digits
 from ml_bridge.core.errors import DatasetError
 from ml_bridge.core.server import ModelServer
-from ml_bridge.core.spec import TensorSpec
+from ml_bridge.core.spec import ArraySpec
 from ml_bridge.core.targets import canonical_targets
 
 BACKENDS = backends.ALL
@@ -70,13 +70,13 @@ def test_both_backends_accept_whole_float_class_ids_for_training(backend: str) -
 
 
 def test_regression_targets_take_the_output_dtype_when_nothing_is_lost() -> None:
-    out = [TensorSpec("y", "float32", (-1, 2))]
+    out = [ArraySpec("y", "float32", (-1, 2))]
     ints = canonical_targets("d", [np.array([[1, 2]], np.int32)], out, classes=0)
     assert ints[0].dtype == np.float32 and ints[0].tolist() == [[1.0, 2.0]]
     with pytest.raises(DatasetError, match="beyond the range"):
         canonical_targets("d", [np.array([[1e300, 0.0]])], out, classes=0)
     with pytest.raises(DatasetError, match=r"shape \[1, 3\]"):
         canonical_targets("d", [np.zeros((1, 3))], out, classes=0)
-    int_out = [TensorSpec("k", "int64", (-1,))]
+    int_out = [ArraySpec("k", "int64", (-1,))]
     with pytest.raises(DatasetError, match="without changing its values"):
         canonical_targets("d", [np.array([0.5])], int_out, classes=0)

@@ -14,14 +14,14 @@ from ml_bridge.core.datasets import Dataset
 from ml_bridge.core.errors import ModelLoadError
 from ml_bridge.core.execution import ModelThread
 from ml_bridge.core.model import ModelOptions
-from ml_bridge.core.spec import TensorSpec
+from ml_bridge.core.spec import ArraySpec
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 FACTORIES = '''
 import torch
 from ml_bridge.core.model import ModelBundle
-from ml_bridge.core.spec import TensorSpec
+from ml_bridge.core.spec import ArraySpec
 
 
 class Pair(torch.nn.Module):
@@ -76,7 +76,7 @@ def two_inputs():
 
 def two_inputs_declared():
     module = TwoInputs()
-    module.input_spec = [TensorSpec("x", "float32", (-1, 2)), TensorSpec("y", "float32", (-1, 2))]
+    module.input_spec = [ArraySpec("x", "float32", (-1, 2)), ArraySpec("y", "float32", (-1, 2))]
     return module
 
 
@@ -90,7 +90,7 @@ def broken():
 
 def wrong_shape():
     module = mlp()
-    module.input_spec = TensorSpec("x", "float32", (-1, 6))
+    module.input_spec = ArraySpec("x", "float32", (-1, 6))
     return module
 '''
 
@@ -148,7 +148,7 @@ def test_cuda_model_predicts_like_cpu(heldout: Dataset) -> None:
 
 def test_image_cnn_is_a_224_rgb_classifier() -> None:
     model = load_model("image_cnn", ModelOptions())
-    assert model.inputs == [TensorSpec("image", "float32", (-1, 3, 224, 224))]
+    assert model.inputs == [ArraySpec("image", "float32", (-1, 3, 224, 224))]
     assert model.labels == [f"class_{i}" for i in range(10)]
     assert model.preprocess_image is not None
     frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
@@ -167,8 +167,8 @@ def test_builtin_labels_can_be_overridden() -> None:
 
 def test_factory_module_gets_inferred_specs(factories: str) -> None:
     model = load_model(f"{factories}:mlp", ModelOptions())
-    assert model.inputs == [TensorSpec("input", "float32", (-1, 5))]
-    assert model.outputs == [TensorSpec("output", "float32", (-1, 3))]
+    assert model.inputs == [ArraySpec("input", "float32", (-1, 5))]
+    assert model.outputs == [ArraySpec("output", "float32", (-1, 3))]
     assert not model.is_classifier and model.labels == []
     assert model.predict([np.ones((2, 5), np.float32)])[0].shape == (2, 3)
 
@@ -183,10 +183,10 @@ def test_factory_bundle_carries_labels_and_defaults(factories: str) -> None:
 
 def test_conv_factory_input_spec_from_its_first_layer(factories: str) -> None:
     model = load_model(f"{factories}:conv", ModelOptions())
-    assert model.inputs == [TensorSpec("input", "float32", (-1, 3, -1, -1))]
+    assert model.inputs == [ArraySpec("input", "float32", (-1, 3, -1, -1))]
     assert model.outputs == []  # sizes unknown until called: not guessed
     classifier = load_model(f"{factories}:conv_bundle", ModelOptions())
-    assert classifier.outputs == [TensorSpec("scores", "float32", (-1, 4))]
+    assert classifier.outputs == [ArraySpec("scores", "float32", (-1, 4))]
     assert classifier.predict([np.zeros((2, 3, 9, 9), np.float32)])[0].shape == (2, 4)
 
 
@@ -241,8 +241,8 @@ def test_state_dict_file_is_not_torchscript(tmp_path: str) -> None:
 def test_torchscript_specs_are_inferred(scripted_digits: str, heldout: Dataset) -> None:
     model = load_model(scripted_digits, ModelOptions())
     assert model.is_script and model.trainable
-    assert model.inputs == [TensorSpec("input", "float32", (-1, 64))]
-    assert model.outputs == [TensorSpec("output", "float32", (-1, 10))]
+    assert model.inputs == [ArraySpec("input", "float32", (-1, 64))]
+    assert model.outputs == [ArraySpec("output", "float32", (-1, 10))]
     assert not model.is_classifier  # a plain TorchScript file carries no labels
     labelled = load_model(scripted_digits, ModelOptions(labels=[str(i) for i in range(10)]))
     assert labelled.is_classifier

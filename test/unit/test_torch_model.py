@@ -14,7 +14,7 @@ from ml_bridge.backends.torch.core import TorchContext
 from ml_bridge.core.datasets import Dataset, digits
 from ml_bridge.core.errors import CheckpointError, DatasetError
 from ml_bridge.core.model import ModelOptions
-from ml_bridge.core.spec import TensorSpec
+from ml_bridge.core.spec import ArraySpec
 from ml_bridge.core.training import Callback, TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
@@ -38,7 +38,7 @@ def test_digits_mlp_predict_shapes_and_classifier_info(heldout: Dataset) -> None
     assert len(out) == 1 and out[0].shape == (5, 10) and out[0].dtype == np.float32
     assert model.is_classifier and not model.outputs_probabilities
     assert model.labels == [str(i) for i in range(10)]
-    assert model.inputs == [TensorSpec("pixels", "float32", (-1, 64))]
+    assert model.inputs == [ArraySpec("pixels", "float32", (-1, 64))]
     assert model.checkpoint_suffix == ".pt" and model.backend == "torch"
     assert model.trainable
     assert "digits_mlp" in model.describe()
@@ -233,8 +233,8 @@ def test_check_targets_refuses_several_target_arrays() -> None:
 def test_regression_targets_must_match_the_output_shape() -> None:
     module = torch.nn.Linear(3, 2)
     model = TorchModel(module, "reg", torch.device("cpu"),
-                       inputs=[TensorSpec("x", "float32", (-1, 3))],
-                       outputs=[TensorSpec("y", "float32", (-1, 2))])
+                       inputs=[ArraySpec("x", "float32", (-1, 3))],
+                       outputs=[ArraySpec("y", "float32", (-1, 2))])
     x = np.zeros((5, 3), np.float32)
     model.check_targets(Dataset("ok", [x], [np.zeros((5, 2), np.float32)]))
     with pytest.raises(DatasetError, match=r"targets have shape \[5, 3\].*\[N, 2\]"):

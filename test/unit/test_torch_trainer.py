@@ -12,7 +12,7 @@ from ml_bridge.backends.torch import TorchModel
 from ml_bridge.core.datasets import Dataset, digits
 from ml_bridge.core.errors import DatasetError, TrainingError
 from ml_bridge.core.model import ModelBundle
-from ml_bridge.core.spec import TensorSpec
+from ml_bridge.core.spec import ArraySpec
 from ml_bridge.core.training import Callback, CallbackList, TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
@@ -119,8 +119,8 @@ def test_regression_with_mse_and_a_bundle_loss() -> None:
         torch.nn.init.zeros_(module.bias)
         bundle = ModelBundle(module, loss=loss, learning_rate=0.05)
         return TorchModel(bundle.model, "lin", torch.device("cpu"),
-                          inputs=[TensorSpec("x", "float32", (-1, 3))],
-                          outputs=[TensorSpec("y", "float32", (-1, 1))],
+                          inputs=[ArraySpec("x", "float32", (-1, 3))],
+                          outputs=[ArraySpec("y", "float32", (-1, 1))],
                           loss=bundle.loss, learning_rate=bundle.learning_rate)
 
     mse = make()

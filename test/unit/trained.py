@@ -9,7 +9,7 @@ import functools
 from typing import Tuple
 
 from ml_bridge.core.server import ModelServer
-from ml_bridge.core.training import TrainResult
+from ml_bridge.core.training import TrainingOutcome
 
 #: The epochs INTERFACE.md promises the built-in image models' quality after.
 EPOCHS = 10
@@ -17,7 +17,7 @@ EPOCHS = 10
 
 @functools.lru_cache(maxsize=None)
 def trained(backend: str, model: str, dataset: str,
-            epochs: int = EPOCHS) -> Tuple[ModelServer, TrainResult]:
+            epochs: int = EPOCHS) -> Tuple[ModelServer, TrainingOutcome]:
     """A ModelServer serving ``model`` trained on ``dataset``, and the training result."""
     server = ModelServer.load(backend, model, max_batch=8)
     result = server.fit(dataset, epochs=epochs)

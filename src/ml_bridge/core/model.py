@@ -13,7 +13,7 @@ import numpy as np
 
 from ml_bridge.core.context import Context
 from ml_bridge.core.datasets import Dataset
-from ml_bridge.core.spec import TensorSpec
+from ml_bridge.core.spec import ArraySpec
 from ml_bridge.core.training import Callback, FitResult, TrainConfig
 from ml_bridge.core.vision import ImageFormat
 
@@ -86,8 +86,8 @@ class BackendModel(abc.ABC):
     source: str = ""
     #: Resolved device string, e.g. "cpu", "cuda:0", "/device:CPU:0".
     device: str = "cpu"
-    inputs: List[TensorSpec]
-    outputs: List[TensorSpec]
+    inputs: List[ArraySpec]
+    outputs: List[ArraySpec]
     #: Class labels of a classifier; empty for other models.
     labels: List[str]
     #: True when output 0 is per-class scores: the node adds class ids, scores and labels.

@@ -8,11 +8,11 @@ from typing import List
 import numpy as np
 
 from ml_bridge.core.model import ModelStamp
-from ml_bridge.core.spec import TensorSpec
+from ml_bridge.core.spec import ArraySpec
 
 
 @dataclass
-class Prediction:
+class ModelOutput:
     """Outputs of one predict call and the model that produced them."""
 
     outputs: List[np.ndarray]
@@ -25,6 +25,12 @@ class Prediction:
         return self.model.version
 
 
+#: Deprecated alias of :class:`ModelOutput`, for code written before the rename; the name is
+#: also that of the message published on ``~predictions`` (``ml_bridge.msg.Prediction``),
+#: which this is not.
+Prediction = ModelOutput
+
+
 @dataclass
 class ModelInfo:
     """What ``~info`` reports."""
@@ -34,7 +40,7 @@ class ModelInfo:
     device: str
     model: str
     model_version: int
-    inputs: List[TensorSpec]
-    outputs: List[TensorSpec]
+    inputs: List[ArraySpec]
+    outputs: List[ArraySpec]
     labels: List[str]
     training: bool

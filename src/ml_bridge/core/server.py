@@ -25,9 +25,10 @@ from ml_bridge.core.errors import CheckpointError, DatasetError, InputError, Tra
 from ml_bridge.core.execution import ModelExecutor, WorkerResult, make_executor
 from ml_bridge.core.model import BackendModel, ModelOptions, ModelStamp
 from ml_bridge.core.node_params import NODE_PARAMS
-from ml_bridge.core.prediction import ModelInfo, Prediction
+from ml_bridge.core.prediction import ModelInfo, ModelOutput
+from ml_bridge.core.prediction import Prediction as Prediction  # the deprecated name, re-exported
 from ml_bridge.core.resolve import DatasetResolver
-from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS, TensorSpec, validate_inputs
+from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS, ArraySpec, validate_inputs
 from ml_bridge.core.targets import canonical_targets
 from ml_bridge.core.training import (
     Callback,
@@ -35,7 +36,7 @@ from ml_bridge.core.training import (
     FiniteLoss,
     StopCheck,
     TrainConfig,
-    TrainResult,
+    TrainingOutcome,
 )
 
 log = logging.getLogger(__name__)
@@ -115,15 +116,15 @@ class ModelServer:
         return validate_inputs([np.asarray(a) for a in inputs], self.model.inputs,
                                self.max_elements)
 
-    def predict_async(self, inputs: Sequence[np.ndarray]) -> "Callable[[Optional[float]], Prediction]":
-        """Validates and submits a request; returns a function that waits for the Prediction."""
+    def predict_async(self, inputs: Sequence[np.ndarray]) -> "Callable[[Optional[float]], ModelOutput]":
+        """Validates and submits a request; returns a function that waits for the ModelOutput."""
         future = self.executor.submit(self._validated(inputs))
 
-        def wait(timeout: Optional[float] = None) -> Prediction:
+        def wait(timeout: Optional[float] = None) -> ModelOutput:
             return self._finish(future.result(timeout))
         return wait
 
-    def predict(self, inputs: Sequence[np.ndarray], timeout: Optional[float] = None) -> Prediction:
+    def predict(self, inputs: Sequence[np.ndarray], timeout: Optional[float] = None) -> ModelOutput:
         """Runs the model on ``inputs`` (batch first); any thread may call.
 
         Where it runs is the executor's (``model_thread``): on this thread with the context
@@ -137,9 +138,9 @@ class ModelServer:
         return self._finish(self.executor.predict(self._validated(inputs), timeout))
 
     def defer(self, inputs: Sequence[np.ndarray], timeout: Optional[float] = None
-              ) -> Callable[[], Prediction]:
+              ) -> Callable[[], ModelOutput]:
         """Validates a request now; returns its call as a function that returns the
-        Prediction, for a caller with several requests: defer all, then call each
+        ModelOutput, for a caller with several requests: defer all, then call each
         (:meth:`ModelExecutor.defer`: joined where the executor joins them).
 
         Raises:
@@ -147,7 +148,7 @@ class ModelServer:
         """
         return self.executor.defer(self._validated(inputs), timeout, self._finish)
 
-    def predict_image(self, image: np.ndarray, timeout: Optional[float] = None) -> Prediction:
+    def predict_image(self, image: np.ndarray, timeout: Optional[float] = None) -> ModelOutput:
         """Runs the model's image preprocessing (gray H x W or RGB H x W x 3, uint8), then predict."""
         preprocess = self.model.preprocess_image
         if preprocess is None:
@@ -156,8 +157,8 @@ class ModelServer:
         return self.predict(preprocess(image), timeout)
 
     @staticmethod
-    def _finish(result: WorkerResult) -> Prediction:
-        return Prediction(result.outputs, result.served, result.inference_ms)
+    def _finish(result: WorkerResult) -> ModelOutput:
+        return ModelOutput(result.outputs, result.served, result.inference_ms)
 
     # -- recorded data ------------------------------------------------------------------------
     def record(self, dataset: str, inputs: Sequence[np.ndarray],
@@ -189,7 +190,7 @@ class ModelServer:
     def fit(self, dataset: Union[str, Dataset], epochs: int, batch_size: int = 0,
             learning_rate: float = 0.0, validation_split: float = 0.0,
             keep_partial: bool = False, callbacks: Sequence[Any] = (),
-            should_stop: Optional[Callable[[], bool]] = None) -> TrainResult:
+            should_stop: Optional[Callable[[], bool]] = None) -> TrainingOutcome:
         """Trains a copy of the served model on this thread, then swaps it in atomically.
 
         ``callbacks`` are ml_bridge Callbacks (both backends) or the framework's own
@@ -210,7 +211,7 @@ class ModelServer:
             self._train_lock.release()
 
     def _fit(self, dataset: Union[str, Dataset], config: TrainConfig, callbacks: Sequence[Any],
-             should_stop: Optional[Callable[[], bool]]) -> TrainResult:
+             should_stop: Optional[Callable[[], bool]]) -> TrainingOutcome:
         served = self.model
         if not served.trainable:
             raise TrainingError(f"model '{served.describe()}' cannot be trained (frozen graph or "
@@ -240,7 +241,7 @@ class ModelServer:
         logs = result.last_logs
         keep = not result.stopped or (config.keep_partial and result.epochs_completed > 0)
         if not keep:
-            return TrainResult(result.epochs_completed, True, False, self.version, "", logs,
+            return TrainingOutcome(result.epochs_completed, True, False, self.version, "", logs,
                                f"stopped after {result.epochs_completed} epoch(s); the served "
                                f"model is unchanged (version {self.version})")
         checkpoint = ""
@@ -252,7 +253,7 @@ class ModelServer:
         if self.checkpoints is not None:
             self.checkpoints.prune(version)  # after the swap: the served file is kept
         how = "stopped; kept" if result.stopped else "trained"
-        return TrainResult(result.epochs_completed, result.stopped, True, version, checkpoint, logs,
+        return TrainingOutcome(result.epochs_completed, result.stopped, True, version, checkpoint, logs,
                            f"{how} {result.epochs_completed} epoch(s) in "
                            f"{time.perf_counter() - start:.1f} s; serving version {version}")
 
@@ -290,7 +291,7 @@ class ModelServer:
         self.close()
 
 
-def _one_sample(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+def _one_sample(array: np.ndarray, spec: ArraySpec) -> np.ndarray:
     """Drops a leading batch dimension of 1 from a sample recorded with one."""
     if array.ndim == len(spec.shape) and array.shape[:1] == (1,):
         return array[0]

@@ -16,8 +16,8 @@ DEFAULT_MAX_ELEMENTS = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
-class TensorSpec:
-    """What a model accepts or returns for one tensor; -1 in ``shape`` means any size."""
+class ArraySpec:
+    """What a model accepts or returns for one array; -1 in ``shape`` means any size."""
 
     name: str
     dtype: str
@@ -27,6 +27,11 @@ class TensorSpec:
         """Human-readable form, e.g. ``x: float32[-1, 64]``."""
         dims = ", ".join(str(d) for d in self.shape)
         return f"{self.name or '<unnamed>'}: {self.dtype}[{dims}]"
+
+
+#: Deprecated alias of :class:`ArraySpec`, for code written before the rename; the name is
+#: also that of a message class (``ml_bridge.msg.TensorSpec``), which this is not.
+TensorSpec = ArraySpec
 
 
 def check_dtype_name(name: str) -> np.dtype:
@@ -41,7 +46,7 @@ def check_dtype_name(name: str) -> np.dtype:
     return np.dtype(name)
 
 
-def validate_inputs(arrays: Sequence[np.ndarray], specs: Sequence[TensorSpec],
+def validate_inputs(arrays: Sequence[np.ndarray], specs: Sequence[ArraySpec],
                     max_elements: int = DEFAULT_MAX_ELEMENTS) -> List[np.ndarray]:
     """Checks arrays against the model's input specs and casts them to the spec dtypes.
 
@@ -81,7 +86,7 @@ def validate_inputs(arrays: Sequence[np.ndarray], specs: Sequence[TensorSpec],
     return out
 
 
-def _label(index: int, spec: TensorSpec) -> str:
+def _label(index: int, spec: ArraySpec) -> str:
     return f"input {index} ('{spec.name}')" if spec.name else f"input {index}"
 
 

@@ -156,8 +156,8 @@ class FitResult:
 
 
 @dataclass
-class TrainResult:
-    """What :meth:`ModelServer.fit` returns."""
+class TrainingOutcome:
+    """What :meth:`ModelServer.fit` returns: how the training ended and what is served now."""
 
     epochs_completed: int
     stopped: bool
@@ -166,3 +166,8 @@ class TrainResult:
     checkpoint: str
     logs: Logs
     message: str = ""
+
+
+#: Deprecated alias of :class:`TrainingOutcome`, for code written before the rename; the name
+#: is also that of the action's result message (``ml_bridge.msg.TrainResult``), which this is not.
+TrainResult = TrainingOutcome

@@ -23,12 +23,12 @@ import numpy as np
 from ml_bridge.core.errors import InputError
 from ml_bridge.core.model import BackendModel, ModelStamp
 from ml_bridge.core.params import Schema
-from ml_bridge.core.server import Prediction
+from ml_bridge.core.server import ModelOutput
 from ml_bridge.core.vision import IMAGE_PARAMS, ImageFormat
 
 S = TypeVar("S")
 #: Runs the model on a request's inputs (ModelServer.predict, or a fake in tests).
-PredictFn = Callable[[List[np.ndarray]], Prediction]
+PredictFn = Callable[[List[np.ndarray]], ModelOutput]
 
 
 @dataclass
@@ -104,7 +104,8 @@ class Pipeline(abc.ABC, Generic[S]):
         every_request: True when every due request must run (one result per detection
             message); False when only the latest due request runs (the rest are counted as
             skipped).
-        inputs: the event kinds it takes: ``image``, and ``detections`` for objects.
+        event_kinds: the kinds of event it takes: ``image``, and ``detections`` for objects
+            (``inputs``, its former name, still works: set by a subclass, it is read as this).
         parameters: its own ``~`` parameters, read into :attr:`settings` when it is built;
             the image format's (:data:`ml_bridge.core.vision.IMAGE_PARAMS`) are every image
             pipeline's and are read by :func:`image_format`.
@@ -114,8 +115,19 @@ class Pipeline(abc.ABC, Generic[S]):
     outputs: Sequence[str] = ("predictions",)
     keeps_every_frame: bool = False
     every_request: bool = False
-    inputs: Sequence[str] = ("image",)
+    event_kinds: Sequence[str] = ("image",)
     parameters: Schema = Schema("pipeline")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = cls.__dict__.get("inputs")
+        if declared is not None and not isinstance(declared, property):
+            cls.event_kinds = tuple(declared)  # a subclass written with the former name
+
+    @property
+    def inputs(self) -> Sequence[str]:
+        """Deprecated name of :attr:`event_kinds`: ``inputs`` names the model's arrays elsewhere."""
+        return self.event_kinds
 
     def queue_size(self) -> int:
         """How many frames the image subscriber may queue: 1 when the latest frame wins."""
@@ -159,7 +171,7 @@ class Pipeline(abc.ABC, Generic[S]):
         """The request that is due, built from the state (None: nothing to run after all)."""
 
     @abc.abstractmethod
-    def postprocess(self, request: Request, prediction: Prediction,
+    def postprocess(self, request: Request, prediction: ModelOutput,
                     wanted: FrozenSet[str]) -> Result:
         """Turns the model's outputs for ``request`` into a result with the wanted outputs."""
 

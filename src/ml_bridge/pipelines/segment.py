@@ -11,7 +11,7 @@ import numpy as np
 from ml_bridge.core.errors import InputError
 from ml_bridge.core.model import BackendModel
 from ml_bridge.core.params import Param, Schema, bad
-from ml_bridge.core.server import Prediction
+from ml_bridge.core.server import ModelOutput
 from ml_bridge.pipelines.base import Frame, Pipeline, Request, Result, image_format, main_output
 from ml_bridge.pipelines.classify import rows_of
 from ml_bridge.pipelines.masks import (
@@ -97,7 +97,7 @@ class SegmentPipeline(Pipeline[Dict[str, Frame]]):
             return None
         return Request([self.fmt.frame(frame.image)[None]], frame)
 
-    def postprocess(self, request: Request, prediction: Prediction,
+    def postprocess(self, request: Request, prediction: ModelOutput,
                     wanted: FrozenSet[str]) -> Result:
         """The wanted outputs of ``mask``, ``overlay`` and ``predictions`` (with rule rows).
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Deque, Dict, FrozenSet, List, Optional, Tuple
 
 from ml_bridge.core.errors import MLBridgeError
 from ml_bridge.core.model import ModelStamp
-from ml_bridge.core.server import Prediction
+from ml_bridge.core.server import ModelOutput
 from ml_bridge.core.threads import ThreadOwner
 from ml_bridge.pipelines.base import Frame, Pipeline, PredictFn, Request, Result
 
@@ -215,7 +215,7 @@ class Stream(ThreadOwner):
                 self.stats.requests += 1
                 prediction = self._predict(request.inputs)
             else:  # nothing for the model (objects: no boxes): a result without a call
-                prediction = Prediction([], self._served(), 0.0)
+                prediction = ModelOutput([], self._served(), 0.0)
             result = self.pipeline.postprocess(request, prediction, wanted)
         except MLBridgeError as err:
             self.stats.errors += 1

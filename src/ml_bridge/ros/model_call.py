@@ -9,7 +9,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from ml_bridge.core.errors import ModelCallError
-from ml_bridge.core.server import ModelServer, Prediction
+from ml_bridge.core.server import ModelOutput, ModelServer
 
 
 class ModelTimeout(ModelCallError):
@@ -22,7 +22,7 @@ def timeout_message(timeout: Optional[float]) -> str:
 
 
 def predict_within(server: ModelServer, inputs: Sequence[np.ndarray],
-                   timeout: Optional[float]) -> Prediction:
+                   timeout: Optional[float]) -> ModelOutput:
     """``server.predict(inputs, timeout)`` (where it runs is the executor's), with a timeout
     raised as :class:`ModelTimeout`.
 
@@ -34,7 +34,7 @@ def predict_within(server: ModelServer, inputs: Sequence[np.ndarray],
 
 
 def submit_within(server: ModelServer, inputs: Sequence[np.ndarray],
-                  timeout: Optional[float]) -> Prediction:
+                  timeout: Optional[float]) -> ModelOutput:
     """The call submitted (:meth:`ModelServer.predict_async`), then waited for at most
     ``timeout`` seconds: the streams' calls. Calls submitted together are joined into
     micro-batches (frames of several cameras share calls), and a model that hangs times the
@@ -47,8 +47,8 @@ def submit_within(server: ModelServer, inputs: Sequence[np.ndarray],
     return _named(lambda arrays, wait: server.predict_async(arrays)(wait), inputs, timeout)
 
 
-def _named(call: Callable[[Sequence[np.ndarray], Optional[float]], Prediction],
-           inputs: Sequence[np.ndarray], timeout: Optional[float]) -> Prediction:
+def _named(call: Callable[[Sequence[np.ndarray], Optional[float]], ModelOutput],
+           inputs: Sequence[np.ndarray], timeout: Optional[float]) -> ModelOutput:
     try:
         return call(inputs, timeout)
     except concurrent.futures.TimeoutError as err:  # its str() is empty: say what happened

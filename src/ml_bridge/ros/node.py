@@ -20,7 +20,7 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from ml_bridge.core.context import in_context
 from ml_bridge.core.errors import InputError, MLBridgeError
 from ml_bridge.core.node_params import NODE_PARAMS
-from ml_bridge.core.server import ModelServer, Prediction
+from ml_bridge.core.server import ModelOutput, ModelServer
 from ml_bridge.msg import TensorSpec
 from ml_bridge.pipelines import make_pipeline
 from ml_bridge.pipelines.classify import classify
@@ -146,7 +146,7 @@ class MLBridgeNode:
         return tensors_to_arrays(req.inputs, len(self.server.model.inputs),
                                  self.config.max_elements)
 
-    def _defer(self, req: PredictRequest) -> Callable[[], Prediction]:
+    def _defer(self, req: PredictRequest) -> Callable[[], ModelOutput]:
         """The request's call (:meth:`ModelServer.defer`), or what raises its error."""
         try:
             return self.server.defer(self._arrays(req), self.config.timeout)
@@ -154,8 +154,8 @@ class MLBridgeNode:
             return functools.partial(_raise, err)
 
     def _respond(self, start: float, req: PredictRequest,
-                 call: Callable[[], Prediction]) -> PredictResponse:
-        """The response to ``req`` from ``call``'s Prediction, or its error (success=false)."""
+                 call: Callable[[], ModelOutput]) -> PredictResponse:
+        """The response to ``req`` from ``call``'s ModelOutput, or its error (success=false)."""
         use_values = bool(req.inputs) and all(not len(t.data) and len(t.values) for t in req.inputs)
         try:
             pred = call()
@@ -200,7 +200,7 @@ class MLBridgeNode:
         detections = self.config.detections.split() or ["detections"]
         pipeline = make_pipeline(self.config.pipeline, self.server.model,
                                  self.config.pipeline_params)
-        if "detections" in pipeline.inputs and len(detections) not in (1, len(topics)):
+        if "detections" in pipeline.event_kinds and len(detections) not in (1, len(topics)):
             raise InputError(f"~detections names {len(detections)} topics for {len(topics)} "
                              "cameras; give one per camera, in the order of ~image")
         options = SinkOptions(publish_outputs=self.config.publish_outputs)
@@ -276,5 +276,5 @@ class MLBridgeNode:
             raise failure
 
 
-def _raise(err: BaseException) -> Prediction:
+def _raise(err: BaseException) -> ModelOutput:
     raise err

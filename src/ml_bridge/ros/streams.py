@@ -12,7 +12,7 @@ from sensor_msgs.msg import Image
 
 from ml_bridge.core.errors import InputError
 from ml_bridge.core.model import ModelStamp
-from ml_bridge.core.server import ModelServer, Prediction
+from ml_bridge.core.server import ModelOutput, ModelServer
 from ml_bridge.pipelines.base import Frame, Pipeline, Result
 from ml_bridge.pipelines.stream import Stream
 from ml_bridge.ros import sinks
@@ -98,14 +98,14 @@ class RosStream:
                                           buff_size=buff_size,
                                           tcp_nodelay=True)
         self.detections_sub: Optional[DetectionsSubscriber] = None
-        if "detections" in pipeline.inputs:
+        if "detections" in pipeline.event_kinds:
             from ml_bridge.ros import detections  # imported only for pipelines that take them
 
             self.detections_sub = detections.DetectionsSubscriber(
                 detections_topic, self.stream.push_detections, self._warn)
 
     @staticmethod
-    def _predict(server: ModelServer, inputs: List[Any], timeout: float) -> Prediction:
+    def _predict(server: ModelServer, inputs: List[Any], timeout: float) -> ModelOutput:
         # Submitted: frames of several cameras that arrive together share one call.
         return submit_within(server, inputs, timeout)  # a timeout skips the frame
 

@@ -34,12 +34,12 @@ def metric_lists(logs: Dict[str, float]) -> "tuple[float, list[str], list[float]
 class _Run:
     """One goal's training on its own thread; ``stop`` asks it to stop after the current batch."""
 
-    def __init__(self, fit: Callable[["_Run"], training.TrainResult]) -> None:
+    def __init__(self, fit: Callable[["_Run"], training.TrainingOutcome]) -> None:
         self.stop = threading.Event()
         self.done = threading.Event()
         self.changed = threading.Event()  # set on a stop request and at the end: wakes the waiter
         self.abandoned = False            # the goal ended without this run: nothing may be kept
-        self.result: Optional[training.TrainResult] = None
+        self.result: Optional[training.TrainingOutcome] = None
         self.error: Optional[BaseException] = None
         self._thread = threading.Thread(target=self._main, args=(fit,), name="ml_bridge-train",
                                         daemon=True)  # a stuck run must not keep the node alive
@@ -62,7 +62,7 @@ class _Run:
         self.check()
         return self.stop.is_set() or rospy.is_shutdown()
 
-    def _main(self, fit: Callable[["_Run"], training.TrainResult]) -> None:
+    def _main(self, fit: Callable[["_Run"], training.TrainingOutcome]) -> None:
         try:
             self.result = fit(self)
         except BaseException as err:  # handed to the action's thread, which reports it
@@ -189,7 +189,7 @@ class TrainActionServer:
             run.changed.clear()
         return True
 
-    def _fit(self, goal: TrainGoal, run: _Run) -> training.TrainResult:
+    def _fit(self, goal: TrainGoal, run: _Run) -> training.TrainingOutcome:
         """The training itself, on the run's thread with the framework context restored."""
         ms = self.model_server
         callbacks: List[Callback] = [_Feedback(self.server, int(goal.epochs), run)]

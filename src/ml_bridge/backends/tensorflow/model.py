@@ -17,7 +17,7 @@ from ml_bridge.core.errors import (
     TrainingError,
 )
 from ml_bridge.core.model import BackendModel, ImagePreprocess
-from ml_bridge.core.spec import TensorSpec, validate_inputs
+from ml_bridge.core.spec import ArraySpec, validate_inputs
 from ml_bridge.core.targets import canonical_targets
 from ml_bridge.core.training import Callback, FitResult, TrainConfig
 from ml_bridge.core.vision import ImageFormat
@@ -45,7 +45,7 @@ class KerasModel(BackendModel):
                  preprocess_image: Optional[ImagePreprocess] = None, loss: Any = None,
                  optimizer: Any = None, metrics: Sequence[Any] = (), batch_size: int = 32,
                  learning_rate: float = 1e-3, rebuild: Optional[Callable[[], Any]] = None,
-                 specs: Optional[Sequence[List[TensorSpec]]] = None,
+                 specs: Optional[Sequence[List[ArraySpec]]] = None,
                  image_format: Optional[ImageFormat] = None) -> None:
         """Wraps ``model``; build it, and call this, inside ``tf.device(device)``.
 

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from ml_bridge.core.errors import ModelLoadError
-from ml_bridge.core.spec import SUPPORTED_DTYPES, TensorSpec
+from ml_bridge.core.spec import SUPPORTED_DTYPES, ArraySpec
 
 
 def first_line(err: BaseException) -> str:
@@ -21,7 +21,7 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else ""
 
 
-def tensor_spec(name: str, dtype: tf.DType, shape: tf.TensorShape, what: str) -> TensorSpec:
+def tensor_spec(name: str, dtype: tf.DType, shape: tf.TensorShape, what: str) -> ArraySpec:
     np_name = np.dtype(dtype.as_numpy_dtype).name if dtype.is_numpy_compatible else dtype.name
     if np_name not in SUPPORTED_DTYPES:
         raise ModelLoadError(f"{what} '{name}' is {dtype.name}; ml_bridge carries only "
@@ -30,18 +30,18 @@ def tensor_spec(name: str, dtype: tf.DType, shape: tf.TensorShape, what: str) ->
         if what == "input":
             raise ModelLoadError(f"input '{name}' has no known rank; freeze the graph with a "
                                  "shaped placeholder, e.g. [None, 64]")
-        return TensorSpec(name, np_name, (-1,))  # unknown rank: shown as [-1]
-    return TensorSpec(name, np_name, tuple(-1 if d is None else int(d) for d in shape.as_list()))
+        return ArraySpec(name, np_name, (-1,))  # unknown rank: shown as [-1]
+    return ArraySpec(name, np_name, tuple(-1 if d is None else int(d) for d in shape.as_list()))
 
 
 def shape_of(shape: Any) -> Tuple[int, ...]:
     return tuple(-1 if d is None else int(d) for d in shape)
 
 
-def input_specs(model: keras.Model, source: str) -> List[TensorSpec]:
+def input_specs(model: keras.Model, source: str) -> List[ArraySpec]:
     inputs = getattr(model, "inputs", None)  # functional and Sequential models
     if inputs:
-        return [TensorSpec(str(getattr(t, "name", "") or f"input_{i}"), str(t.dtype),
+        return [ArraySpec(str(getattr(t, "name", "") or f"input_{i}"), str(t.dtype),
                            shape_of(t.shape)) for i, t in enumerate(inputs)]
     # A subclassed model built by build(shape) or by a first call records its input shapes.
     shapes = getattr(model, "_build_shapes_dict", None) or {}
@@ -49,19 +49,19 @@ def input_specs(model: keras.Model, source: str) -> List[TensorSpec]:
         shape = next(iter(shapes.values()))
         if isinstance(shape, (tuple, list)) and all(isinstance(d, (int, type(None)))
                                                    for d in shape):
-            return [TensorSpec("input", "float32", (-1,) + shape_of(shape[1:]))]
+            return [ArraySpec("input", "float32", (-1,) + shape_of(shape[1:]))]
     raise ModelLoadError(f"cannot tell the input shape of {source}: define it with keras.Input "
                          "(functional or Sequential), or build a subclassed model with "
                          "model.build((None, ...)) before returning it")
 
 
-def zero_batch(specs: List[TensorSpec]) -> List[tf.Tensor]:
+def zero_batch(specs: List[ArraySpec]) -> List[tf.Tensor]:
     """A zero batch of one row (free dimensions of size 1) per input."""
     return [tf.zeros([1 if d < 0 else d for d in s.shape], dtype=s.dtype) for s in specs]
 
 
-def output_specs(model: keras.Model, inputs: List[TensorSpec],
-                  call: Callable[..., List[tf.Tensor]]) -> List[TensorSpec]:
+def output_specs(model: keras.Model, inputs: List[ArraySpec],
+                  call: Callable[..., List[tf.Tensor]]) -> List[ArraySpec]:
     # One call on a zero batch gives shapes and dtypes for every kind of model, and traces
     # the compiled call now rather than on the first request.
     zeros = zero_batch(inputs)
@@ -79,5 +79,5 @@ def output_specs(model: keras.Model, inputs: List[TensorSpec],
     for i, out in enumerate(outs):
         shape = (shape_of(symbolic[i].shape) if len(symbolic) == len(outs)
                  else (-1,) + tuple(out.shape[1:]))
-        specs.append(TensorSpec(names[i], out.dtype.name, shape))
+        specs.append(ArraySpec(names[i], out.dtype.name, shape))
     return specs

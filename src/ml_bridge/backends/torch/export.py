@@ -17,7 +17,7 @@ import torch
 from ml_bridge.backends.torch.model import TorchModel
 from ml_bridge.backends.torch.specs import as_specs, infer_inputs, infer_outputs
 from ml_bridge.core.errors import ModelLoadError
-from ml_bridge.core.spec import TensorSpec
+from ml_bridge.core.spec import ArraySpec
 
 #: Name of the metadata file inside a TorchScript archive.
 META_FILE = "ml_bridge.json"
@@ -76,9 +76,9 @@ def _read_meta(raw: Any, path: str) -> Dict[str, Any]:
     return meta
 
 
-def _spec(item: Any, path: str) -> TensorSpec:
+def _spec(item: Any, path: str) -> ArraySpec:
     try:
-        return TensorSpec(str(item.get("name", "")), str(item.get("dtype", "float32")),
+        return ArraySpec(str(item.get("name", "")), str(item.get("dtype", "float32")),
                           tuple(int(d) for d in item["shape"]))
     except (AttributeError, KeyError, TypeError, ValueError) as err:
         raise ModelLoadError(f"{path}: {META_FILE} input {item!r} needs 'shape' (a list of "

@@ -16,7 +16,7 @@ from ml_bridge.core.errors import (
     TrainingError,
 )
 from ml_bridge.core.model import BackendModel, ImagePreprocess
-from ml_bridge.core.spec import TensorSpec, validate_inputs
+from ml_bridge.core.spec import ArraySpec, validate_inputs
 from ml_bridge.core.targets import canonical_targets
 from ml_bridge.core.training import Callback, FitResult, TrainConfig
 from ml_bridge.core.vision import ImageFormat
@@ -68,7 +68,7 @@ class TorchModel(BackendModel):
     checkpoint_suffix = ".pt"
 
     def __init__(self, module: torch.nn.Module, source: str, device: torch.device,
-                 inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
+                 inputs: Sequence[ArraySpec], outputs: Sequence[ArraySpec],
                  labels: Sequence[str] = (), outputs_probabilities: bool = False,
                  preprocess_image: Optional[ImagePreprocess] = None, batch_size: int = 32,
                  learning_rate: float = 1e-3, loss: Optional[LossFn] = None,

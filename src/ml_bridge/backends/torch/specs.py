@@ -2,7 +2,7 @@
 
 Order of precedence for the inputs:
 
-1. an ``input_spec`` attribute on the module (a TensorSpec or a sequence of them), or for a
+1. an ``input_spec`` attribute on the module (a ArraySpec or a sequence of them), or for a
    TorchScript file the ``inputs`` of its ``ml_bridge.json`` extra file;
 2. the first layer in registration order (``module.modules()``) that fixes the feature size:
    ``Linear`` -> float32 [-1, in_features], ``ConvNd`` -> float32 [-1, in_channels, -1...],
@@ -21,17 +21,17 @@ import torch
 
 from ml_bridge.backends.torch.model import from_numpy, outputs_to_list
 from ml_bridge.core.errors import MLBridgeError, ModelLoadError
-from ml_bridge.core.spec import SUPPORTED_DTYPES, TensorSpec
+from ml_bridge.core.spec import SUPPORTED_DTYPES, ArraySpec
 
 _CONV_RANK = {"Conv1d": 1, "Conv2d": 2, "Conv3d": 3}
 
 
-def as_specs(value: Any, what: str) -> List[TensorSpec]:
-    """A TensorSpec or sequence of TensorSpecs as a list; ModelLoadError for anything else."""
-    items = [value] if isinstance(value, TensorSpec) else list(value)
+def as_specs(value: Any, what: str) -> List[ArraySpec]:
+    """A ArraySpec or sequence of TensorSpecs as a list; ModelLoadError for anything else."""
+    items = [value] if isinstance(value, ArraySpec) else list(value)
     for spec in items:
-        if not isinstance(spec, TensorSpec):
-            raise ModelLoadError(f"{what} must be a TensorSpec or a list of TensorSpecs, got "
+        if not isinstance(spec, ArraySpec):
+            raise ModelLoadError(f"{what} must be a ArraySpec or a list of TensorSpecs, got "
                                  f"{type(spec).__name__}")
         if spec.dtype not in SUPPORTED_DTYPES:
             raise ModelLoadError(f"{what}: dtype '{spec.dtype}' of '{spec.name}' is not one of "
@@ -55,23 +55,23 @@ def count_inputs(module: torch.nn.Module) -> int:
                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
-def first_layer_spec(module: torch.nn.Module) -> Optional[TensorSpec]:
+def first_layer_spec(module: torch.nn.Module) -> Optional[ArraySpec]:
     """The input spec implied by the first Linear, ConvNd or Embedding layer, if any."""
     for layer in module.modules():
         kind = _kind(layer)
         features = getattr(layer, "in_features", None)
         channels = getattr(layer, "in_channels", None)
         if kind == "Linear" and isinstance(features, int):
-            return TensorSpec("input", "float32", (-1, features))
+            return ArraySpec("input", "float32", (-1, features))
         if kind in _CONV_RANK and isinstance(channels, int):
             spatial = (-1,) * _CONV_RANK[kind]
-            return TensorSpec("input", "float32", (-1, channels) + spatial)
+            return ArraySpec("input", "float32", (-1, channels) + spatial)
         if kind == "Embedding":
-            return TensorSpec("input", "int64", (-1, -1))
+            return ArraySpec("input", "int64", (-1, -1))
     return None
 
 
-def infer_inputs(module: torch.nn.Module, source: str) -> List[TensorSpec]:
+def infer_inputs(module: torch.nn.Module, source: str) -> List[ArraySpec]:
     """Input specs of ``module`` (see the module docstring for the rules).
 
     Raises:
@@ -84,13 +84,13 @@ def infer_inputs(module: torch.nn.Module, source: str) -> List[TensorSpec]:
     if count != 1:
         raise ModelLoadError(
             f"{source}: forward takes {count} inputs, so their shapes cannot be guessed; give "
-            "the module an `input_spec` attribute (a list of ml_bridge.core.spec.TensorSpec), "
+            "the module an `input_spec` attribute (a list of ml_bridge.core.spec.ArraySpec), "
             "or for a TorchScript file an `inputs` entry in its ml_bridge.json extra file")
-    return [first_layer_spec(module) or TensorSpec("input", "float32", (-1, -1))]
+    return [first_layer_spec(module) or ArraySpec("input", "float32", (-1, -1))]
 
 
-def infer_outputs(module: torch.nn.Module, inputs: Sequence[TensorSpec], device: torch.device,
-                  labels: Sequence[str], source: str) -> List[TensorSpec]:
+def infer_outputs(module: torch.nn.Module, inputs: Sequence[ArraySpec], device: torch.device,
+                  labels: Sequence[str], source: str) -> List[ArraySpec]:
     """Output specs: declared, found by one run on zeros, or the classifier default.
 
     Raises:
@@ -100,7 +100,7 @@ def infer_outputs(module: torch.nn.Module, inputs: Sequence[TensorSpec], device:
     if declared is not None:
         return as_specs(declared, f"{source}: output_spec")
     if not all(d >= 0 for spec in inputs for d in spec.shape[1:]):
-        return [TensorSpec("scores", "float32", (-1, len(labels)))] if labels else []
+        return [ArraySpec("scores", "float32", (-1, len(labels)))] if labels else []
     zeros = [np.zeros((1,) + tuple(spec.shape[1:]), dtype=spec.dtype) for spec in inputs]
     try:
         with torch.inference_mode():
@@ -116,7 +116,7 @@ def infer_outputs(module: torch.nn.Module, inputs: Sequence[TensorSpec], device:
             "`input_spec` attribute") from err
     names = (list(result.keys()) if isinstance(result, dict)
              else ["output"] if len(tensors) == 1 else [f"output_{i}" for i in range(len(tensors))])
-    return [TensorSpec(str(name), _dtype_name(t.dtype), (-1,) + tuple(t.shape[1:]))
+    return [ArraySpec(str(name), _dtype_name(t.dtype), (-1,) + tuple(t.shape[1:]))
             for name, t in zip(names, tensors)]
 
 
