@@ -21,15 +21,15 @@ from ml_bridge.core import registry
 from ml_bridge.core.checkpoints import CheckpointStore
 from ml_bridge.core.context import Context
 from ml_bridge.core.datasets import Dataset
-from ml_bridge.core.errors import CheckpointError, DatasetError, InputError, TrainingError
+from ml_bridge.core.errors import CheckpointError, InputError, TrainingError
 from ml_bridge.core.execution import ModelExecutor, WorkerResult, make_executor
 from ml_bridge.core.model import BackendModel, ModelOptions, ModelStamp
 from ml_bridge.core.node_params import NODE_PARAMS
 from ml_bridge.core.prediction import ModelInfo, ModelOutput
 from ml_bridge.core.prediction import Prediction as Prediction  # the deprecated name, re-exported
 from ml_bridge.core.resolve import DatasetResolver
-from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS, ArraySpec, validate_inputs
-from ml_bridge.core.targets import canonical_targets
+from ml_bridge.core.samples import sample_for_model
+from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS, validate_inputs
 from ml_bridge.core.training import (
     Callback,
     CallbackList,
@@ -168,23 +168,9 @@ class ModelServer:
         Raises:
             DatasetError: the sample does not fit the model, or there is no data root.
         """
-        model = self.model
-        if len(inputs) != len(model.inputs):
-            raise DatasetError(f"sample has {len(inputs)} input(s); the model takes "
-                               f"{len(model.inputs)}")
-        ins = [_one_sample(np.asarray(a), s) for a, s in zip(inputs, model.inputs)]
-        try:
-            ins = validate_inputs([a[None] for a in ins], model.inputs, self.max_elements)
-        except InputError as err:
-            raise DatasetError(f"sample does not fit the model: {err}") from err
-        sample = Dataset(dataset, ins, [np.asarray(t).reshape((1,) + np.shape(t)) for t in targets])
-        with self.context:
-            model.check_targets(sample)
-        # Stored in the model's canonical dtypes and shapes (class ids int64 []): one sample sent
-        # as int32 or [1] must not make the dataset a mix that can no longer be stacked.
-        tgs = canonical_targets(dataset, sample.targets, model.outputs,
-                                model.n_classes() if model.is_classifier else 0)
-        return self.datasets.store().append(dataset, [a[0] for a in ins], [t[0] for t in tgs])
+        ins, tgs = sample_for_model(self.model, self.context, dataset, inputs, targets,
+                                    self.max_elements)
+        return self.datasets.store().append(dataset, ins, tgs)
 
     # -- training -----------------------------------------------------------------------------
     def fit(self, dataset: Union[str, Dataset], epochs: int, batch_size: int = 0,
@@ -242,8 +228,8 @@ class ModelServer:
         keep = not result.stopped or (config.keep_partial and result.epochs_completed > 0)
         if not keep:
             return TrainingOutcome(result.epochs_completed, True, False, self.version, "", logs,
-                               f"stopped after {result.epochs_completed} epoch(s); the served "
-                               f"model is unchanged (version {self.version})")
+                                   f"stopped after {result.epochs_completed} epoch(s); the served "
+                                   f"model is unchanged (version {self.version})")
         checkpoint = ""
         new_version = self.version + 1
         if self.checkpoints is not None:
@@ -253,9 +239,9 @@ class ModelServer:
         if self.checkpoints is not None:
             self.checkpoints.prune(version)  # after the swap: the served file is kept
         how = "stopped; kept" if result.stopped else "trained"
-        return TrainingOutcome(result.epochs_completed, result.stopped, True, version, checkpoint, logs,
-                           f"{how} {result.epochs_completed} epoch(s) in "
-                           f"{time.perf_counter() - start:.1f} s; serving version {version}")
+        return TrainingOutcome(result.epochs_completed, result.stopped, True, version, checkpoint,
+                               logs, f"{how} {result.epochs_completed} epoch(s) in "
+                               f"{time.perf_counter() - start:.1f} s; serving version {version}")
 
     def _swap(self, model: BackendModel, version: int) -> int:
         """Runs between two model calls (ModelExecutor.exclusive): the next uses the new weights."""
@@ -289,10 +275,3 @@ class ModelServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _one_sample(array: np.ndarray, spec: ArraySpec) -> np.ndarray:
-    """Drops a leading batch dimension of 1 from a sample recorded with one."""
-    if array.ndim == len(spec.shape) and array.shape[:1] == (1,):
-        return array[0]
-    return array

@@ -20,10 +20,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import genpy
 import rospy
-from rospy.impl.tcpros_service import convert_return_to_response
 
 from ml_bridge.core.threads import ThreadOwner
-from ml_bridge.ros.service_wire import ServiceConnection, error_frame, response_frame
+from ml_bridge.ros.service_wire import ServiceConnection, answer_frame, error_frame
 
 #: The service's handler: the requests that arrived together -> one response for each, in
 #: order (a response, something rospy converts to one, or an exception to report instead).
@@ -239,23 +238,8 @@ class LoopedService(rospy.Service, ThreadOwner):
                                        f"{err}")
 
     def _reply(self, conn: ServiceConnection, error: str, response: Any) -> None:
-        if error:
-            self._send_error(conn, error)
-        elif response is None:  # rospy's words for it
-            self._send_error(conn, "service cannot process request: service handler "
-                                   "returned None")
-        elif isinstance(response, BaseException):
-            prefix = ("service cannot process request" if
-                      isinstance(response, rospy.ServiceException) else
-                      "error processing request")
-            self._send_error(conn, f"{prefix}: {response}")
-        else:
-            try:
-                data = response_frame(convert_return_to_response(response, self.response_class))
-            except Exception as err:  # genpy's errors for bad fields
-                self._send_error(conn, f"error processing request: {err}")
-                return
-            self._send(conn, data)
+        self._send(conn, error_frame(error) if error else
+                   answer_frame(response, self.response_class))
 
     def _send_error(self, conn: ServiceConnection, message: str) -> None:
         self._send(conn, error_frame(message))

@@ -9,6 +9,9 @@ import struct
 from io import BytesIO
 from typing import Any, List, Optional, Union
 
+import rospy
+from rospy.impl.tcpros_service import convert_return_to_response
+
 _LEN = struct.Struct("<I")
 _ERROR = struct.Struct("<BI")
 #: Bytes read from a connection per turn of the loop (more while a long request is incomplete).
@@ -30,6 +33,22 @@ def error_frame(text: str) -> bytes:
     """ok byte 0, length and the UTF-8 text: what a rospy client raises ServiceException with."""
     data = text.encode("utf-8")
     return _ERROR.pack(0, len(data)) + data
+
+
+def answer_frame(response: Any, response_class: Any) -> Union[bytes, memoryview]:
+    """What a handler's answer sends, as rospy's own service would: the response (or what
+    rospy converts to one: a dict, a tuple, a field's value), or an error frame for None, an
+    exception, or fields genpy cannot serialize, in rospy's words."""
+    if response is None:
+        return error_frame("service cannot process request: service handler returned None")
+    if isinstance(response, BaseException):
+        prefix = ("service cannot process request" if
+                  isinstance(response, rospy.ServiceException) else "error processing request")
+        return error_frame(f"{prefix}: {response}")
+    try:
+        return response_frame(convert_return_to_response(response, response_class))
+    except Exception as err:  # genpy's errors for bad fields
+        return error_frame(f"error processing request: {err}")
 
 
 class ServiceConnection:
