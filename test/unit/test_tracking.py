@@ -142,3 +142,22 @@ def test_bad_settings_and_inputs_are_refused() -> None:
         TrackSettings(max_age=-1.0)
     with pytest.raises(InputError, match="one per box"):
         Tracker().update(BASE_NS, np.zeros((2, 4)), [0], [0.5], ["a"])
+
+
+def test_given_ids_are_followed_without_matching_and_end_once() -> None:
+    tracker = Tracker(TrackSettings(min_hits=3, max_age=0.15))
+    boxes = np.array([[0, 0, 10, 10], [50, 50, 60, 60], [80, 0, 90, 10]], np.float32)
+    first = tracker.update_given(BASE_NS, [7, 0, 9], boxes, [0, 0, 1], [0.5] * 3, ["a", "a", "b"])
+    assert first.track_ids == [7, 0, 9] and [t.id for t in first.tracks] == [7, 9]
+    assert first.tracks[0].state == CONFIRMED             # confirmed upstream
+    moved = boxes[:1] + 40                                # far away: still id 7, no matching
+    second = tracker.update_given(BASE_NS + STEP_NS, [7], moved, [0], [0.6], ["a"])
+    assert [(t.id, t.hits, t.duration) for t in second.tracks] == [(7, 2, 0.1)]
+    third = tracker.update_given(BASE_NS + 2 * STEP_NS, [], np.zeros((0, 4)), [], [], [])
+    assert [(t.id, t.state) for t in third.ended] == [(9, ENDED)]
+    fourth = tracker.update_given(BASE_NS + 3 * STEP_NS, [], np.zeros((0, 4)), [], [], [])
+    assert [t.id for t in fourth.ended] == [7]
+    looped = tracker.update_given(BASE_NS, [7], boxes[:1], [0], [0.5], ["a"])
+    assert looped.restarted and looped.ended == []
+    with pytest.raises(InputError, match="one per box"):
+        tracker.update_given(BASE_NS, [1, 2], boxes[:1], [0], [0.5], ["a"])

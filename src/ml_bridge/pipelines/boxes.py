@@ -38,12 +38,15 @@ class Detections:
         header: published with the result when no frame is needed (every crop given).
         crops_given: per box, an image of the object supplied with the detection (Detection2D
             ``source_img``; H x W or H x W x 3 RGB uint8) or None; None: no box has one.
+        track_ids: per box, the id an upstream tracker gave it (0: no confirmed track);
+            None: the detector tracks nothing.
     """
 
     stamp_ns: int
     boxes: List[Box]
     header: Any = None
     crops_given: Optional[List[Optional[np.ndarray]]] = None
+    track_ids: Optional[List[int]] = None
 
     def self_contained(self) -> bool:
         """True when every box brings its own image: no frame is needed."""

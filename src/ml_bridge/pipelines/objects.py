@@ -38,7 +38,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, FrozenSet, List, Mapping, Optional, Tuple
+from typing import Any, Deque, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -50,6 +50,8 @@ from ml_bridge.pipelines.base import Frame, Pipeline, Request, Result, image_for
 from ml_bridge.pipelines.boxes import NO_ROI, Box, Detections, ObjectResult, Roi, square_crop
 from ml_bridge.pipelines.classify import top_class
 from ml_bridge.pipelines.draw import canvas, draw_boxes
+from ml_bridge.pipelines.objects_tracking import OBJECT_TRACK_PARAMS, Classified, ObjectTracking
+from ml_bridge.pipelines.track_stage import TRACK_OUTPUTS
 
 # Box, Detections and square_crop are used from here by the ROS layer and the tests.
 __all__ = ["NO_ROI", "Box", "Detections", "ObjectResult", "ObjectsPipeline", "ObjectsState", "Roi",
@@ -75,14 +77,16 @@ def stamp_ns(frame: Frame) -> int:
     return int(round(float(frame.stamp) * 1e9))
 
 
-def boxes_overlay(image: np.ndarray, boxes: List[Box], objects: List[ObjectResult]) -> np.ndarray:
+def boxes_overlay(image: np.ndarray, boxes: List[Box], objects: List[ObjectResult],
+                  track_ids: Optional[List[int]] = None) -> np.ndarray:
     """A copy of the frame with each classified object's box (the detector's, not the square
-    crop), label and score; refused objects are left out."""
+    crop), label and score (and confirmed track id, per box); refused objects are left out."""
     shown = [(box, o) for box, o in zip(boxes, objects) if o.class_id >= 0 and o.roi != NO_ROI]
     corners = [(b.x_center - b.width / 2.0, b.y_center - b.height / 2.0,
                 b.x_center + b.width / 2.0, b.y_center + b.height / 2.0) for b, _ in shown]
+    tracks = None if track_ids is None else [track_ids[o.detection_index] or None for _, o in shown]
     return draw_boxes(canvas(image), corners, [o.label for _, o in shown],
-                      [o.score for _, o in shown], class_ids=[o.class_id for _, o in shown])
+                      [o.score for _, o in shown], tracks, [o.class_id for _, o in shown])
 
 
 def same_frame(frame_id: str, detections: Detections) -> bool:
@@ -110,13 +114,14 @@ class ObjectsState:
     refused: int = 0                    # boxes that could not be cut (see square_crop)
     refused_unlogged: int = 0           # refused since the last log line
     last_log: float = -math.inf         # time.monotonic() of the last log line
+    tracks: Any = None                  # ~track: an ObjectTracksState (objects_tracking)
 
 
 class ObjectsPipeline(Pipeline[ObjectsState]):
     """Detections matched to frames by stamp -> square crops -> one batch -> ``~objects``."""
 
     name = "objects"
-    outputs = ("objects", "overlay")
+    outputs: Sequence[str] = ("objects", "overlay")
     keeps_every_frame = True   # any frame may be the one a detections message names
     every_request = True       # one result per detections message
     inputs = ("image", "detections")
@@ -125,6 +130,7 @@ class ObjectsPipeline(Pipeline[ObjectsState]):
         Param("sync_queue", "int", DEFAULT_SYNC_QUEUE, "frames kept per camera for matching; also "
               "the image subscriber's queue and the number of detections that may wait for "
               "their frame", low=1, note="frames"),
+        *OBJECT_TRACK_PARAMS,
     )
 
     def __init__(self, model: BackendModel, params: Optional[Mapping[str, Any]] = None) -> None:
@@ -137,6 +143,9 @@ class ObjectsPipeline(Pipeline[ObjectsState]):
         super().__init__(model, params)
         self.sync_queue: int = self.settings["sync_queue"]
         self.fmt = image_format(model, self.params)
+        self.tracking = ObjectTracking(self.settings)
+        if self.tracking.enabled:
+            self.outputs = tuple(self.outputs) + TRACK_OUTPUTS
         if model.outputs and len(model.outputs[0].shape) not in (0, 2):
             raise InputError(f"the objects pipeline classifies crops and reads scores [N, C], "
                              f"but {model.describe()} outputs {list(model.outputs[0].shape)}; "
@@ -147,7 +156,7 @@ class ObjectsPipeline(Pipeline[ObjectsState]):
         return self.sync_queue
 
     def new_state(self) -> ObjectsState:
-        return ObjectsState()
+        return ObjectsState(tracks=self.tracking.new_state())
 
     def restart(self, state: ObjectsState) -> ObjectsState:
         """After lost events the kept frames still match by stamp: nothing is discarded."""
@@ -212,6 +221,7 @@ class ObjectsPipeline(Pipeline[ObjectsState]):
         if not state.due:
             return None
         frame, detections = state.due.popleft()
+        plan = None if state.tracks is None else self.tracking.plan(state.tracks, detections)
         crops: List[np.ndarray] = []
         rois: List[Optional[Roi]] = []
         refused: List[str] = []
@@ -227,6 +237,9 @@ class ObjectsPipeline(Pipeline[ObjectsState]):
                     refused.append(f"detection {i}: {err}")
                     continue
                 roi = NO_ROI  # its own image is classified; the box tells nothing
+            if plan is not None and plan.kept[i] is not None:
+                rois.append(roi)  # its track keeps its label: no crop, no model
+                continue
             if given is None:
                 assert frame is not None  # only self-contained detections come without one
                 x0, y0, w, h = roi
@@ -238,7 +251,7 @@ class ObjectsPipeline(Pipeline[ObjectsState]):
         if frame is None:
             frame = Frame(np.zeros((0, 0), np.uint8), detections.stamp_ns / 1e9, detections.header)
         inputs = [self.fmt.batch(crops)] if crops else []
-        return Request(inputs, frame, {"rois": rois, "boxes": detections.boxes})
+        return Request(inputs, frame, {"rois": rois, "boxes": detections.boxes, "plan": plan})
 
     def postprocess(self, request: Request, prediction: Prediction,
                     wanted: FrozenSet[str]) -> Result:
@@ -255,20 +268,25 @@ class ObjectsPipeline(Pipeline[ObjectsState]):
             ids, scores = top_class(out, prediction.model.outputs_probabilities)
         objects: List[ObjectResult] = []
         rules: List[Dict[str, Any]] = []
+        plan = request.extra["plan"]
         row = 0
         for i, roi in enumerate(rois):
             if roi is None:
                 objects.append(ObjectResult(i, NO_ROI, -1, 0.0, ""))
                 continue
-            label = prediction.model.label(ids[row])
-            objects.append(ObjectResult(i, roi, ids[row], scores[row], label))
-            rules.append({"label": label, "class_id": ids[row], "score": scores[row],
+            kept = None if plan is None else plan.kept[i]   # its track's classification
+            if kept is None:
+                kept = Classified(ids[row], scores[row], prediction.model.label(ids[row]))
+                row += 1
+            objects.append(ObjectResult(i, roi, kept.class_id, kept.score, kept.label))
+            rules.append({"label": kept.label, "class_id": kept.class_id, "score": kept.score,
                           "detection_index": i})
-            row += 1
         outputs: Dict[str, Any] = {"objects": objects}
         if "overlay" in wanted and request.frame.image.size:  # none without a frame
             outputs["overlay"] = boxes_overlay(request.frame.image, request.extra["boxes"],
-                                               objects)
+                                               objects, plan and plan.frame.track_ids)
+        if plan is not None:  # rows, tracks, counts, and the overlay's count lines
+            rules = self.tracking.finish(plan, objects, rules, wanted, outputs)
         return Result(request.frame, prediction.model, prediction.inference_ms,
                       outputs, raw=prediction.outputs, rows=rules)
 

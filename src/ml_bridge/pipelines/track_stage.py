@@ -21,6 +21,7 @@ import numpy as np
 
 from ml_bridge.core.params import Param
 from ml_bridge.pipelines.counting import Counter, CountLine, Counts, parse_count_lines
+from ml_bridge.pipelines.draw import draw_label, draw_lines
 from ml_bridge.pipelines.tracking import (
     DEFAULT_IOU,
     DEFAULT_MAX_AGE,
@@ -93,9 +94,17 @@ class Tracking:
 
     def step(self, state: TrackingState, stamp_ns: int, boxes: np.ndarray,
              class_ids: Sequence[int], scores: Sequence[float], labels: Sequence[str]) -> TrackStep:
-        """Tracks one frame's boxes (x1 y1 x2 y2, frame pixels) and counts."""
+        """Tracks one frame's boxes (x1 y1 x2 y2, frame pixels) and counts them by their
+        labels."""
         frame = state.tracker.update(stamp_ns, boxes, class_ids, scores, labels)
-        return TrackStep(frame, state.counter.update(frame.tracks, frame.ended))
+        return self.count(state, frame)
+
+    @staticmethod
+    def count(state: TrackingState, frame: TrackedFrame,
+              labels: Optional[Mapping[int, str]] = None) -> TrackStep:
+        """Counts a tracked frame; ``labels`` overrides a track's label by id."""
+        names = [(labels or {}).get(t.id, t.label) for t in frame.tracks]
+        return TrackStep(frame, state.counter.update(frame.tracks, frame.ended, names))
 
     def outputs(self, step: TrackStep, wanted: FrozenSet[str],
                 labels: Optional[Mapping[int, str]] = None) -> Dict[str, Any]:
@@ -111,17 +120,26 @@ class Tracking:
         return out
 
     @staticmethod
-    def rows(rows: List[Dict[str, Any]], step: TrackStep) -> List[Dict[str, Any]]:
-        """The rule rows with the track keys: per box row (in box order) of a confirmed
-        track ``track_id``, ``track_duration``, ``track_ended`` (false), ``count`` and
-        ``total`` of its label; then one row per ended track (``track_ended`` true). Rows of
-        boxes whose track is tentative stay as they were."""
+    def rows(rows: List[Dict[str, Any]], step: TrackStep, track_ids: Optional[Sequence[int]] = None,
+             ended: Optional[Sequence[TrackState]] = None) -> List[Dict[str, Any]]:
+        """The rule rows with the track keys: per box row of a confirmed track
+        ``track_id``, ``track_duration``, ``track_ended`` (false), ``count`` and ``total`` of
+        its label; then one row per ended track (``track_ended`` true). Rows of boxes whose
+        track is tentative stay as they were.
+
+        Args:
+            rows: the pipeline's rows.
+            step: the frame's tracking.
+            track_ids: per row, its box's track id (default: the frame's, in box order).
+            ended: the ended tracks as the rows show them (default: the frame's).
+        """
         by_id = {t.id: t for t in step.frame.tracks}
+        ids = step.frame.track_ids if track_ids is None else track_ids
         out: List[Dict[str, Any]] = []
-        for row, track_id in zip(rows, step.frame.track_ids):
+        for row, track_id in zip(rows, ids):
             track = by_id.get(track_id)
             out.append(dict(row) if track is None else _track_row(row, track, False, step.counts))
-        for track in step.frame.ended:
+        for track in step.frame.ended if ended is None else ended:
             base = {"label": track.label, "class_id": track.class_id, "score": track.score}
             out.append(_track_row(base, track, True, step.counts))
         return out
@@ -130,6 +148,19 @@ class Tracking:
     def carry(old: Optional[TrackingState], new: Optional[TrackingState]) -> Optional[TrackingState]:
         """The tracking state a restarted pipeline state goes on with: the old one."""
         return old if old is not None else new
+
+
+def draw_counts(image: np.ndarray, lines: Sequence[CountLine], counts: Counts) -> np.ndarray:
+    """Draws on an overlay (in place) each count line with its crossings and, at the top
+    left, ``<label> <in frame> / <total>`` per label."""
+    if lines:
+        draw_lines(image, [(line.name, (line.p0, line.p1)) for line in lines],
+                   list(zip(counts.forward, counts.backward)))
+    text = "\n".join(f"{label} {now} / {total}"
+                     for label, now, total in zip(counts.labels, counts.in_frame, counts.total))
+    if text:
+        draw_label(image, text)
+    return image
 
 
 def _track_row(row: Mapping[str, Any], track: TrackState, ended: bool,

@@ -159,6 +159,25 @@ class Tracker:
         """The tracks not ended yet, tentative ones included."""
         return list(self._live)
 
+    def _advance(self, stamp_ns: int) -> Tuple[List[TrackState], bool, List[TrackState]]:
+        """Moves on to a frame stamped ``stamp_ns``: the confirmed tracks that ended (all of
+        them when the stamps went backwards), whether they did, and the tracks still alive."""
+        ended: List[TrackState] = []
+        restarted = self._last_ns is not None and stamp_ns < self._last_ns
+        if restarted:
+            ended = [replace(t, state=ENDED) for t in self._live if t.state == CONFIRMED]
+            self._live = []
+            self.restarts += 1
+        self._last_ns = stamp_ns
+        max_age_ns = int(round(self.settings.max_age * 1e9))
+        alive: List[TrackState] = []
+        for track in self._live:
+            if stamp_ns - track.last_seen_ns <= max_age_ns:
+                alive.append(track)
+            elif track.state == CONFIRMED:
+                ended.append(replace(track, state=ENDED))
+        return ended, restarted, alive
+
     def update(self, stamp_ns: int, boxes: np.ndarray, class_ids: Sequence[int],
                scores: Sequence[float], labels: Sequence[str]) -> TrackedFrame:
         """Matches one frame's detections to the tracks.
@@ -176,20 +195,7 @@ class Tracker:
         if not len(class_ids) == len(scores) == len(labels) == count:
             raise InputError(f"tracking: {count} boxes but {len(class_ids)} class ids, "
                              f"{len(scores)} scores, {len(labels)} labels; give one per box")
-        ended: List[TrackState] = []
-        restarted = self._last_ns is not None and stamp_ns < self._last_ns
-        if restarted:
-            ended = [replace(t, state=ENDED) for t in self._live if t.state == CONFIRMED]
-            self._live = []
-            self.restarts += 1
-        self._last_ns = stamp_ns
-        max_age_ns = int(round(self.settings.max_age * 1e9))
-        alive: List[TrackState] = []
-        for track in self._live:
-            if stamp_ns - track.last_seen_ns <= max_age_ns:
-                alive.append(track)
-            elif track.state == CONFIRMED:
-                ended.append(replace(track, state=ENDED))
+        ended, restarted, alive = self._advance(stamp_ns)
         ious = iou_matrix(np.array([t.box for t in alive]), boxes)
         if ious.size:
             track_classes = np.array([t.class_id for t in alive])[:, None]
@@ -218,4 +224,40 @@ class Tracker:
             track_ids.append(track.id)
             if track.state == CONFIRMED:
                 seen.append(track)
+        return TrackedFrame(track_ids, seen, ended, restarted)
+
+    def update_given(self, stamp_ns: int, given_ids: Sequence[int], boxes: np.ndarray,
+                     class_ids: Sequence[int], scores: Sequence[float],
+                     labels: Sequence[str]) -> TrackedFrame:
+        """Takes one frame whose boxes carry the ids of an upstream tracker (0: untracked):
+        no matching; a given id is a confirmed track from its first frame on. Tracks end,
+        and stamps going backwards restart, as in :meth:`update`.
+
+        Raises:
+            InputError: the per-detection sequences differ in length from the boxes.
+        """
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        count = len(boxes)
+        if not len(given_ids) == len(class_ids) == len(scores) == len(labels) == count:
+            raise InputError(f"tracking: {count} boxes but {len(given_ids)} track ids, "
+                             f"{len(class_ids)} class ids, {len(scores)} scores, {len(labels)} "
+                             "labels; give one per box")
+        ended, restarted, alive = self._advance(stamp_ns)
+        live = {t.id: t for t in alive}
+        track_ids = [int(i) for i in given_ids]
+        seen: List[TrackState] = []
+        for i, track_id in enumerate(track_ids):
+            if track_id <= 0:
+                continue
+            box = (float(boxes[i, 0]), float(boxes[i, 1]), float(boxes[i, 2]), float(boxes[i, 3]))
+            old = live.get(track_id)
+            if old is None:
+                old = TrackState(track_id, CONFIRMED, int(class_ids[i]), "", 0.0, box,
+                                 ((box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0),
+                                 stamp_ns, stamp_ns, 0)
+            live[track_id] = replace(old, class_id=int(class_ids[i]), label=str(labels[i]),
+                                     score=float(scores[i]), box=box, last_seen_ns=stamp_ns,
+                                     hits=old.hits + 1)
+            seen.append(live[track_id])
+        self._live = list(live.values())
         return TrackedFrame(track_ids, seen, ended, restarted)

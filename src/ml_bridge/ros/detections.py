@@ -13,7 +13,7 @@ master; :class:`DetectionsSubscriber` is the rospy side.
 """
 import struct
 import threading
-from typing import Any, Callable, Dict, List, Type
+from typing import Any, Callable, Dict, List, Optional, Type
 
 import genpy
 import genpy.dynamic
@@ -140,7 +140,39 @@ def _from_detection2d_array(msg: Any) -> Detections:
         else:
             crops.append(None)
     given = crops if any(c is not None for c in crops) else None
-    return Detections(_nanoseconds(header.stamp), boxes, _header(header), given)
+    return Detections(_nanoseconds(header.stamp), boxes, _header(header), given,
+                      _track_ids(msg, header))
+
+
+def _track_ids(msg: Any, header: Any) -> Optional[List[int]]:
+    """Each detection's track id (0: none): a numeric ``tracking_id`` (with ``is_tracking``)
+    or ``id`` in layouts that have one, else ``header.seq``, where a ``detect`` node with
+    ``~track`` puts it. None where they cannot be ids: seqs all 0 (not filled) or all the
+    array's own (a detector that copies the array's header into each detection)."""
+    named = _named_ids(msg.detections)
+    if named is not None:
+        return named
+    seqs = [int(getattr(getattr(det, "header", None), "seq", 0) or 0) for det in msg.detections]
+    if all(seq == 0 or seq == int(header.seq) for seq in seqs):
+        return None
+    return seqs
+
+
+def _named_ids(detections: List[Any]) -> Optional[List[int]]:
+    """Ids from ``tracking_id`` / ``id`` fields; None where there are none, none is set, or
+    one is not a number (an id of another scheme)."""
+    ids: List[int] = []
+    for det in detections:
+        if hasattr(det, "tracking_id"):
+            text = det.tracking_id if getattr(det, "is_tracking", True) else ""
+        elif isinstance(getattr(det, "id", None), str):
+            text = det.id
+        else:
+            return None
+        if text and not text.isdigit():
+            return None
+        ids.append(int(text) if text else 0)
+    return ids if any(ids) else None
 
 
 def _from_bounding_boxes(msg: Any) -> Detections:
