@@ -20,9 +20,9 @@ _TORCHVISION_KEYS = ("boxes", "scores", "labels")
 _TF_KEYS = ("detection_boxes", "detection_scores", "detection_classes")
 
 
-@dataclass
+@dataclass(init=False, eq=False)
 class Boxes:
-    """One image's detections.
+    """One image's detections (any array-likes are converted to these dtypes).
 
     Attributes:
         boxes: float32 [K, 4], x1 y1 x2 y2 in pixels.
@@ -34,10 +34,11 @@ class Boxes:
     scores: np.ndarray
     class_ids: np.ndarray
 
-    def __post_init__(self) -> None:
-        self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
-        self.scores = np.asarray(self.scores, np.float32).reshape(-1)
-        self.class_ids = np.asarray(self.class_ids, np.int64).reshape(-1)
+    def __init__(self, boxes: ArrayLike, scores: ArrayLike, class_ids: ArrayLike) -> None:
+        """Raises InputError when the three lengths differ."""
+        self.boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        self.scores = np.asarray(scores, np.float32).reshape(-1)
+        self.class_ids = np.asarray(class_ids, np.int64).reshape(-1)
         if not len(self.boxes) == len(self.scores) == len(self.class_ids):
             raise InputError(f"boxes, scores and class_ids disagree in length: "
                              f"{len(self.boxes)}, {len(self.scores)}, {len(self.class_ids)}")

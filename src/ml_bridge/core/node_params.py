@@ -4,9 +4,12 @@
 to this declaration); :class:`ml_bridge.core.server.ModelServer` takes its defaults from here
 too. The image pipelines declare theirs in their own classes.
 """
+import os
+from typing import List
+
 from ml_bridge.core.allocator import DEFAULT_KEEP_MB, MAX_KEEP_MB
 from ml_bridge.core.execution import MODEL_THREAD_MODES
-from ml_bridge.core.params import Param, Schema
+from ml_bridge.core.params import Param, Schema, bad
 from ml_bridge.core.spec import DEFAULT_MAX_ELEMENTS
 
 
@@ -25,6 +28,50 @@ def image_topics(value: object) -> str:
     return value
 
 
+#: What ``~labels`` accepts, in the reference and in its errors.
+LABELS_ACCEPT = ("a list of labels, one comma-separated string, or the path of a text file with "
+                 "one label a line")
+#: Endings that make a ``~labels`` string a file's path even when no such file exists.
+LABEL_FILE_ENDINGS = (".txt", ".names", ".labels")
+
+
+def labels_value(value: object) -> List[str]:
+    """``~labels``: a list, one comma-separated string, or a text file's path (a string
+    without commas that names a file, holds a ``/`` or ends in .txt, .names or .labels).
+
+    A file holds one label a line, line i being class id i; blank lines at the end are ignored.
+
+    Raises:
+        ParameterError: a file that is missing, unreadable, empty or has a blank line among its
+            labels (which would shift every id after it).
+        TypeError: neither a list nor a string.
+    """
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    if not isinstance(value, str):
+        raise TypeError(value)
+    text = value.strip()
+    path = os.path.expanduser(text)
+    if "," in text or not (os.path.isfile(path) or "/" in text
+                           or text.lower().endswith(LABEL_FILE_ENDINGS)):
+        return [s.strip() for s in text.split(",") if s.strip()]
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.strip() for line in f.read().splitlines()]
+    except OSError as err:
+        raise bad("labels", LABELS_ACCEPT, value, f"cannot read {os.path.abspath(path)}: "
+                  f"{err.strerror or err} (a relative path is from the node's working directory, "
+                  "usually ~/.ros: give an absolute one, e.g. $(find my_pkg)/labels.txt)") from None
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines:
+        raise bad("labels", LABELS_ACCEPT, value, f"{path} holds no labels; write one a line")
+    if "" in lines:
+        raise bad("labels", LABELS_ACCEPT, value, f"line {lines.index('') + 1} of {path} is "
+                  "blank; write one label on every line (line i is class id i)")
+    return lines
+
+
 #: The node's parameters, in the order of the reference.
 NODE_PARAMS = Schema(
     "node",
@@ -38,8 +85,7 @@ NODE_PARAMS = Schema(
           "SavedModel: the order of the signature's inputs", launch=True),
     Param("output_tensor", "str", "", "the same, for outputs", launch=True),
     Param("labels", "names", [], "class labels; they replace the model's and make it a "
-          "classifier (`[]`: the model's own)", accepts="a list of labels or one "
-          "comma-separated string"),
+          "classifier (`[]`: the model's own)", accepts=LABELS_ACCEPT, convert=labels_value),
     Param("checkpoint_dir", "str", "", "where trained weights are saved; at start-up the newest "
           "good checkpoint is served (`\"\"`: none are saved)", launch=True,
           launch_default="$(env HOME)/.ros/ml_bridge/checkpoints"),
@@ -68,7 +114,7 @@ NODE_PARAMS = Schema(
     Param("image", "str", "", "the image topic(s) to subscribe to, one stream each", launch=True,
           accepts="image topic names separated by spaces", convert=image_topics),
     Param("pipeline", "str", "classify", "what streams do with frames: `classify`, `segment`, "
-          "`clip`, `objects`", launch=True),
+          "`clip`, `objects`, `detect`", launch=True),
     Param("detections", "str", "detections", "`objects`: the detections topic(s), one per "
           "camera in the order of `~image`", launch=True),
     Param("queue_size", "int", 1, "image subscriber queue size", low=1,

@@ -1,4 +1,4 @@
-"""Image pipelines: classify, segment, clip, objects; no rospy, no framework.
+"""Image pipelines: classify, segment, clip, objects, detect; no rospy, no framework.
 
 ``make_pipeline(name, model, params)`` builds one by name. Each pipeline is registered in
 :data:`PIPELINES` by its import path, so its module is imported only when it is asked for; a
@@ -17,6 +17,7 @@ PIPELINES.register("classify", "ml_bridge.pipelines.classify:ClassifyPipeline", 
 PIPELINES.register("segment", "ml_bridge.pipelines.segment:SegmentPipeline", lazy=True)
 PIPELINES.register("clip", "ml_bridge.pipelines.clip:ClipPipeline", lazy=True)
 PIPELINES.register("objects", "ml_bridge.pipelines.objects:ObjectsPipeline", lazy=True)
+PIPELINES.register("detect", "ml_bridge.pipelines.detect:DetectPipeline", lazy=True)
 
 
 def pipeline_class(name: str) -> "type[Pipeline[Any]]":

@@ -13,10 +13,12 @@ import numpy as np
 import rospy
 from sensor_msgs.msg import Image, RegionOfInterest
 
+from ml_bridge.core.detection import Boxes
 from ml_bridge.core.registry import Registry
 from ml_bridge.msg import Counts, ObjectPrediction, ObjectPredictions, Prediction, Track, Tracks
 from ml_bridge.pipelines.base import Classes, Result
 from ml_bridge.ros.conversions import ConversionError, array_to_image, arrays_to_tensors
+from ml_bridge.ros.detection_array import detection_array, message_classes
 
 
 @dataclass(frozen=True)
@@ -175,3 +177,12 @@ register("overlay", Image, overlay_message)
 register("objects", ObjectPredictions, objects_message)
 register("tracks", Tracks, tracks_message)
 register("counts", Counts, counts_message)
+
+
+def detections_message(result: Result, found: Boxes, _options: SinkOptions) -> Any:
+    """``~detections``: vision_msgs/Detection2DArray (Noetic's layout) of the frame's boxes in
+    frame pixels, the frame's header (:func:`ml_bridge.ros.detection_array.detection_array`)."""
+    return detection_array(found, result.frame.header)
+
+
+register("detections", message_classes()[0], detections_message)

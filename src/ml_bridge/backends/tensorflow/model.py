@@ -99,7 +99,10 @@ class KerasModel(BackendModel):
         else:
             self.inputs, self.outputs = list(specs[0]), list(specs[1])
             self._call = self._compile_call()
-        if self.is_classifier and self.outputs[0].shape[-1] not in (-1, len(self.labels)):
+        # Scores [N, C] and per-pixel [N, h, w, C] end in their classes; a detector's
+        # [N, 4 + C, A] or [N, A, 5 + C] does not: its layout is read by the detect pipeline.
+        if self.is_classifier and len(self.outputs[0].shape) in (2, 4) and \
+                self.outputs[0].shape[-1] not in (-1, len(self.labels)):
             raise ModelLoadError(f"{source} has {len(self.labels)} labels but its output 0 is "
                                  f"{self.outputs[0].describe()}: one label per class is needed")
 

@@ -83,7 +83,9 @@ def load_factory(source: str, device: torch.device, labels: Sequence[str] = ()) 
 def _check_labels(model: TorchModel) -> None:
     if not model.labels or not model.outputs:
         return
-    classes = model.n_classes() if len(model.outputs[0].shape) >= 2 else -1
+    # Classes are dimension 1 of scores [N, C] or per-pixel [N, C, h, w] only: a detector's
+    # [N, 4 + C, A] or [N, A, 5 + C] holds box values beside its class scores.
+    classes = model.n_classes() if len(model.outputs[0].shape) in (2, 4) else -1
     if classes >= 0 and classes != len(model.labels):
         raise ModelLoadError(f"{model.source}: {len(model.labels)} labels given, but output 0 "
                              f"({model.outputs[0].describe()}) has {classes} classes")
