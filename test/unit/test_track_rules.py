@@ -8,10 +8,9 @@ import pytest
 
 from ml_bridge.core.errors import InputError
 from ml_bridge.core.model import ModelStamp
-from ml_bridge.core.params import Schema
 from ml_bridge.pipelines.base import Frame, Result
 from ml_bridge.pipelines.rules import format_value, parse_rules
-from ml_bridge.pipelines.track_stage import TRACK_PARAMS, Tracking, TrackList
+from ml_bridge.pipelines.track_stage import Tracking, TrackList
 from ml_bridge.ros.recording.recorder import Recorder
 from ml_bridge.ros.recording.rule_actions import RosRules
 
@@ -28,7 +27,7 @@ def result(rows: List[Dict[str, Any]]) -> Result:
 
 
 def tracking(**given: Any) -> Tracking:
-    return Tracking(Schema("t", *TRACK_PARAMS).read(dict({"track": True}, **given)))
+    return Tracking(dict({"track": True}, **given))
 
 
 def test_track_ended_compares_with_true_or_false_only() -> None:
@@ -102,7 +101,7 @@ def test_rows_carry_track_keys_and_counts_and_one_row_per_ended_track() -> None:
 
 
 def test_tracking_parameters_are_declared_and_checked() -> None:
-    off = Tracking(Schema("t", *TRACK_PARAMS).read({}))
+    off = Tracking({})
     assert not off.enabled and off.new_state() is None and off.lines == []
     on = tracking(count_lines=[{"name": "door", "points": [[1, 0], [1, 9]]}], track_iou="0.5")
     assert on.settings.iou == 0.5 and [line.name for line in on.lines] == ["door"]

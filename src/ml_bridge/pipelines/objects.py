@@ -50,7 +50,7 @@ from ml_bridge.pipelines.base import Frame, Pipeline, Request, Result, image_for
 from ml_bridge.pipelines.boxes import NO_ROI, Box, Detections, ObjectResult, Roi, square_crop
 from ml_bridge.pipelines.classify import top_class
 from ml_bridge.pipelines.draw import canvas, draw_boxes
-from ml_bridge.pipelines.objects_tracking import OBJECT_TRACK_PARAMS, Classified, ObjectTracking
+from ml_bridge.pipelines.objects_tracking import RECLASSIFY_EVERY, Classified, ObjectTracking
 from ml_bridge.pipelines.track_stage import TRACK_OUTPUTS
 
 # Box, Detections and square_crop are used from here by the ROS layer and the tests.
@@ -130,7 +130,7 @@ class ObjectsPipeline(Pipeline[ObjectsState]):
         Param("sync_queue", "int", DEFAULT_SYNC_QUEUE, "frames kept per camera for matching; also "
               "the image subscriber's queue and the number of detections that may wait for "
               "their frame", low=1, note="frames"),
-        *OBJECT_TRACK_PARAMS,
+        RECLASSIFY_EVERY,
     )
 
     def __init__(self, model: BackendModel, params: Optional[Mapping[str, Any]] = None) -> None:
@@ -143,7 +143,7 @@ class ObjectsPipeline(Pipeline[ObjectsState]):
         super().__init__(model, params)
         self.sync_queue: int = self.settings["sync_queue"]
         self.fmt = image_format(model, self.params)
-        self.tracking = ObjectTracking(self.settings)
+        self.tracking = ObjectTracking(self.params, self.settings["reclassify_every"])
         if self.tracking.enabled:
             self.outputs = tuple(self.outputs) + TRACK_OUTPUTS
         if model.outputs and len(model.outputs[0].shape) not in (0, 2):

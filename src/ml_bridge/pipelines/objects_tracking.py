@@ -19,16 +19,15 @@ import numpy as np
 
 from ml_bridge.core.params import Param
 from ml_bridge.pipelines.boxes import Detections, ObjectResult
-from ml_bridge.pipelines.track_stage import TRACK_OUTPUTS, TRACK_PARAMS, Tracking, TrackingState, draw_counts
+from ml_bridge.pipelines.track_stage import TRACK_OUTPUTS, Tracking, TrackingState, draw_counts
 from ml_bridge.pipelines.tracking import TrackedFrame, Tracker, TrackState
 
-__all__ = ["OBJECT_TRACK_PARAMS", "TRACK_OUTPUTS", "Classified", "ObjectTracking", "Plan"]
+__all__ = ["RECLASSIFY_EVERY", "TRACK_OUTPUTS", "Classified", "ObjectTracking", "Plan"]
 
-#: The objects pipeline's tracking parameters.
-OBJECT_TRACK_PARAMS = TRACK_PARAMS + (
-    Param("reclassify_every", "int", 0, "with `~track`: a confirmed track is classified again "
-          "after this many frames (`0`: once)", low=0, note="frames"),
-)
+#: The objects pipeline's own tracking parameter (the others: :data:`TRACK_PARAMS`).
+RECLASSIFY_EVERY = Param("reclassify_every", "int", 0, "with `~track`: a confirmed track is "
+                         "classified again after this many frames (`0`: once)", low=0,
+                         note="frames")
 
 
 @dataclass
@@ -63,10 +62,14 @@ class Plan:
 class ObjectTracking:
     """The ``~track`` part of the objects pipeline."""
 
-    def __init__(self, settings: Mapping[str, Any]) -> None:
-        """Reads the tracking parameters and ``~reclassify_every`` (checked by the schema)."""
-        self.stage = Tracking(settings)
-        self.every: int = int(settings.get("reclassify_every", 0) or 0)
+    def __init__(self, params: Mapping[str, Any], reclassify_every: int = 0) -> None:
+        """Reads :data:`TRACK_PARAMS` from the node's parameters.
+
+        Raises:
+            InputError: a tracking parameter is invalid.
+        """
+        self.stage = Tracking(params)
+        self.every = reclassify_every
 
     @property
     def enabled(self) -> bool:

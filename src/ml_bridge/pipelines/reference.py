@@ -10,6 +10,7 @@ from ml_bridge.core.node_params import NODE_PARAMS
 from ml_bridge.core.params import Schema, merged, render_table
 from ml_bridge.core.vision import IMAGE_PARAMS
 from ml_bridge.pipelines import PIPELINES, pipeline_class
+from ml_bridge.pipelines.track_stage import TRACK_PARAMS
 
 
 def pipeline_schemas() -> List[Schema]:
@@ -19,7 +20,7 @@ def pipeline_schemas() -> List[Schema]:
 
 def all_parameters() -> Schema:
     """Every ``~`` parameter the node reads (a name declared twice raises ValueError)."""
-    return merged(NODE_PARAMS, IMAGE_PARAMS, *pipeline_schemas(), title="ml_bridge")
+    return merged(NODE_PARAMS, IMAGE_PARAMS, TRACK_PARAMS, *pipeline_schemas(), title="ml_bridge")
 
 
 def parameter_reference(level: int = 3) -> str:
@@ -33,7 +34,8 @@ def parameter_reference(level: int = 3) -> str:
     parts = [f"{mark} Node\n\n`launch/server.launch` and `config/server.yaml` give these "
              "defaults.\n\n" + render_table(NODE_PARAMS, launch_column=True),
              f"{mark} Preprocessing (every image pipeline)\n\nEach one given overrides the "
-             "model's own image format.\n\n" + render_table(IMAGE_PARAMS)]
+             "model's own image format.\n\n" + render_table(IMAGE_PARAMS),
+             f"{mark} Tracking and counting (`detect`, `objects`)\n\n" + render_table(TRACK_PARAMS)]
     for name in PIPELINES:
         schema = pipeline_class(name).parameters
         if len(schema):

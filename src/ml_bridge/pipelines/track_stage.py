@@ -19,7 +19,7 @@ from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ml_bridge.core.params import Param
+from ml_bridge.core.params import Param, Schema
 from ml_bridge.pipelines.counting import Counter, CountLine, Counts, parse_count_lines
 from ml_bridge.pipelines.draw import draw_label, draw_lines
 from ml_bridge.pipelines.tracking import (
@@ -34,8 +34,10 @@ from ml_bridge.pipelines.tracking import (
 
 #: The outputs tracking adds to a pipeline.
 TRACK_OUTPUTS = ("tracks", "counts")
-#: The parameters of tracking, declared in each tracking pipeline's schema.
-TRACK_PARAMS = (
+#: The parameters of tracking, the same for every pipeline that tracks (read by
+#: :class:`Tracking`; declared once, as the image format's are).
+TRACK_PARAMS = Schema(
+    "tracking",
     Param("track", "bool", False, "give each box a persistent track id; publish `~tracks` and "
           "`~counts`"),
     Param("track_iou", "float", DEFAULT_IOU, "the least IoU of a box with its track's last "
@@ -75,16 +77,19 @@ class TrackStep:
 
 
 class Tracking:
-    """A pipeline's tracking settings (from its checked ``settings``)."""
+    """A pipeline's tracking settings."""
 
-    def __init__(self, settings: Mapping[str, Any]) -> None:
-        """Reads ``~track``, ``~track_iou``, ``~track_min_hits``, ``~track_max_age`` and
-        ``~count_lines`` (already checked by the schema)."""
-        self.enabled: bool = bool(settings.get("track", False))
-        self.settings = TrackSettings(settings.get("track_iou", DEFAULT_IOU),
-                                      settings.get("track_min_hits", DEFAULT_MIN_HITS),
-                                      settings.get("track_max_age", DEFAULT_MAX_AGE))
-        self.lines: List[CountLine] = list(settings.get("count_lines") or [])
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        """Reads :data:`TRACK_PARAMS` from the node's parameters.
+
+        Raises:
+            InputError: a value is invalid (``~count_lines``: naming the line and the fix).
+        """
+        settings = TRACK_PARAMS.read(params)
+        self.enabled: bool = settings["track"]
+        self.settings = TrackSettings(settings["track_iou"], settings["track_min_hits"],
+                                      settings["track_max_age"])
+        self.lines: List[CountLine] = list(settings["count_lines"])
 
     def new_state(self) -> Optional[TrackingState]:
         """A fresh tracker and counter; None without ``~track``."""
