@@ -11,6 +11,7 @@ import rospy
 from std_msgs.msg import String
 
 from ml_bridge.core.errors import InputError
+from ml_bridge.core.threads import ClosedError
 from ml_bridge.pipelines.rules import parse_rules
 from ml_bridge.ros.recording.bagfile import ACTIVE, UNFINISHED, BagFile, claim, set_aside_leftovers
 from ml_bridge.ros.recording.recorder import Message, Recorder, Ring, serialized
@@ -183,6 +184,29 @@ def test_close_writes_an_open_recording_complete(tmp_path: Any) -> None:
     (name,) = os.listdir(tmp_path)
     assert name.endswith(".bag")
     assert max(t for _, _, t in read(os.path.join(tmp_path, name))) == pytest.approx(101.0)
+
+
+def test_the_writer_thread_is_closed_once_and_cannot_start_again(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    unregistered: List[str] = []
+
+    class Subscriber:
+        def __init__(self, topic: str, *_a: Any, **_kw: Any) -> None:
+            self.topic = topic
+
+        def unregister(self) -> None:
+            unregistered.append(self.topic)
+
+    monkeypatch.setattr(rospy, "Subscriber", Subscriber)
+    rec = recorder(tmp_path, Clock())
+    rec.start()
+    assert rec.thread.is_alive()
+    rec.close()
+    rec.close()  # the second returns at once: nothing unsubscribed twice
+    assert not rec.thread.is_alive()
+    assert sorted(unregistered) == ["/cam/text", "/node/predictions"]
+    with pytest.raises(ClosedError, match="make a new Recorder"):
+        rec.start()
 
 
 def test_a_full_buffer_drops_the_oldest_and_says_so(tmp_path: Any) -> None:

@@ -36,6 +36,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import rospy
 
 from ml_bridge.core.errors import InputError
+from ml_bridge.core.threads import ThreadOwner
 from ml_bridge.pipelines.rules import Rule
 from ml_bridge.pipelines.schedule import FIRE, Schedule
 from ml_bridge.ros.recording import bagfile
@@ -48,7 +49,7 @@ __all__ = ["Message", "Recorder", "RecorderStats", "Recording", "Ring", "seriali
 log = logging.getLogger(__name__)
 
 
-class Recorder:
+class Recorder(ThreadOwner):
     """Schedules of every rule, the ring buffer, the subscribers and the writer thread."""
 
     def __init__(self, rules: Sequence[Rule], record_dir: str, buffer_bytes: int,
@@ -85,9 +86,9 @@ class Recorder:
         self._open: List[Recording] = []          # recordings the writer has not closed yet
         self._pending_bytes = 0
         self._drop_warned = -math.inf  # receive time of the last buffer-full warning
-        self._closing = False
+        self._stopping = False  # set by close, read by the writer under the lock
         self._subscribers: List[rospy.Subscriber] = []
-        self._thread: Optional[threading.Thread] = None
+        ThreadOwner.__init__(self, "ml_bridge-recorder")
         #: The cause of the last failed recording, and whether the latest one failed.
         self.last_error = ""
         self.failing = False
@@ -107,8 +108,7 @@ class Recorder:
             return
         self._subscribers = [rospy.Subscriber(t, rospy.AnyMsg, self.receive, callback_args=t)
                              for t in self.topics]
-        self._thread = threading.Thread(target=self._loop, name="ml_bridge-recorder", daemon=True)
-        self._thread.start()
+        super().start()
 
     # -- any thread -------------------------------------------------------------------------------
     def receive(self, msg: Any, topic: str) -> None:
@@ -220,15 +220,10 @@ class Recorder:
             self.stats.recordings_open = len(self._open)
             return self.stats.as_dict()
 
-    def close(self) -> None:
-        """Unsubscribes, ends open recordings now and writes them out (bags complete)."""
-        for sub in self._subscribers:
-            sub.unregister()
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join()
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Unsubscribes, ends open recordings now and writes them out (bags complete); waits
+        for the writer as long as it takes unless ``timeout`` is given."""
+        super().close(timeout)
         with self._cond:
             now = self._now()
             for rule in list(self._active):
@@ -238,10 +233,17 @@ class Recorder:
         self.step()
 
     # -- the writer thread ----------------------------------------------------------------------
-    def _loop(self) -> None:
+    def _signal_stop(self) -> None:
+        for sub in self._subscribers:
+            sub.unregister()
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+    def _run(self) -> None:
         while True:
             with self._cond:
-                if self._closing:
+                if self._stopping:
                     return
                 # With a recording open, wake up often enough to close it on time.
                 self._cond.wait(0.05 if self._open else None)
