@@ -133,4 +133,10 @@ NODE_PARAMS = Schema(
     Param("record_dir", "str", "~/.ros/ml_bridge/recordings", "where rules write their bags"),
     Param("record_buffer_mb", "float", 256.0, "memory for the last `before` seconds of every "
           "recorded topic, all topics together", low=0.0, above=True, note="MiB"),
+    Param("upload_retry_max", "float", 60.0, "the longest wait between two tries of a rule's "
+          "`upload` (the wait doubles from 1 s after each failed try)", low=0.0, above=True,
+          note="seconds"),
+    Param("upload_outbox_mb", "float", 64.0, "disk for events waiting to be uploaded, under "
+          "`~record_dir`/outbox; when full the oldest are dropped (and counted)", low=0.0,
+          above=True, note="MiB"),
 )

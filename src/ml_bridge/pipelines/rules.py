@@ -7,6 +7,7 @@ A rule is a dict in the node's yaml::
       any: []                 # optional: at least one must hold when given
       record: {topics: [/camera/image_raw, ~predictions], before: 5.0, after: 5.0, max: 60.0}
       cooldown: 10.0          # seconds before the rule may fire again
+      upload: {url: "https://example.com/events", headers: {}, bag: false}  # see rule_upload
       camera: left            # optional: only this camera's results ("" / absent: every camera)
 
 A result is looked at row by row: a row is one class of a Prediction (one per batch row for
@@ -27,11 +28,12 @@ When a rule acts is :class:`~ml_bridge.pipelines.schedule.Schedule`'s business.
 import math
 import operator
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ml_bridge.core.errors import InputError
 from ml_bridge.pipelines.base import Result
+from ml_bridge.pipelines.rule_upload import Upload, parse_upload
 
 #: Keys a condition may test, and whether each is text (``label``), true/false or a number.
 KEYS: Dict[str, str] = {"label": "text", "class_id": "number", "score": "number",
@@ -41,7 +43,7 @@ KEYS: Dict[str, str] = {"label": "text", "class_id": "number", "score": "number"
 OPS: Dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq, "!=": operator.ne, ">": operator.gt, ">=": operator.ge,
     "<": operator.lt, "<=": operator.le}
-RULE_FIELDS = ("name", "all", "any", "record", "cooldown", "camera")
+RULE_FIELDS = ("name", "all", "any", "record", "cooldown", "camera", "upload")
 RECORD_FIELDS = ("topics", "before", "after", "max")
 CONDITION_FIELDS = ("key", "op", "value")
 #: ``record`` defaults, in seconds.
@@ -93,6 +95,7 @@ class Match:
     rule: "Rule"
     keys: Tuple[str, ...]
     values: Tuple[str, ...]
+    row: Mapping[str, Any] = field(default_factory=dict)  # the row it held on, result keys too
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class Rule:
     record: Optional[Record] = None
     cooldown: float = 0.0
     camera: Optional[str] = None   # None: every camera's results
+    upload: Optional[Upload] = None
 
     @property
     def keys(self) -> Tuple[str, ...]:
@@ -137,7 +141,7 @@ class Rule:
                 keys = tuple(k for k in self.keys if k in merged)
                 if tracked and "track_id" not in keys:
                     keys += ("track_id",)
-                found.append(Match(self, keys, tuple(format_value(merged[k]) for k in keys)))
+                found.append(Match(self, keys, tuple(format_value(merged[k]) for k in keys), merged))
                 untracked = untracked or not tracked
         return found
 
@@ -202,7 +206,9 @@ def parse_rule(item: Any, index: int) -> Rule:
     camera = item.get("camera")
     if camera is not None and not isinstance(camera, str):
         raise fail("camera", f"must be a camera name such as 'left', got {camera!r}")
-    return Rule(name, all_, any_, record, cooldown, camera or None)
+    upload = (parse_upload(item["upload"], record is not None, fail)
+              if item.get("upload") is not None else None)
+    return Rule(name, all_, any_, record, cooldown, camera or None, upload)
 
 
 Fail = Callable[[str, str], InputError]

@@ -66,6 +66,8 @@ class NodeConfig:
     rules: Any = field(default_factory=list)  # ~rules as read; validated by RosRules
     record_dir: str = _DEFAULT("record_dir")
     record_buffer_mb: float = _DEFAULT("record_buffer_mb")
+    upload_retry_max: float = _DEFAULT("upload_retry_max")
+    upload_outbox_mb: float = _DEFAULT("upload_outbox_mb")
     tensorboard_dir: str = _DEFAULT("tensorboard_dir")
 
 #: The first field of a serialized PredictRequest: how many tensors ``inputs`` holds.
@@ -96,7 +98,8 @@ class MLBridgeNode:
         # after every typed subscriber of the node: rospy shares a topic's connection within a
         # process and the first subscriber's type wins (the recorder takes either form).
         self.rules = RosRules(self.config.rules, self.config.record_dir,
-                              self.config.record_buffer_mb, camera_names(self.config.image.split()))
+                              self.config.record_buffer_mb, camera_names(self.config.image.split()),
+                              self.config.upload_retry_max, self.config.upload_outbox_mb)
         self.streams: List[RosStream] = self._streams() if self.config.image.strip() else []
         self.samples = SampleRecorder(server, self.config.default_dataset, self.config.max_elements)
         self.samples.start()

@@ -4,21 +4,26 @@
 the stream's thread after each result is published). Evaluation is
 :mod:`ml_bridge.pipelines.rules`; when a rule acts is its schedule's business and recording
 is the :class:`~ml_bridge.ros.recording.recorder.Recorder`'s, whose writer thread does the file work.
+Events of rules with ``upload`` go to the uploader's threads (:mod:`ml_bridge.ros.recording.uploads`).
 """
 import math
 import threading
-from typing import Any, Dict, FrozenSet, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Sequence, Tuple
 
 import rospy
 from diagnostic_msgs.msg import DiagnosticStatus
 from std_msgs.msg import Header
 
 from ml_bridge.core.errors import InputError
+from ml_bridge.core.node_params import NODE_PARAMS
 from ml_bridge.msg import Event
 from ml_bridge.pipelines.base import Result
 from ml_bridge.pipelines.rules import Match, check_cameras, parse_rules
 from ml_bridge.ros.recording.recorder import Recorder
-from ml_bridge.ros.streams import Listener, RosStream
+from ml_bridge.ros.recording.uploads import event_entry, make_uploader, upload_problems
+
+if TYPE_CHECKING:  # the streams pull in cv_bridge and OpenCV; the rules need neither
+    from ml_bridge.ros.streams import Listener, RosStream
 
 #: The outputs whose computation fills a result's rows (what rules look at).
 ROW_OUTPUTS = ("predictions", "objects")
@@ -28,7 +33,9 @@ class RosRules:
     """The node's rules, their ``~events`` publisher and their recorder."""
 
     def __init__(self, rules: Any, record_dir: str, record_buffer_mb: Any,
-                 cameras: Sequence[str]) -> None:
+                 cameras: Sequence[str],
+                 upload_retry_max: Any = NODE_PARAMS.default("upload_retry_max"),
+                 upload_outbox_mb: Any = NODE_PARAMS.default("upload_outbox_mb")) -> None:
         """Validates the rules; subscribes to nothing before :meth:`start`.
 
         Args:
@@ -36,10 +43,13 @@ class RosRules:
             record_dir: ``~record_dir``.
             record_buffer_mb: ``~record_buffer_mb``: the ring buffer's bound, in MiB.
             cameras: the node's camera names ("" for a single camera; none without ``~image``).
+            upload_retry_max: ``~upload_retry_max``: the longest wait between upload tries.
+            upload_outbox_mb: ``~upload_outbox_mb``: the upload outbox's bound, in MiB.
 
         Raises:
             InputError: an invalid rule (named, with the field), ``~record_buffer_mb`` that is
-                not a positive number, or a ``~record_dir`` that cannot be created.
+                not a positive number, or a ``~record_dir`` that cannot be created; the
+                upload parameters and outbox (:func:`~ml_bridge.ros.recording.uploads.make_uploader`).
         """
         self.rules = parse_rules(rules)
         check_cameras(self.rules, cameras)
@@ -47,6 +57,7 @@ class RosRules:
         if isinstance(mb, bool) or not isinstance(mb, (int, float)) or not math.isfinite(mb) or mb <= 0:
             raise InputError(f"~record_buffer_mb must be a number of megabytes > 0, got {mb!r}")
         self.recorder = Recorder(self.rules, record_dir, int(mb * (1 << 20)))
+        self.uploader = make_uploader(self.rules, record_dir, upload_retry_max, upload_outbox_mb)
         self.events = rospy.Publisher("~events", Event, queue_size=100) if self.rules else None
         self.matches = 0   # results a rule held on (fired, extended or cooling down)
         self.fired = 0     # events published
@@ -55,7 +66,7 @@ class RosRules:
             rospy.logwarn("~rules are set but ~image is empty: no stream produces results, so "
                           "no rule can fire")
 
-    def for_camera(self, camera: str, outputs: Sequence[str]) -> Tuple[List[Listener], FrozenSet[str]]:
+    def for_camera(self, camera: str, outputs: Sequence[str]) -> Tuple[List["Listener"], FrozenSet[str]]:
         """The listeners and ``listens_to`` for the stream of ``camera`` whose pipeline
         publishes ``outputs``: the outputs that carry rows are computed even unsubscribed."""
         if not any(rule.applies_to(camera) for rule in self.rules):
@@ -64,10 +75,13 @@ class RosRules:
         return [self.on_result], frozenset(rows)
 
     def start(self) -> None:
-        """Subscribes to the recorded topics: after the streams' subscribers (see recorder)."""
+        """Subscribes to the recorded topics: after the streams' subscribers (see recorder);
+        starts the uploads (what an earlier run left in the outbox goes first)."""
         self.recorder.start()
+        if self.uploader is not None:
+            self.uploader.start()
 
-    def on_result(self, stream: RosStream, result: Result) -> None:
+    def on_result(self, stream: "RosStream", result: Result) -> None:
         """Evaluates every rule of the stream's camera on ``result`` (the stream's thread)."""
         for rule in self.rules:
             if not rule.applies_to(stream.camera):
@@ -75,7 +89,7 @@ class RosRules:
             for match in rule.matches(result):   # one per track row that holds
                 self._act(stream, result, match)
 
-    def _act(self, stream: RosStream, result: Result, match: Match) -> None:
+    def _act(self, stream: "RosStream", result: Result, match: Match) -> None:
         """One match: the schedule decides whether it fires (event, recording) or not."""
         bag = self.recorder.trigger(match.rule.name)
         with self._lock:
@@ -86,6 +100,9 @@ class RosRules:
         header = result.frame.header if result.frame.header is not None else Header()
         self.events.publish(Event(header=header, rule=match.rule.name, bag=bag,
                                   keys=list(match.keys), values=list(match.values)))
+        if match.rule.upload is not None and self.uploader is not None:  # queued: returns at once
+            self.uploader.submit(event_entry(match, stream.camera, result,
+                                             getattr(stream.pipeline, "model_source", ""), bag))
         looked = ", ".join(f"{k}={v}" for k, v in zip(match.keys, match.values))
         rospy.loginfo("rule '%s' fired on %s (%s)%s", match.rule.name, stream.camera or stream.topic,
                       looked, f"; recording {bag}" if bag else "")
@@ -98,15 +115,17 @@ class RosRules:
             counters = {"rules": len(self.rules), "matches": self.matches, "events": self.fired}
         if self.recorder.rule_topics:
             counters.update(self.recorder.counters())
+        if self.uploader is not None:
+            counters.update(self.uploader.counters())
         return counters
 
     def problems(self) -> List[Tuple[int, str]]:
         """What ``/diagnostics`` says of recording, as (level, message): ERROR while
         recordings fail (the latest one failed), WARN once one failed or lost messages; each
-        with its cause and what to do."""
+        with its cause and what to do. Then what it says of uploads."""
         rec = self.recorder
         if not rec.rule_topics:
-            return []
+            return upload_problems(self.uploader)
         counters = rec.counters()
         found: List[Tuple[int, str]] = []
         if counters["record_errors"]:
@@ -122,8 +141,11 @@ class RosRules:
         if counters["buffer_dropped"]:
             found.append((DiagnosticStatus.WARN, "recording buffer full: messages dropped, "
                           "raise ~record_buffer_mb"))
-        return found
+        return found + upload_problems(self.uploader)
 
     def close(self) -> None:
-        """Ends open recordings now and writes them out complete."""
+        """Ends open recordings now and writes them out complete; events waiting for the
+        upload outbox are written to it (sent at the next start if not before)."""
         self.recorder.close()
+        if self.uploader is not None:
+            self.uploader.close()
