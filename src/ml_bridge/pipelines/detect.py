@@ -11,6 +11,10 @@ The model's output is read in one of two formats (``~detect_format``):
 Frames are letterboxed (``~letterbox``, by default for ``yolo``) or stretched to the model's
 input; either way the boxes are mapped back to frame pixels and clipped to the frame. Boxes
 are published in score order, the same order in every output.
+
+With ``~track`` every processed frame's boxes are tracked (:mod:`ml_bridge.pipelines.track_stage`):
+``~tracks``, ``~counts``, track keys on the rule rows, track ids and count lines on the overlay,
+and each box's track id in its Detection2D's ``header.seq`` (0: no confirmed track).
 """
 from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence
 
@@ -39,6 +43,8 @@ from ml_bridge.pipelines.base import (
     main_output,
 )
 from ml_bridge.pipelines.draw import canvas, draw_boxes
+from ml_bridge.pipelines.objects import stamp_ns
+from ml_bridge.pipelines.track_stage import TRACK_OUTPUTS, TrackedBoxes, Tracking
 
 FORMATS = ("auto", "yolo", "boxes")
 #: Output names that mark a model's outputs as decoded boxes (``~detect_format`` auto).
@@ -76,11 +82,11 @@ def class_filter(wanted: Sequence[str], labels: Sequence[str]) -> Optional[np.nd
     return np.array(sorted(set(ids)), np.int64)
 
 
-class DetectPipeline(Pipeline[Dict[str, Frame]]):
+class DetectPipeline(Pipeline[Dict[str, Any]]):
     """Latest frame -> letterbox or resize -> detector -> boxes in frame pixels."""
 
     name = "detect"
-    outputs = ("detections", "predictions", "overlay")
+    outputs: Sequence[str] = ("detections", "predictions", "overlay")
     parameters = Schema(
         "detect",
         Param("detect_format", "str", "auto", "how the model's outputs are read: dense `yolo` "
@@ -114,15 +120,22 @@ class DetectPipeline(Pipeline[Dict[str, Frame]]):
         self.nms_iou: float = self.settings["nms_iou"]
         self.max_detections: int = self.settings["max_detections"]
         self.keep = class_filter(self.settings["classes"], model.labels)
+        self.tracking = Tracking(self.params)
+        if self.tracking.enabled:
+            self.outputs = tuple(self.outputs) + TRACK_OUTPUTS
 
-    def new_state(self) -> Dict[str, Frame]:
-        return {}
+    def new_state(self) -> Dict[str, Any]:
+        return {"tracks": self.tracking.new_state()}
 
-    def accept(self, frame: Frame, state: Dict[str, Frame]) -> bool:
+    def restart(self, state: Dict[str, Any]) -> Dict[str, Any]:
+        """The waiting frame is dropped; the tracks go on (they end by the frames' stamps)."""
+        return {"tracks": state.get("tracks")}
+
+    def accept(self, frame: Frame, state: Dict[str, Any]) -> bool:
         state["frame"] = frame  # latest frame wins
         return True
 
-    def request(self, state: Dict[str, Frame]) -> Optional[Request]:
+    def request(self, state: Dict[str, Any]) -> Optional[Request]:
         frame = state.pop("frame", None)
         if frame is None:
             return None
@@ -131,7 +144,8 @@ class DetectPipeline(Pipeline[Dict[str, Frame]]):
             image, transform = letterbox(image, self.fmt.size)
         else:
             transform = stretch_transform((image.shape[0], image.shape[1]), self.fmt.size)
-        return Request([self.fmt.frame(image)[None]], frame, {"transform": transform})
+        return Request([self.fmt.frame(image)[None]], frame,
+                       {"transform": transform, "tracks": state.get("tracks")})
 
     def postprocess(self, request: Request, prediction: Prediction,
                     wanted: FrozenSet[str]) -> Result:
@@ -145,16 +159,23 @@ class DetectPipeline(Pipeline[Dict[str, Frame]]):
         labels = [stamp.label(int(c)) for c in found.class_ids]
         ids, scores = found.class_ids.tolist(), found.scores.tolist()
         corners = found.boxes.tolist()
+        tracks = request.extra.get("tracks")   # with ~track, every frame is tracked
+        step = None if tracks is None else self.tracking.step(
+            tracks, stamp_ns(request.frame), found.boxes, ids, scores, labels)
         outputs: Dict[str, Any] = {}
         if "detections" in wanted:
-            outputs["detections"] = found
+            outputs["detections"] = found if step is None else TrackedBoxes(found, step.frame.track_ids)
         if "predictions" in wanted:
             outputs["predictions"] = Classes(ids, scores, labels)
         if "overlay" in wanted:
-            outputs["overlay"] = draw_boxes(canvas(request.frame.image), corners, labels,
-                                            scores, class_ids=ids)
+            outputs["overlay"] = draw_boxes(canvas(request.frame.image), corners, labels, scores,
+                                            None if step is None else
+                                            [i or None for i in step.frame.track_ids], ids)
+        rows = rows_of(found, labels)
+        if step is not None:
+            rows = self.tracking.finish(step, rows, wanted, outputs)
         return Result(request.frame, stamp, prediction.inference_ms, outputs,
-                      raw=prediction.outputs, rows=rows_of(found, labels))
+                      raw=prediction.outputs, rows=rows)
 
     def decode(self, prediction: Prediction) -> Boxes:
         """The first image's boxes in input pixels: thresholded, filtered by ``~classes``,

@@ -19,6 +19,7 @@ from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ml_bridge.core.detection import Boxes
 from ml_bridge.core.params import Param, Schema
 from ml_bridge.pipelines.counting import Counter, CountLine, Counts, parse_count_lines
 from ml_bridge.pipelines.draw import draw_label, draw_lines
@@ -58,6 +59,15 @@ class TrackList:
 
     tracks: List[TrackState] = field(default_factory=list)
     labels: List[str] = field(default_factory=list)   # per track, the label it is shown with
+
+
+class TrackedBoxes(Boxes):
+    """A frame's boxes with, per box, the id of its confirmed track (0: none): what a
+    tracking ``detect`` publishes as ``~detections`` (each Detection2D's ``header.seq``)."""
+
+    def __init__(self, found: Boxes, track_ids: Sequence[int]) -> None:
+        super().__init__(found.boxes, found.scores, found.class_ids)
+        self.track_ids = [int(i) for i in track_ids]
 
 
 @dataclass
@@ -123,6 +133,15 @@ class Tracking:
         if "counts" in wanted:
             out["counts"] = step.counts
         return out
+
+    def finish(self, step: TrackStep, rows: List[Dict[str, Any]], wanted: FrozenSet[str],
+               outputs: Dict[str, Any]) -> List[Dict[str, Any]]:
+        """Adds the wanted ``tracks`` and ``counts`` to ``outputs`` and the count lines and
+        counts to its ``overlay``; returns the rows with the track keys (:meth:`rows`)."""
+        outputs.update(self.outputs(step, wanted))
+        if "overlay" in outputs:
+            draw_counts(outputs["overlay"], self.lines, step.counts)
+        return self.rows(rows, step)
 
     @staticmethod
     def rows(rows: List[Dict[str, Any]], step: TrackStep, track_ids: Optional[Sequence[int]] = None,

@@ -88,10 +88,13 @@ def detection_array(found: Boxes, header: Any,
     msg = array_cls()
     if header is not None:
         msg.header = header
-    for (x1, y1, x2, y2), score, class_id in zip(found.boxes.tolist(), found.scores.tolist(),
-                                                  found.class_ids.tolist()):
+    # A tracking detect's track ids: each detection's own header.seq (0: no confirmed track).
+    track_ids = getattr(found, "track_ids", None)
+    for i, ((x1, y1, x2, y2), score, class_id) in enumerate(zip(
+            found.boxes.tolist(), found.scores.tolist(), found.class_ids.tolist())):
         det = detection_cls()
-        det.header = msg.header
+        det.header = msg.header if track_ids is None else type(msg.header)(
+            seq=track_ids[i], stamp=msg.header.stamp, frame_id=msg.header.frame_id)
         det.bbox.center.x, det.bbox.center.y = (x1 + x2) / 2.0, (y1 + y2) / 2.0
         det.bbox.size_x, det.bbox.size_y = x2 - x1, y2 - y1
         det.results.append(hypothesis_cls(id=int(class_id), score=float(score)))
