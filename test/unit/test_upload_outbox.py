@@ -54,6 +54,7 @@ def test_entries_outlive_an_outbox_dropped_without_close_and_stay_oldest_first(
     box = Outbox(str(tmp_path), 1 << 20)
     names = [put(box, i) for i in range(3)]
     (tmp_path / "000000000099-half.json.tmp").write_text("{")  # a crash before the rename
+    (tmp_path / "notes.json").write_text("{}")  # not an entry: left alone
     del box
     gc.collect()  # its lock goes with it, as with a killed process
     again = Outbox(str(tmp_path), 1 << 20)

@@ -10,12 +10,14 @@ may come back and be sent again, which "at least once" allows.
 The outbox is bounded: a new entry that would take it past ``max_bytes`` drops the oldest
 entries first, and counts them. An exclusive ``flock`` on ``.lock`` keeps a second process
 out of the same directory (it dies with the process, so a killed node's outbox is taken over
-by the next start).
+by the next start). :class:`OutboxWriter` puts entries in on a thread of its own, so the
+thread an event comes from never waits on the disk.
 """
 import fcntl
 import json
 import logging
 import os
+import re
 import threading
 from collections import deque
 from typing import IO, Any, Callable, Deque, Dict, List, Optional, Tuple
@@ -31,6 +33,8 @@ MAX_WAITING = 10_000
 #: The longest wait, in seconds, before writing again to a disk that failed.
 RETRY_MAX = 30.0
 log = logging.getLogger(__name__)
+# An entry's name: its sequence number (oldest first when sorted) and the event's id.
+_ENTRY = re.compile(r"^[0-9]{12,}-[0-9A-Za-z_-]+\.json$")
 
 
 class Outbox:
@@ -69,8 +73,11 @@ class Outbox:
             path = os.path.join(self.directory, name)
             if name.endswith(TMP):
                 os.unlink(path)  # a crash before the rename: never acknowledged
-            elif name.endswith(SUFFIX):
+            elif _ENTRY.match(name):
                 self._sizes[name] = os.path.getsize(path)
+            elif name.endswith(SUFFIX):
+                log.warning("%s is not an outbox entry (<seq>-<id>.json): left alone, not sent",
+                            path)
         names = sorted(self._sizes)
         self._seq = int(names[-1].split("-", 1)[0]) + 1 if names else 1
 
