@@ -129,6 +129,7 @@ class DetectTest(unittest.TestCase):
         assert objects is not None, f"the objects node did not classify the frame of {stamp}"
         self.assertEqual(objects.header.frame_id, "cam_optical")
         first = self.detections[DETECTORS[0]].wait(stamp, 0)
+        assert first is not None
         torch_order = [COLOURS[d.results[0].id] for d in first.detections]
         self.assertEqual([o.label for o in objects.objects], torch_order)
 

@@ -143,3 +143,34 @@ def test_a_model_that_is_no_detector_is_named():
 def test_gray_frames_are_letterboxed_too():
     found = run(FakeDetector(), np.full((48, 64), 200, np.uint8)).outputs["detections"]
     assert len(found) == 0  # grey has no saturated colour; the point is that it runs
+
+
+def test_two_cameras_in_one_joined_call_keep_their_own_boxes():
+    from dataclasses import dataclass, field
+
+    from ml_bridge.core.execution.batching import batch_key, run_requests
+
+    @dataclass
+    class Job:
+        inputs: List[np.ndarray]
+        rows: int = 0
+        key: tuple = field(default_factory=tuple)
+
+    model = FakeDetector()
+    stamp = ModelStamp.of(model, 1)
+    pipeline = make_pipeline("detect", model)
+    cameras = {"left": [("red", (10, 10, 60, 50))], "right": [("blue", (100, 60, 150, 110))]}
+    requests, jobs = [], []
+    for blobs in cameras.values():
+        request = pipeline.request({"frame": Frame(blob_frame(120, 160, blobs))})
+        assert request is not None
+        requests.append(request)
+        rows, key = batch_key(request.inputs)
+        jobs.append(Job(request.inputs, rows, key))
+    answers = run_requests(lambda x: (model.predict(x), stamp, 1.0), jobs, max_batch=8)
+    assert len(model.calls) == 1 and model.calls[0].shape[0] == 2  # one call for both cameras
+    for (blobs, request, (_, answer, error)) in zip(cameras.values(), requests, answers):
+        assert error is None and answer is not None and answer.batched_with == 2
+        result = pipeline.postprocess(request, Prediction(answer.outputs, stamp, 1.0),
+                                      frozenset({"detections"}))
+        np.testing.assert_allclose(result.outputs["detections"].boxes, [blobs[0][1]], atol=3)
