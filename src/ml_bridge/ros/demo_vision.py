@@ -1,9 +1,11 @@
-"""``make demo-vision``: segmentation on a camera stream, on a private master.
+"""``make demo-vision``: segmentation and detection on a camera stream, on a private master.
 
 Serve ``shapes_seg`` with ``pipeline:=segment``, train it 10 epochs on ``shapes`` through the
 ``~train`` action, measure the held-out mean IoU through the node itself (held-out frames
 published on the camera topic, ``~mask`` compared with their true masks), then run the
-synthetic camera and save overlay and mask PNGs under ``build/demo/``.
+synthetic camera and save overlay and mask PNGs under ``build/demo/``. Then the same with
+``shapes_det`` and ``pipeline:=detect`` on the same master (:mod:`ml_bridge.ros.demo_detect`):
+train on ``shape_scenes``, held-out mAP@0.5 through ``~detections``, overlay PNGs with boxes.
 """
 import argparse
 import os
@@ -29,25 +31,58 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--backend", default="torch", choices=["torch", "tensorflow"])
     parser.add_argument("--workdir", default=os.path.join(os.getcwd(), "build", "demo"))
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--det-epochs", type=int, default=15,
+                        help="epochs of shapes_det on shape_scenes (0: no detection part)")
     args = parser.parse_args(argv)
     port = private_master(args.workdir)
-    log = open(os.path.join(args.workdir, "server.log"), "wb")
+    # The master is a process of its own, so that it outlives the segment node's launch and
+    # the detect node (the same node name) registers with the master this process knows.
+    master = subprocess.Popen(["rosmaster", "--core", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                              start_new_session=True)
     print(f"== starting a private master on port {port} and the ml_bridge node (backend "
-          f"{args.backend}, model shapes_seg, pipeline segment on {CAMERA}); log: {log.name}")
-    launch = subprocess.Popen(
-        ["roslaunch", "-p", str(port), "ml_bridge", "server.launch", f"backend:={args.backend}",
-         "model:=shapes_seg", "pipeline:=segment", f"image:={CAMERA}",
-         f"checkpoint_dir:={args.workdir}/checkpoints", f"data_root:={args.workdir}/data"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+          f"{args.backend}, model shapes_seg, pipeline segment on {CAMERA}); log: "
+          f"{os.path.join(args.workdir, 'server.log')}")
     camera: List[subprocess.Popen[bytes]] = []
+    launch = _launch(port, args, "shapes_seg", "segment", "server.log")
     try:
-        return _story(launch, camera, args)
+        ok = _story(launch, camera, args)
+        if args.det_epochs > 0:
+            from ml_bridge.ros.demo_detect import detect_story
+
+            _stop_all(camera, launch)
+            print(f"== the detect node (model shapes_det, pipeline detect on {CAMERA}); log: "
+                  f"{os.path.join(args.workdir, 'detect.log')}")
+            launch = _launch(port, args, "shapes_det", "detect", "detect.log")
+            ok = detect_story(launch, camera, args) and ok
+        print("== demo-vision " + ("finished: all steps as expected" if ok else
+                                   "FAILED: see above"))
+        return 0 if ok else 1
     finally:
-        for proc in camera:
-            stop(proc)
-        stop(launch)
-        log.close()
+        _stop_all(camera, launch)
+        stop(master)
         print("== stopped the camera, the node and the master")
+
+
+def _launch(port: int, args: argparse.Namespace, model: str, pipeline: str,
+            log_name: str) -> "subprocess.Popen[bytes]":
+    """roslaunch of the node serving ``model`` with ``pipeline`` on the camera topic, its
+    output to ``log_name`` in the work directory."""
+    with open(os.path.join(args.workdir, log_name), "wb") as log:
+        return subprocess.Popen(
+            ["roslaunch", "-p", str(port), "ml_bridge", "server.launch",
+             f"backend:={args.backend}", f"model:={model}", f"pipeline:={pipeline}",
+             f"image:={CAMERA}", f"checkpoint_dir:={args.workdir}/checkpoints/{model}",
+             f"data_root:={args.workdir}/data"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop_all(camera: List["subprocess.Popen[bytes]"], launch: "subprocess.Popen[bytes]") -> None:
+    """Stops the camera processes (forgotten after) and the node's launch."""
+    for proc in camera:
+        stop(proc)
+    camera.clear()
+    stop(launch)
 
 
 class Frames:
@@ -99,7 +134,7 @@ def _heldout_iou(publisher: Any, masks: Frames) -> "tuple[float, float]":
 
 
 def _story(launch: "subprocess.Popen[bytes]", camera: List["subprocess.Popen[bytes]"],
-           args: argparse.Namespace) -> int:
+           args: argparse.Namespace) -> bool:
     import cv2
     import rospy
     from actionlib_msgs.msg import GoalStatus
@@ -112,7 +147,7 @@ def _story(launch: "subprocess.Popen[bytes]", camera: List["subprocess.Popen[byt
 
     if not wait_for_node(launch, NS + "/info", "ml_bridge_demo_vision"):
         print(f"the node did not come up; see {os.path.join(args.workdir, 'server.log')}")
-        return 1
+        return False
     info = rospy.ServiceProxy(NS + "/info", GetInfo)()
     print(f"== serving {info.model} on {info.backend} {info.framework_version} ({info.device}), "
           f"labels {', '.join(info.labels)}")
@@ -166,8 +201,9 @@ def _story(launch: "subprocess.Popen[bytes]", camera: List["subprocess.Popen[byt
     for path in saved:
         print(f"   {path}")
     print(f"== held-out mean IoU {iou:.3f} (model version {result.model_version})")
-    print("== demo-vision " + ("finished: all steps as expected" if ok else "FAILED: see above"))
-    return 0 if ok else 1
+    for frames in (overlays, masks, preds):
+        frames.sub.unregister()
+    return ok
 
 
 if __name__ == "__main__":  # pragma: no cover
