@@ -434,3 +434,21 @@ def test_shutdown_stops_the_predict_loop_and_leaves_no_thread_of_ours(
     assert not node.predict_srv.thread.is_alive()
     assert [t.name for t in set(ours()) - before] == []
     node.shutdown()  # a second shutdown (rospy's hook after a test's) returns at once
+
+
+def test_shutdown_closes_the_rest_when_one_part_fails_and_raises_that_failure(
+        make_node: Callable[..., MLBridgeNode], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(node_module, "LoopedService", service_loop.LoopedService)
+    node = make_node(model_thread="always", image="/cam/image")
+
+    def broken(timeout: Optional[float] = 10.0) -> None:
+        raise OSError(5, "Input/output error")
+
+    real_close = node.samples.close
+    monkeypatch.setattr(node.samples, "close", broken)  # closed before the streams and ~predict
+    with pytest.raises(OSError, match="Input/output error"):
+        node.shutdown()
+    assert not node.predict_srv.thread.is_alive()
+    assert not node.streams[0].stream.thread.is_alive()
+    assert not node.server.executor.thread.is_alive()  # type: ignore[attr-defined]
+    real_close()

@@ -10,7 +10,7 @@ import functools
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import diagnostic_updater
 import numpy as np
@@ -262,17 +262,18 @@ class MLBridgeNode:
         if self._shut_down:
             return
         self._shut_down = True
-        closers: List[Callable[[], None]] = [
-            self._diag_timer.shutdown, self.samples.close,
-            *(stream.close for stream in reversed(self.streams)),
-            self.rules.close,  # after the streams, whose results it hears
-            self.info_srv.shutdown, self.predict_srv.close, self.server.close]
+        closers: List[Tuple[str, Callable[[], None]]] = [
+            ("the diagnostics timer", self._diag_timer.shutdown), ("~samples", self.samples.close),
+            *((f"stream {s.topic}", s.close) for s in reversed(self.streams)),
+            ("rules", self.rules.close),  # after the streams, whose results it hears
+            ("~info", self.info_srv.shutdown), ("~predict", self.predict_srv.close),
+            ("the model executor", self.server.close)]
         failure: Optional[Exception] = None
-        for close in closers:
+        for what, close in closers:
             try:
                 close()
             except Exception as err:  # the others still close; raised below
-                rospy.logerr("ml_bridge shutdown: %s: %s: %s", getattr(close, "__qualname__", close),
+                rospy.logerr("ml_bridge shutdown: closing %s failed: %s: %s", what,
                              type(err).__name__, err)
                 failure = failure or err
         if failure is not None:
