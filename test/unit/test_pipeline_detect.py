@@ -174,3 +174,12 @@ def test_two_cameras_in_one_joined_call_keep_their_own_boxes():
         result = pipeline.postprocess(request, Prediction(answer.outputs, stamp, 1.0),
                                       frozenset({"detections"}))
         np.testing.assert_allclose(result.outputs["detections"].boxes, [blobs[0][1]], atol=3)
+
+
+def test_labels_that_do_not_fit_the_declared_output_are_refused_at_start():
+    model = FakeDetector(labels=("a", "b", "c", "d", "e"))
+    model.outputs = [TensorSpec("output0", "float32", (-1, 7, 8))]
+    with pytest.raises(InputError, match=r"C = 5 .*~labels gives 5 labels"):
+        make_pipeline("detect", model)
+    model.labels = list(COLOURS)
+    make_pipeline("detect", model)  # 4 + 3 rows: fits

@@ -80,7 +80,7 @@ def decode_yolo(output: np.ndarray, layout: str = "auto", score_threshold: float
     if array.ndim != 3:
         raise InputError(f"a YOLO output is [N, 4 + C, A] or [N, A, 5 + C], got shape "
                          f"{list(array.shape)}; set ~detect_format to the model's format")
-    layout = _yolo_layout(array.shape, layout, num_classes)
+    layout = yolo_layout(array.shape, layout, num_classes)
     pred = array.transpose(0, 2, 1) if layout == "yolov8" else array  # N, A, channels
     pred = pred.astype(np.float32, copy=False)
     first = 4 if layout == "yolov8" else 5
@@ -95,7 +95,14 @@ def decode_yolo(output: np.ndarray, layout: str = "auto", score_threshold: float
             for i in range(array.shape[0])]
 
 
-def _yolo_layout(shape: Tuple[int, ...], layout: str, num_classes: Optional[int]) -> str:
+def yolo_layout(shape: Tuple[int, ...], layout: str = "auto",
+                num_classes: Optional[int] = None) -> str:
+    """``yolov8`` or ``yolov5``: the layout of a 3-D output of ``shape`` (see
+    :func:`decode_yolo`).
+
+    Raises:
+        InputError: an unknown layout, or a shape that fits neither layout (for C classes).
+    """
     if layout not in YOLO_LAYOUTS:
         raise InputError(f"unknown YOLO layout '{layout}'; use one of {', '.join(YOLO_LAYOUTS)}")
     _, rows, cols = shape

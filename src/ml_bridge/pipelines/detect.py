@@ -28,6 +28,7 @@ from ml_bridge.core.detection import (
     map_to_frame,
     stretch_transform,
     suppress,
+    yolo_layout,
 )
 from ml_bridge.core.errors import InputError
 from ml_bridge.core.model import BackendModel
@@ -123,6 +124,19 @@ class DetectPipeline(Pipeline[Dict[str, Any]]):
         self.tracking = Tracking(self.params)
         if self.tracking.enabled:
             self.outputs = tuple(self.outputs) + TRACK_OUTPUTS
+        self._check_output(model)
+
+    def _check_output(self, model: BackendModel) -> None:
+        """Refuses at start-up a dense output whose declared shape cannot hold one score per
+        label (instead of an error on every frame)."""
+        shape = tuple(model.outputs[0].shape) if model.outputs else ()
+        if self.format != "yolo" or len(shape) != 3 or min(shape[1:]) < 1 or not model.labels:
+            return
+        try:
+            yolo_layout(shape, "auto", len(model.labels))
+        except InputError as err:
+            raise InputError(f"{model.describe()}: {err}; ~labels gives {len(model.labels)} "
+                             "labels: give one per class of the model") from None
 
     def new_state(self) -> Dict[str, Any]:
         return {"tracks": self.tracking.new_state()}
