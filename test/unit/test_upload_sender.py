@@ -116,3 +116,26 @@ def test_an_earlier_runs_event_whose_bag_never_completed_goes_without_it(
     assert posted_ids(inbox) == [f"{3:032x}"]  # the first was posted before the restart
     assert inbox.accepted("PUT") == [] and len(outbox) == 0
     assert uploader.counters()["upload_bags_missing"] == 2
+
+
+def test_a_bag_is_put_once_complete_while_another_event_keeps_failing(
+        outbox: Outbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("UPLOAD_UNSET_VAR", raising=False)
+    inbox = Inbox()
+    bag = tmp_path / "seen_2026-01-01-00-00-01.bag"
+    Path(str(bag) + ".active").write_bytes(b"")
+    uploader = Uploader(outbox, retry_max=0.05)
+    uploader.start()
+    try:
+        uploader.submit(event(inbox.url, 1, headers={"X-Key": "${UPLOAD_UNSET_VAR}"}))  # never sent
+        uploader.submit(event(inbox.url, 2, bag=str(bag)))
+        assert inbox.wait_for(lambda reqs: any(r.method == "POST" for r in reqs))
+        bag.write_bytes(b"bag")
+        os.unlink(str(bag) + ".active")
+        assert inbox.wait_for(lambda reqs: any(r.method == "PUT" for r in reqs))
+    finally:
+        uploader.close(timeout=None)
+        inbox.close()
+    assert [r.body for r in inbox.accepted("PUT")] == [b"bag"]
+    assert uploader.counters()["upload_failed_tries"] >= 1
+    assert [n[-len(".json") - 32:-len(".json")] for n in outbox.names()] == [f"{1:032x}"]

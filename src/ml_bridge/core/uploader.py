@@ -91,7 +91,7 @@ class Uploader(ThreadOwner):
         self._cond = threading.Condition()
         self._stop = False
         self._fresh: Set[str] = set()   # entries of this run: their bags may still be written
-        self._parked: Set[str] = set()  # posted, waiting for their bag
+        self._parked: Dict[str, float] = {}  # posted, waiting for their bag: since when
         self._tries: Dict[str, int] = {}
         self._failures = 0              # failed tries in a row
         self._warned = -WARN_EVERY
@@ -144,10 +144,11 @@ class Uploader(ThreadOwner):
             with self._cond:
                 if self._stop:
                     return
-                names = [n for n in self.outbox.names() if n not in self._parked]
+                now = time.monotonic()
+                names = [n for n in self.outbox.names()
+                         if self._parked.get(n, -BAG_POLL) + BAG_POLL <= now]
                 if not names:
                     self._cond.wait(BAG_POLL if self._parked else None)
-                    self._parked.clear()
                     continue
                 name = min(names, key=lambda n: (self._tries.get(n, 0), n))
             try:
@@ -155,6 +156,8 @@ class Uploader(ThreadOwner):
             except Exception as err:  # a bug must not end uploads: logged, tried again later
                 log.exception("upload of %s failed", name)
                 ok = self._failed(name, f"{type(err).__name__}: {err}")
+            if ok is None:  # its bag is still being written: neither success nor failure
+                continue
             if ok:
                 with self._cond:
                     if self.failing:
@@ -166,8 +169,9 @@ class Uploader(ThreadOwner):
                 self._cond.wait_for(lambda: self._stop,
                                     backoff(self._failures, self.retry_max, rand=self._rand))
 
-    def _try(self, name: str) -> bool:
-        """One step of entry ``name``: False when a try failed."""
+    def _try(self, name: str) -> Optional[bool]:
+        """One step of entry ``name``: True when done with it, False when a try failed, None
+        when its bag is not complete yet (looked at again after BAG_POLL seconds)."""
         entry = self.outbox.read(name)
         if entry is None:
             return self._done(name)
@@ -192,8 +196,8 @@ class Uploader(ThreadOwner):
         if not os.path.exists(bag):
             if name in self._fresh and os.path.exists(bag + self._suffix):
                 with self._cond:
-                    self._parked.add(name)
-                return True
+                    self._parked[name] = time.monotonic()
+                return None
             if not os.path.exists(bag):  # not renamed to it between the two looks
                 log.warning("bag %s never completed (its recording failed, or its node "
                             "stopped while recording): event %s went without it", bag,
@@ -213,6 +217,7 @@ class Uploader(ThreadOwner):
         with self._cond:
             self._tries.pop(name, None)
             self._fresh.discard(name)
+            self._parked.pop(name, None)
         return True
 
     def _failed(self, name: str, problem: str) -> bool:
