@@ -179,7 +179,7 @@ def test_bad_frames_and_model_errors_are_counted_and_the_stream_goes_on() -> Non
 
 
 def test_the_registry_lists_the_pipelines_and_refuses_unknown_names() -> None:
-    assert list(PIPELINES) == ["classify", "clip", "objects", "segment"]
+    assert list(PIPELINES) == ["classify", "clip", "detect", "objects", "segment"]
     assert pipeline_class("classify").name == "classify"
     assert all(pipeline_class(name).name == name for name in PIPELINES)
     with pytest.raises(InputError, match="unknown pipeline 'bogus'; valid pipelines: classify, clip, obj"):
