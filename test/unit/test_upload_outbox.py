@@ -1,14 +1,16 @@
 """The upload outbox (durable, bounded, one file per entry), the backoff and the header
 variables; no network, no ROS."""
+import errno
 import gc
 import json
+import logging
 import os
 from typing import Any, List, Tuple
 
 import pytest
 
 from ml_bridge.core.errors import InputError
-from ml_bridge.core.outbox import Outbox
+from ml_bridge.core.outbox import Outbox, OutboxWriter
 from ml_bridge.core.upload_http import MissingVariable, backoff, expand
 
 
@@ -107,3 +109,48 @@ def test_header_variables_come_from_the_environment_at_send_time() -> None:
     assert expand("$TOKEN ${A}${B}", {"A": "1", "B": "2"}) == "$TOKEN 12"
     with pytest.raises(MissingVariable, match="^TOKEN$"):
         expand("Bearer ${TOKEN}", {})
+
+
+def test_events_wait_in_memory_while_the_disk_fails_and_are_written_once_it_works(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch, caplog: Any) -> None:
+    box = Outbox(str(tmp_path), 1 << 20)
+    put_for_real = box.put
+    failures = [OSError(errno.ENOSPC, "No space left on device")]
+
+    def put(key: str, item: dict) -> Any:
+        if failures:
+            raise failures.pop()
+        return put_for_real(key, item)
+
+    monkeypatch.setattr(box, "put", put)
+    written: List[str] = []
+    writer = OutboxWriter(box, written.append)
+    writer.start()
+    writer.submit("id1", entry(1))
+    writer.submit("id2", entry(2))
+    assert writer.flush(30.0)
+    writer.close()
+    assert written == box.names() and writer.lost == 0
+    assert [(box.read(n) or {})["body"]["id"] for n in written] == ["id1", "id2"]
+    assert "cannot be written ([Errno 28] No space left on device): events wait" in caplog.text
+
+
+def test_closing_while_the_disk_fails_tries_once_more_then_counts_what_is_lost(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch, caplog: Any) -> None:
+    caplog.set_level(logging.ERROR)
+    box = Outbox(str(tmp_path), 1 << 20)
+    tries: List[str] = []
+
+    def put(key: str, item: dict) -> Any:
+        tries.append(key)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(box, "put", put)
+    writer = OutboxWriter(box, lambda name: None)
+    writer.start()
+    writer.submit("id1", entry(1))
+    writer.submit("id2", entry(2))
+    writer.close(timeout=None)
+    assert not writer.thread.is_alive() and writer.lost == 2 and writer.waiting() == 0
+    assert tries[-2:] == ["id1", "id1"]  # the last try came after close
+    assert "2 event(s) could not be written to the upload outbox" in caplog.text
