@@ -182,7 +182,8 @@ def test_the_registry_lists_the_pipelines_and_refuses_unknown_names() -> None:
     assert list(PIPELINES) == ["classify", "clip", "detect", "objects", "segment"]
     assert pipeline_class("classify").name == "classify"
     assert all(pipeline_class(name).name == name for name in PIPELINES)
-    with pytest.raises(InputError, match="unknown pipeline 'bogus'; valid pipelines: classify, clip, obj"):
+    with pytest.raises(InputError,
+                       match="unknown pipeline 'bogus'; valid pipelines: classify, clip, detect, obj"):
         pipeline_class("bogus")
 
 
