@@ -84,11 +84,6 @@ class ThreadOwner(abc.ABC):
                 and (timeout is None or timeout > 0)):
             worker.join(timeout)
 
-    def check_open(self, what: str) -> None:
-        """Raises :class:`ClosedError` saying ``what`` cannot be done, once closed."""
-        if self._closing:
-            raise ClosedError(f"{what}: {self._worker.name} is closed (the node is shutting down)")
-
     @abc.abstractmethod
     def _run(self) -> None:
         """The thread's body: returns once :meth:`_signal_stop` has been called."""
