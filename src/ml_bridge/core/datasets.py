@@ -84,6 +84,7 @@ BUILTIN_DATASETS.register("digits", _digits_builder)
 BUILTIN_DATASETS.register("shapes", "ml_bridge.core.synthetic:shapes", lazy=True)
 BUILTIN_DATASETS.register("shape_crops", "ml_bridge.core.synthetic_crops:shape_crops", lazy=True)
 BUILTIN_DATASETS.register("motion", "ml_bridge.core.synthetic_motion:motion", lazy=True)
+BUILTIN_DATASETS.register("shape_scenes", "ml_bridge.core.shape_scenes:shape_scenes", lazy=True)
 
 
 def check_name(name: str) -> str:
