@@ -135,6 +135,8 @@ def test_nms_is_class_aware_and_takes_negative_scores():
     boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]], np.float32)
     assert nms(boxes, [-1.0, -2.0, -0.5], [0, 1, 0]).tolist() == [2, 1]
     assert nms(np.zeros((0, 4)), [], []).tolist() == []
+    # sub-pixel boxes keep their float geometry (IoU 0.16; truncated to whole pixels it is 1)
+    assert nms([[0, 0, 1.9, 1.9], [0.9, 0.9, 2.8, 2.8]], [0.9, 0.8], [0, 0]).tolist() == [0, 1]
     found = suppress(_boxes(boxes, [0.5, 0.6, 0.7], [0, 0, 0]))
     assert found.scores.tolist() == pytest.approx([0.7])
 
