@@ -14,6 +14,7 @@ from ml_bridge.pipelines.reference import (
     pipeline_schemas,
     stale_rows,
 )
+from ml_bridge.pipelines.track_stage import TRACK_PARAMS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,8 +30,8 @@ def _doc_rows() -> List[str]:
 def test_every_pipeline_declares_its_parameters_and_no_name_is_declared_twice() -> None:
     assert [s.title for s in pipeline_schemas()] == list(PIPELINES)
     names = [p.name for p in all_parameters()]
-    assert len(names) == len(set(names)) == len(NODE_PARAMS) + len(IMAGE_PARAMS) + sum(
-        len(s) for s in pipeline_schemas())
+    assert len(names) == len(set(names)) == len(NODE_PARAMS) + len(IMAGE_PARAMS) + len(
+        TRACK_PARAMS) + sum(len(s) for s in pipeline_schemas())
     assert {"sync_queue", "clip_stride", "max_gap", "min_score", "blur_kernel"} <= set(names)
 
 
