@@ -109,3 +109,21 @@ def test_the_detections_carry_track_ids_to_an_objects_node() -> None:
     decoded = decode(DETECTION2D_ARRAY, full_definition(), buff.getvalue(),
                      generated_classes()[0]._md5sum)
     assert decoded.track_ids == found.track_ids
+
+
+def test_a_restart_keeps_the_tracks() -> None:
+    # The stream restarts a pipeline's state while nobody listens: tracks end by stamps only.
+    model = FakeDetector()
+    pipeline = make_pipeline("detect", model, {"track": True, "track_min_hits": 1})
+    stamp = ModelStamp.of(model, 2)
+    state = pipeline.new_state()
+    seen, durations = [], []
+    for i, frame in enumerate(frames(4)):
+        if i == 2:
+            state = pipeline.restart(state)
+        result = pipeline.run(frame, lambda x: Prediction(model.predict(x), stamp, 1.0), state,
+                              WANTED)
+        assert result is not None
+        seen.append(result.outputs["detections"].track_ids)
+        durations.append(result.outputs["tracks"].tracks[0].duration)
+    assert seen[3] == seen[0] and durations[3] == 0.3
