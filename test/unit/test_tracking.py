@@ -161,3 +161,12 @@ def test_given_ids_are_followed_without_matching_and_end_once() -> None:
     assert looped.restarted and looped.ended == []
     with pytest.raises(InputError, match="one per box"):
         tracker.update_given(BASE_NS, [1, 2], boxes[:1], [0], [0.5], ["a"])
+
+
+def test_a_box_that_is_not_finite_is_never_tracked() -> None:
+    tracker = Tracker(TrackSettings(min_hits=1))
+    boxes = np.array([[np.nan, 0, 10, 10], [20, 20, 30, 30]], np.float32)
+    out = tracker.update(BASE_NS, boxes, [0, 0], [0.5, 0.5], ["a", "a"])
+    assert out.track_ids[0] == 0 and out.track_ids[1] > 0 and len(tracker.live) == 1
+    given = tracker.update_given(BASE_NS, [4, 5], boxes, [0, 0], [0.5] * 2, ["a"] * 2)
+    assert [t.id for t in given.tracks] == [5]

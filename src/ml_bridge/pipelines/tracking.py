@@ -196,10 +196,12 @@ class Tracker:
             raise InputError(f"tracking: {count} boxes but {len(class_ids)} class ids, "
                              f"{len(scores)} scores, {len(labels)} labels; give one per box")
         ended, restarted, alive = self._advance(stamp_ns)
-        ious = iou_matrix(np.array([t.box for t in alive]), boxes)
+        # A box that is not finite (a detector's NaN) is never tracked: it gets id 0.
+        finite = np.isfinite(boxes).all(axis=1)
+        ious = iou_matrix(np.array([t.box for t in alive]), np.where(finite[:, None], boxes, 0.0))
         if ious.size:
             track_classes = np.array([t.class_id for t in alive])[:, None]
-            ious[track_classes != np.asarray(class_ids)[None, :]] = 0.0
+            ious[(track_classes != np.asarray(class_ids)[None, :]) | ~finite[None, :]] = 0.0
         owner: List[Optional[int]] = [None] * count
         for row, col in match(ious, self.settings.iou):
             owner[col] = row
@@ -207,6 +209,9 @@ class Tracker:
         track_ids: List[int] = []
         seen: List[TrackState] = []
         for i in range(count):
+            if not finite[i]:
+                track_ids.append(0)
+                continue
             box = (float(boxes[i, 0]), float(boxes[i, 1]), float(boxes[i, 2]), float(boxes[i, 3]))
             matched = owner[i]
             if matched is None:
@@ -247,7 +252,7 @@ class Tracker:
         track_ids = [int(i) for i in given_ids]
         seen: List[TrackState] = []
         for i, track_id in enumerate(track_ids):
-            if track_id <= 0:
+            if track_id <= 0 or not np.isfinite(boxes[i]).all():
                 continue
             box = (float(boxes[i, 0]), float(boxes[i, 1]), float(boxes[i, 2]), float(boxes[i, 3]))
             old = live.get(track_id)
