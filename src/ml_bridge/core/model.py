@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ml_bridge.core.box_targets import CenterGrid
 from ml_bridge.core.context import Context
 from ml_bridge.core.datasets import Dataset
 from ml_bridge.core.spec import ArraySpec
@@ -50,6 +51,7 @@ class ModelBundle:
     learning_rate: float = 1e-3
     outputs_probabilities: bool = False
     image_format: Optional[ImageFormat] = None   # vision models: what the pipelines feed it
+    box_grid: Optional[CenterGrid] = None        # detectors trained on boxes (BackendModel's)
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,9 @@ class BackendModel(abc.ABC):
     image_format: Optional[ImageFormat] = None
     default_batch_size: int = 32
     default_learning_rate: float = 1e-3
+    #: A detector trained on box targets ([K, 5] per frame): the grid its targets are encoded
+    #: on and its output laid out by (the built-in detectors); None for every other model.
+    box_grid: Optional[CenterGrid] = None
     #: File name suffix of this backend's checkpoints, e.g. ".pt" or ".weights.h5".
     checkpoint_suffix: str = ".ckpt"
 

@@ -30,6 +30,7 @@ from typing import Callable, Dict, Iterator, List, Sequence, Set, Tuple, Union
 
 import numpy as np
 
+from ml_bridge.core.box_targets import stack_targets
 from ml_bridge.core.datasets import Dataset, check_name
 from ml_bridge.core.errors import DatasetError
 
@@ -169,13 +170,17 @@ class SampleStore:
             raise DatasetError(f"recorded dataset '{name}' is empty")
         first_in, first_tg = samples[0]
         for inputs, targets in samples:
+            # A detector's boxes are [K, 5] with K per frame: they may differ in K alone.
             if len(inputs) != len(first_in) or len(targets) != len(first_tg) or any(
                     a.shape != b.shape or a.dtype != b.dtype
-                    for a, b in zip(inputs + targets, first_in + first_tg)):
+                    for a, b in zip(inputs, first_in)) or any(
+                    a.dtype != b.dtype or a.shape[1:] != b.shape[1:]
+                    or (a.shape != b.shape and a.ndim != 2)
+                    for a, b in zip(targets, first_tg)):
                 raise DatasetError(f"recorded dataset '{name}' mixes samples of different shapes "
                                    "or dtypes")
         return Dataset(name, [np.stack([s[0][i] for s in samples]) for i in range(len(first_in))],
-                       [np.stack([s[1][i] for s in samples]) for i in range(len(first_tg))])
+                       [stack_targets([s[1][i] for s in samples]) for i in range(len(first_tg))])
 
 
 def _record(inputs: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> bytes:

@@ -38,7 +38,8 @@ def sample_for_model(model: BackendModel, context: Context, dataset: str,
     # Stored in the model's canonical dtypes and shapes (class ids int64 []): one sample sent
     # as int32 or [1] must not make the dataset a mix that can no longer be stacked.
     tgs = canonical_targets(dataset, sample.targets, model.outputs,
-                            model.n_classes() if model.is_classifier else 0)
+                            model.n_classes() if model.is_classifier else 0,
+                            model.box_grid.classes if model.box_grid is not None else 0)
     return [a[0] for a in ins], [t[0] for t in tgs]
 
 

@@ -18,6 +18,7 @@ from typing import List, Sequence
 
 import numpy as np
 
+from ml_bridge.core.box_targets import check_boxes
 from ml_bridge.core.errors import DatasetError
 from ml_bridge.core.spec import TensorSpec
 
@@ -77,7 +78,7 @@ def cast_target(where: str, target: np.ndarray, spec: TensorSpec) -> np.ndarray:
 
 
 def canonical_targets(name: str, targets: Sequence[np.ndarray], outputs: Sequence[TensorSpec],
-                      classes: int) -> List[np.ndarray]:
+                      classes: int, box_classes: int = 0) -> List[np.ndarray]:
     """Every target checked against its output and in its canonical dtype and shape.
 
     Args:
@@ -85,6 +86,8 @@ def canonical_targets(name: str, targets: Sequence[np.ndarray], outputs: Sequenc
         targets: one array per output trained, samples along axis 0 (at most one per output).
         outputs: the model's output specs.
         classes: the number of classes of output 0 for a classifier; 0 for other models.
+        box_classes: for a detector trained on boxes, its class count: target 0 holds boxes
+            [N, K, 5] (:func:`ml_bridge.core.box_targets.check_boxes`), float32.
 
     Raises:
         DatasetError: naming the dataset, the target and what is wrong with it.
@@ -96,6 +99,9 @@ def canonical_targets(name: str, targets: Sequence[np.ndarray], outputs: Sequenc
     for i, (target, spec) in enumerate(zip(targets, outputs)):
         where = f"dataset '{name}' target {i}"
         target = np.asarray(target)
-        out.append(class_ids(where, target, classes) if classes > 0 and i == 0
-                   else cast_target(where, target, spec))
+        if box_classes > 0 and i == 0:
+            out.append(check_boxes(where, target, box_classes))
+        else:
+            out.append(class_ids(where, target, classes) if classes > 0 and i == 0
+                       else cast_target(where, target, spec))
     return out

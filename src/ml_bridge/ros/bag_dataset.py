@@ -3,6 +3,7 @@ from typing import List
 
 import numpy as np
 
+from ml_bridge.core.box_targets import stack_targets
 from ml_bridge.core.datasets import FILE_LOADERS, Dataset
 from ml_bridge.core.errors import DatasetError
 from ml_bridge.ros.conversions import ConversionError, tensor_to_array
@@ -31,7 +32,7 @@ def load_bag(path: str) -> Dataset:
         raise DatasetError(f"{path} holds no {SAMPLE_TYPE} messages")
     try:
         return Dataset(path, [np.stack(col) for col in zip(*inputs)],
-                       [np.stack(col) for col in zip(*targets)])
+                       [stack_targets(col) for col in zip(*targets)])
     except ValueError as err:
         raise DatasetError(f"{path}: samples differ in shape: {err}") from err
 

@@ -200,3 +200,6 @@ def shapes_seg() -> ModelBundle:
 
 
 #: Built-in model name -> builder.
+
+# The detector has its own module, imported when it is first asked for.
+BUILTINS.register("shapes_det", "ml_bridge.backends.tensorflow.detector:shapes_det", lazy=True)

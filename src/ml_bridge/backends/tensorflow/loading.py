@@ -87,7 +87,8 @@ def _from_bundle(built: Any, source: str, device: str, options: ModelOptions,
                                else probabilities),
         preprocess_image=bundle.preprocess_image, loss=bundle.loss,
         optimizer=bundle.optimizer, metrics=bundle.metrics, batch_size=bundle.batch_size,
-        learning_rate=bundle.learning_rate, rebuild=rebuild, image_format=bundle.image_format)
+        learning_rate=bundle.learning_rate, rebuild=rebuild, image_format=bundle.image_format,
+        box_grid=bundle.box_grid)
 
 
 def _from_path(path: str, device: str, options: ModelOptions) -> BackendModel:

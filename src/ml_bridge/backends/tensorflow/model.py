@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ml_bridge.core.box_targets import CenterGrid, check_boxes
 from ml_bridge.core.context import Context
 from ml_bridge.core.datasets import Dataset
 from ml_bridge.core.errors import (
@@ -46,7 +47,8 @@ class KerasModel(BackendModel):
                  optimizer: Any = None, metrics: Sequence[Any] = (), batch_size: int = 32,
                  learning_rate: float = 1e-3, rebuild: Optional[Callable[[], Any]] = None,
                  specs: Optional[Sequence[List[ArraySpec]]] = None,
-                 image_format: Optional[ImageFormat] = None) -> None:
+                 image_format: Optional[ImageFormat] = None,
+                 box_grid: Optional[CenterGrid] = None) -> None:
         """Wraps ``model``; build it, and call this, inside ``tf.device(device)``.
 
         Args:
@@ -67,6 +69,8 @@ class KerasModel(BackendModel):
             specs: (inputs, outputs) when already known (clones), to skip probing.
             image_format: what a vision model takes per frame (pipelines and the built-in
                 image datasets use it); None for models that take no images.
+            box_grid: for a detector trained on boxes, the grid its targets are encoded on
+                (its labels then name box classes: it is not a classifier).
 
         Raises:
             ModelLoadError: not a Keras 3 model, or its input shapes cannot be told.
@@ -82,7 +86,8 @@ class KerasModel(BackendModel):
         self.source = source
         self.device = device
         self.labels = [str(label) for label in labels]
-        self.is_classifier = bool(self.labels)
+        self.box_grid = box_grid
+        self.is_classifier = bool(self.labels) and box_grid is None
         self.outputs_probabilities = bool(outputs_probabilities)
         self.preprocess_image = preprocess_image
         self.loss = loss
@@ -148,7 +153,8 @@ class KerasModel(BackendModel):
         return KerasModel(copy, self.source, self.device, self.labels, self.outputs_probabilities,
                           self.preprocess_image, self.loss, self.optimizer, self.metrics,
                           self.default_batch_size, self.default_learning_rate, self._rebuild,
-                          specs=(self.inputs, self.outputs), image_format=self.image_format)
+                          specs=(self.inputs, self.outputs), image_format=self.image_format,
+                          box_grid=self.box_grid)
 
     def fit(self, train: Dataset, validation: Optional[Dataset], config: TrainConfig,
             callbacks: Callback, native_callbacks: Sequence[Any] = ()) -> FitResult:
@@ -188,6 +194,9 @@ class KerasModel(BackendModel):
             raise DatasetError(f"dataset '{dataset.name}' has {len(dataset.targets)} target "
                                f"array(s); the model has {len(self.outputs)} output(s)")
         first = dataset.targets[0]
+        if self.box_grid is not None:  # a detector: boxes [N, K, 5], encoded by the trainer
+            return inputs, [check_boxes(f"dataset '{dataset.name}' target 0", first,
+                                        self.box_grid.classes)]
         if self.is_classifier and first.ndim == 3:  # the layout is ours: [N, H, W, C] scores
             self._check_dense(f"dataset '{dataset.name}' target 0", first, inputs)
         targets = canonical_targets(dataset.name, dataset.targets, self.outputs,

@@ -186,8 +186,12 @@ def _loss_and_metrics(model: "KerasModel", dense: bool) -> Tuple[Any, Any]:
     losses = [_keras_loss(p) for p in policies]
     loss = model.loss if model.loss is not None else _one_or_list(losses)
     per_output = [[_keras_metric(name, model) for name in p.metrics] for p in policies]
-    if model.metrics:
-        metrics: Any = list(model.metrics)
+    if model.box_grid is not None:  # a detector: map50, fresh for each run (it holds frames)
+        from .detector import Map50
+
+        metrics: Any = [Map50(model.box_grid)]
+    elif model.metrics:
+        metrics = list(model.metrics)
     elif any(per_output):
         metrics = _one_or_list(per_output)
     else:
@@ -232,15 +236,20 @@ def _fit(model: "KerasModel", train: Dataset, validation: Optional[Dataset],
             raise TrainingError(f"native callback {native!r} is a {type(native).__name__}, not a "
                                 "keras.callbacks.Callback (Keras 3)")
     x, y = model.prepare(train)
+    grid = model.box_grid
+    if grid is not None:  # a detector trains on its boxes' dense encoding
+        y = [grid.encode(y[0])]
     validation_data = None
     if validation is not None:
         vx, vy = model.prepare(validation)
+        if grid is not None:
+            vy = [grid.encode(vy[0])]
         validation_data = (_one_or_list(vx), _one_or_list(vy))
     learning_rate = config.learning_rate or model.default_learning_rate
     batch_size = config.batch_size or model.default_batch_size
     keras_model = model.model
     # Per-pixel targets ([N, H, W] class ids, checked against the output by prepare).
-    dense = per_pixel_targets(model.is_classifier, y[0].ndim)
+    dense = grid is None and per_pixel_targets(model.is_classifier, y[0].ndim)
     loss, metrics = _loss_and_metrics(model, dense)
     with tf.device(model.device):
         # No XLA: its compile time dominates the short runs a robot does, and it retraces.

@@ -234,3 +234,6 @@ def shapes_crop(device: torch.device) -> TorchModel:
                       image_format=CROP_FORMAT)
 
 #: Built-in name -> builder taking the device.
+
+# The detector has its own module, imported when it is first asked for.
+BUILTINS.register("shapes_det", "ml_bridge.backends.torch.detector:shapes_det", lazy=True)

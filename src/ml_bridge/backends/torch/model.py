@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from ml_bridge.backends.torch.core import TorchContext
+from ml_bridge.core.box_targets import check_boxes
 from ml_bridge.core.datasets import Dataset
 from ml_bridge.core.errors import (
     CheckpointError,
@@ -189,6 +190,9 @@ class TorchModel(BackendModel):
                                "arrays; the torch backend trains output 0 on one target array")
         target = dataset.targets[0]
         name = f"dataset '{dataset.name}'"
+        if self.box_grid is not None:  # a detector: boxes [N, K, 5], encoded by the trainer
+            check_boxes(f"{name} target 0", target, self.box_grid.classes)
+            return
         if self.is_classifier:
             if target.ndim == 3:  # the layout is ours: [N, C, H, W] scores
                 self._check_dense(dataset, target)

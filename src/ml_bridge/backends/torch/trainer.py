@@ -9,13 +9,15 @@ them to torch. Output 0 trains on the one target array; a class per pixel means 
 against scores [N, C, H, W], and ``pixel_accuracy`` and ``mean_iou`` come from a confusion
 matrix accumulated over the whole epoch.
 """
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ml_bridge.backends.torch.model import from_numpy, outputs_to_list
+from ml_bridge.backends.torch.model import from_numpy, outputs_to_list, to_numpy
+from ml_bridge.core.box_metrics import MAP50, MapTally
+from ml_bridge.core.box_targets import CenterGrid, check_boxes
 from ml_bridge.core.datasets import Dataset
 from ml_bridge.core.errors import TrainingError
 from ml_bridge.core.metrics import mean_iou, pixel_accuracy
@@ -69,6 +71,9 @@ class Trainer:
         model.check_targets(train)
         if validation is not None:
             model.check_targets(validation)
+        if model.box_grid is not None:  # a detector trains on its boxes' dense encoding
+            train = _encoded(train, model.box_grid)
+            validation = None if validation is None else _encoded(validation, model.box_grid)
         # Per-pixel targets: [N, H, W] class ids (check_targets matched them to the output).
         dense = per_pixel_targets(model.is_classifier, train.targets[0].ndim)
         self.policy = output_policies(model.is_classifier, model.outputs_probabilities, 1,
@@ -167,7 +172,9 @@ class Trainer:
             logs.update(tally.logs())
         return logs
 
-    def _tally(self) -> Optional["_Tally"]:
+    def _tally(self) -> Optional[Union["_Tally", "_BoxTally"]]:
+        if self.model.box_grid is not None:
+            return _BoxTally(self.model.box_grid)
         if not self.policy.metrics:
             return None
         return _Tally(self.model.n_classes(), self.policy.per_pixel)
@@ -222,6 +229,28 @@ class _Tally:
             return {ACCURACY: self.correct / max(self.seen, 1)}
         return {PIXEL_ACCURACY: pixel_accuracy(self.confusion),
                 MEAN_IOU: mean_iou(self.confusion)}
+
+
+class _BoxTally:
+    """A detector's ``map50`` over an epoch (see :class:`MapTally`)."""
+
+    def __init__(self, grid: CenterGrid) -> None:
+        self.tally = MapTally(grid)
+
+    def add(self, output: torch.Tensor, target: torch.Tensor) -> Dict[str, float]:
+        """Collects one batch; the metric needs the whole epoch, so the batch reports none."""
+        self.tally.add(to_numpy(output), to_numpy(target))
+        return {}
+
+    def logs(self) -> Logs:
+        """The epoch's metric."""
+        return {MAP50: self.tally.result()}
+
+
+def _encoded(data: Dataset, grid: CenterGrid) -> Dataset:
+    """``data`` with its boxes replaced by their dense training targets."""
+    return Dataset(data.name, data.inputs, [grid.encode(check_boxes(
+        f"dataset '{data.name}' target 0", data.targets[0], grid.classes))])
 
 
 def _state_copy(module: torch.nn.Module) -> Dict[str, torch.Tensor]:
