@@ -50,8 +50,7 @@ from ml_bridge.pipelines.base import Frame, Pipeline, Request, Result, image_for
 from ml_bridge.pipelines.boxes import NO_ROI, Box, Detections, ObjectResult, Roi, square_crop
 from ml_bridge.pipelines.classify import top_class
 from ml_bridge.pipelines.draw import canvas, draw_boxes
-from ml_bridge.pipelines.objects_tracking import RECLASSIFY_EVERY, Classified, ObjectTracking
-from ml_bridge.pipelines.track_stage import TRACK_OUTPUTS
+from ml_bridge.pipelines.objects_tracking import RECLASSIFY_EVERY, TRACK_OUTPUTS, Classified, ObjectTracking
 
 # Box, Detections and square_crop are used from here by the ROS layer and the tests.
 __all__ = ["NO_ROI", "Box", "Detections", "ObjectResult", "ObjectsPipeline", "ObjectsState", "Roi",
@@ -144,8 +143,7 @@ class ObjectsPipeline(Pipeline[ObjectsState]):
         self.sync_queue: int = self.settings["sync_queue"]
         self.fmt = image_format(model, self.params)
         self.tracking = ObjectTracking(self.params, self.settings["reclassify_every"])
-        if self.tracking.enabled:
-            self.outputs = tuple(self.outputs) + TRACK_OUTPUTS
+        self.outputs = tuple(self.outputs) + (TRACK_OUTPUTS if self.tracking.enabled else ())
         if model.outputs and len(model.outputs[0].shape) not in (0, 2):
             raise InputError(f"the objects pipeline classifies crops and reads scores [N, C], "
                              f"but {model.describe()} outputs {list(model.outputs[0].shape)}; "
