@@ -11,8 +11,8 @@ and gets back the frame's tracks and counts, then adds:
   (:meth:`Tracking.rows`).
 
 The tracker runs on every processed frame whatever is wanted (the tracks must not miss
-frames someone else asked for). The per-stream state survives a pipeline restart
-(:meth:`carry`): tracks end by the frames' stamps, never because nobody listened a while.
+frames someone else asked for). A pipeline keeps this state when it restarts its own
+(``Pipeline.restart``): tracks end by the frames' stamps, never because nobody listened a while.
 """
 from dataclasses import dataclass, field
 from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence
@@ -115,11 +115,9 @@ class Tracking:
         return self.count(state, frame)
 
     @staticmethod
-    def count(state: TrackingState, frame: TrackedFrame,
-              labels: Optional[Mapping[int, str]] = None) -> TrackStep:
-        """Counts a tracked frame; ``labels`` overrides a track's label by id."""
-        names = [(labels or {}).get(t.id, t.label) for t in frame.tracks]
-        return TrackStep(frame, state.counter.update(frame.tracks, frame.ended, names))
+    def count(state: TrackingState, frame: TrackedFrame) -> TrackStep:
+        """Counts a tracked frame, each track under its label."""
+        return TrackStep(frame, state.counter.update(frame.tracks, frame.ended))
 
     def outputs(self, step: TrackStep, wanted: FrozenSet[str],
                 labels: Optional[Mapping[int, str]] = None) -> Dict[str, Any]:
@@ -167,11 +165,6 @@ class Tracking:
             base = {"label": track.label, "class_id": track.class_id, "score": track.score}
             out.append(_track_row(base, track, True, step.counts))
         return out
-
-    @staticmethod
-    def carry(old: Optional[TrackingState], new: Optional[TrackingState]) -> Optional[TrackingState]:
-        """The tracking state a restarted pipeline state goes on with: the old one."""
-        return old if old is not None else new
 
 
 def draw_counts(image: np.ndarray, lines: Sequence[CountLine], counts: Counts) -> np.ndarray:
