@@ -2,7 +2,7 @@
 ``~reclassify_every`` frames; no rospy, no framework.
 
 Where the detections carry the ids of an upstream tracker (a ``detect`` node with ``~track``
-puts each box's track id in its Detection2D ``header.seq``, see docs/guides/detect.md), those
+puts each box's track id in its Detection2D ``header.seq``, see docs/guides/tracking.md), those
 ids are the tracks: nothing is tracked again (:meth:`Tracker.update_given`). Otherwise the
 boxes are tracked here, by IoU alone (the detections say no class). Once a stream has seen
 ids carried, it keeps reading them.
