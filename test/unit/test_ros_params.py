@@ -59,7 +59,8 @@ def loads(monkeypatch: pytest.MonkeyPatch) -> List[Dict[str, Any]]:
     ("max_elements", 0, "~max_elements must be an integer >= 1, got 0"),
     ("keep_checkpoints", -1, "~keep_checkpoints must be an integer >= 0 (0 = keep all), got -1"),
     ("keep_checkpoints", "five", "got 'five'"),
-    ("labels", 7, "~labels must be a list of labels or one comma-separated string, got 7"),
+    ("labels", 7, "~labels must be a list of labels, one comma-separated string, or the path "
+               "of a text file with one label a line, got 7"),
     ("model", ["a", "b"], "~model must be a string, got ['a', 'b']"),
 ])
 def test_bad_model_parameters_are_refused_before_loading(given: Dict[str, Any], loads: List[Any],
