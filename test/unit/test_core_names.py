@@ -3,6 +3,7 @@ still work as deprecated aliases."""
 from typing import Any
 
 import numpy as np
+from test_core_server import LinearModel
 
 from ml_bridge.core import prediction, server, spec, training
 from ml_bridge.core.errors import InputError
@@ -51,3 +52,19 @@ def test_a_pipeline_declares_its_event_kinds_by_either_name() -> None:
     assert tuple(Pipeline.event_kinds) == ("image",)
     new = _NewName(_Model())  # type: ignore[arg-type]
     assert tuple(new.inputs) == ("image", "detections")  # the former name, read
+
+
+def test_a_model_s_specs_answer_to_their_former_names_too() -> None:
+    class Declared(LinearModel):  # specs as class attributes, by their former names
+        inputs = [spec.ArraySpec("pixels", "float32", (-1, 64))]
+        outputs = [spec.ArraySpec("logits", "float32", (-1, 10))]
+
+        def __init__(self) -> None:
+            pass
+
+    model = LinearModel()  # sets self.inputs / self.outputs in __init__
+    assert [s.name for s in model.input_specs] == ["x"] and model.inputs == model.input_specs
+    assert [s.name for s in model.output_specs] == ["scores"] and model.outputs == model.output_specs
+    declared = Declared()
+    assert [s.name for s in declared.input_specs] == [s.name for s in declared.inputs] == ["pixels"]
+    assert [s.name for s in declared.output_specs] == ["logits"]

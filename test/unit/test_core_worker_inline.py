@@ -250,8 +250,8 @@ class Scale:
         self.scale = scale
         self.labels = labels
         self.hold = hold
-        self.inputs = [ArraySpec("x", "float32", (-1, 2))]
-        self.outputs = [ArraySpec("y", "float32", (-1, 2))]
+        self.input_specs = [ArraySpec("x", "float32", (-1, 2))]
+        self.output_specs = [ArraySpec("y", "float32", (-1, 2))]
 
     def predict(self, inputs: List[np.ndarray]) -> List[np.ndarray]:
         if self.hold is not None:

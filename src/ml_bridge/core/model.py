@@ -71,7 +71,7 @@ class ModelStamp:
     @classmethod
     def of(cls, model: "BackendModel", version: int) -> "ModelStamp":
         """The stamp of ``model`` served as ``version``."""
-        return cls(version, tuple(model.labels), tuple(s.name for s in model.outputs),
+        return cls(version, tuple(model.labels), tuple(s.name for s in model.output_specs),
                    bool(model.outputs_probabilities), bool(model.is_classifier))
 
     def label(self, class_id: int) -> str:
@@ -88,8 +88,10 @@ class BackendModel(abc.ABC):
     source: str = ""
     #: Resolved device string, e.g. "cpu", "cuda:0", "/device:CPU:0".
     device: str = "cpu"
-    inputs: List[ArraySpec]
-    outputs: List[ArraySpec]
+    #: What the model takes and returns: one spec per array, in order (``inputs`` and
+    #: ``outputs``, their former names, still work).
+    input_specs: List[ArraySpec]
+    output_specs: List[ArraySpec]
     #: Class labels of a classifier; empty for other models.
     labels: List[str]
     #: True when output 0 is per-class scores: the node adds class ids, scores and labels.
@@ -121,6 +123,32 @@ class BackendModel(abc.ABC):
     def trainable(self) -> bool:
         """False for models that cannot be trained (frozen graphs, SavedModels)."""
         return True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for former, name in (("inputs", "input_specs"), ("outputs", "output_specs")):
+            declared = cls.__dict__.get(former)
+            if declared is not None and not isinstance(declared, property):
+                setattr(cls, name, declared)  # a subclass written with the former name
+                delattr(cls, former)  # so that the property (and its setter) applies again
+
+    @property
+    def inputs(self) -> List[ArraySpec]:
+        """Deprecated name of :attr:`input_specs`: ``inputs`` names the arrays elsewhere."""
+        return self.input_specs
+
+    @inputs.setter
+    def inputs(self, specs: List[ArraySpec]) -> None:
+        self.input_specs = specs
+
+    @property
+    def outputs(self) -> List[ArraySpec]:
+        """Deprecated name of :attr:`output_specs`: ``outputs`` names the arrays elsewhere."""
+        return self.output_specs
+
+    @outputs.setter
+    def outputs(self, specs: List[ArraySpec]) -> None:
+        self.output_specs = specs
 
     @abc.abstractmethod
     def clone(self) -> "BackendModel":

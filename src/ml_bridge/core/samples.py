@@ -24,12 +24,12 @@ def sample_for_model(model: BackendModel, context: Context, dataset: str,
     Raises:
         DatasetError: the sample does not fit the model (what does not, and what it takes).
     """
-    if len(inputs) != len(model.inputs):
+    if len(inputs) != len(model.input_specs):
         raise DatasetError(f"sample has {len(inputs)} input(s); the model takes "
-                           f"{len(model.inputs)}")
-    ins = [_one_sample(np.asarray(a), s) for a, s in zip(inputs, model.inputs)]
+                           f"{len(model.input_specs)}")
+    ins = [_one_sample(np.asarray(a), s) for a, s in zip(inputs, model.input_specs)]
     try:
-        ins = validate_inputs([a[None] for a in ins], model.inputs, max_elements)
+        ins = validate_inputs([a[None] for a in ins], model.input_specs, max_elements)
     except InputError as err:
         raise DatasetError(f"sample does not fit the model: {err}") from err
     sample = Dataset(dataset, ins, [np.asarray(t).reshape((1,) + np.shape(t)) for t in targets])
@@ -37,7 +37,7 @@ def sample_for_model(model: BackendModel, context: Context, dataset: str,
         model.check_targets(sample)
     # Stored in the model's canonical dtypes and shapes (class ids int64 []): one sample sent
     # as int32 or [1] must not make the dataset a mix that can no longer be stacked.
-    tgs = canonical_targets(dataset, sample.targets, model.outputs,
+    tgs = canonical_targets(dataset, sample.targets, model.output_specs,
                             model.n_classes() if model.is_classifier else 0,
                             model.box_grid.classes if model.box_grid is not None else 0)
     return [a[0] for a in ins], [t[0] for t in tgs]

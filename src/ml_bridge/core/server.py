@@ -105,7 +105,7 @@ class ModelServer:
         """What is served, for ``~info``."""
         model, stamp = self._served
         return ModelInfo(model.backend, model.framework_version(), model.device, model.describe(),
-                         stamp.version, list(model.inputs), list(model.outputs),
+                         stamp.version, list(model.input_specs), list(model.output_specs),
                          list(model.labels), self.training)
 
     def _run(self, inputs: List[np.ndarray]) -> Tuple[List[np.ndarray], ModelStamp]:
@@ -113,7 +113,7 @@ class ModelServer:
         return model.predict(inputs), stamp
 
     def _validated(self, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
-        return validate_inputs([np.asarray(a) for a in inputs], self.model.inputs,
+        return validate_inputs([np.asarray(a) for a in inputs], self.model.input_specs,
                                self.max_elements)
 
     def predict_async(self, inputs: Sequence[np.ndarray]) -> "Callable[[Optional[float]], ModelOutput]":

@@ -88,7 +88,7 @@ class MLBridgeNode:
         # Bytes a request may have before its tensors are even looked at: 16 an element (data
         # and values both full of float64; ~max_elements bounds all tensors together), and
         # room for each input's name, dtype and shape.
-        limit = 16 * self.config.max_elements + 4096 * len(server.model.inputs) + (1 << 20)
+        limit = 16 * self.config.max_elements + 4096 * len(server.model.input_specs) + (1 << 20)
         self.predict_srv = LoopedService(
             "~predict", Predict, self.handle_predicts, max_request_bytes=limit,
             hint=f" (~max_elements = {self.config.max_elements} elements a request)",
@@ -133,7 +133,7 @@ class MLBridgeNode:
         if len(body) < 4:
             return None  # genpy's to refuse
         try:
-            check_tensor_count(_COUNT.unpack_from(body)[0], len(self.server.model.inputs))
+            check_tensor_count(_COUNT.unpack_from(body)[0], len(self.server.model.input_specs))
         except ConversionError as err:
             self.stats.record((time.perf_counter() - start) * 1000.0, False)
             return self._refused(str(err))
@@ -146,7 +146,7 @@ class MLBridgeNode:
 
     def _arrays(self, req: PredictRequest) -> List[np.ndarray]:
         """The request's tensors as arrays, their count and sizes checked first."""
-        return tensors_to_arrays(req.inputs, len(self.server.model.inputs),
+        return tensors_to_arrays(req.inputs, len(self.server.model.input_specs),
                                  self.config.max_elements)
 
     def _defer(self, req: PredictRequest) -> Callable[[], ModelOutput]:

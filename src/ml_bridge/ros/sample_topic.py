@@ -182,7 +182,7 @@ class SampleRecorder(ThreadOwner):
 
     def _record(self, dataset: str, msg: Sample) -> int:
         model = self.server.model
-        inputs = tensors_to_arrays(msg.inputs, len(model.inputs), self.max_elements, "sample")
+        inputs = tensors_to_arrays(msg.inputs, len(model.input_specs), self.max_elements, "sample")
         targets = tensors_to_arrays(msg.targets, None, self.max_elements, "sample targets")
         return self.server.record(dataset, inputs, targets)
 
