@@ -12,51 +12,21 @@ reach the HTTP server of this test, which refuses the first tries.
 import json
 import os
 import sys
-import threading
-import time
 import unittest
-from typing import Any, Dict, List, Optional
+from typing import List
 
 import rospy
-from ml_bridge.msg import Counts, Event, Track, Tracks
-from sensor_msgs.msg import Image
+from ml_bridge.msg import Track
 
 import rostest
-from ml_bridge.ros.conversions import array_to_image
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "unit"))
 import crossing_video as video
+from crossing_feed import Feed, stamp_of
 from http_inbox import Inbox as HttpInbox
 
 NS = "/detector/ml_bridge"
-BASE = 1_800_000_000   # the video's first stamp, seconds
 REFUSED = 2            # tries the HTTP server answers 503
-
-
-def stamp_of(index: int) -> rospy.Time:
-    """Frame ``index``'s stamp: BASE + index periods, exact in nanoseconds."""
-    return rospy.Time(BASE) + rospy.Duration(0, index * int(round(video.PERIOD * 1e9)))
-
-
-class Topic:
-    """Every message of a topic in arrival order, and by stamp; waits on a condition."""
-
-    def __init__(self, topic: str, msg_type: Any) -> None:
-        self.cond = threading.Condition()
-        self.messages: List[Any] = []
-        self.by_stamp: Dict[rospy.Time, Any] = {}
-        self.sub = rospy.Subscriber(topic, msg_type, self._got, queue_size=500)
-
-    def _got(self, msg: Any) -> None:
-        with self.cond:
-            self.messages.append(msg)
-            self.by_stamp[msg.header.stamp] = msg
-            self.cond.notify_all()
-
-    def wait(self, stamp: rospy.Time, timeout: float) -> Optional[Any]:
-        with self.cond:
-            self.cond.wait_for(lambda: stamp in self.by_stamp, timeout)
-            return self.by_stamp.get(stamp)
 
 
 class TrackChainTest(unittest.TestCase):
@@ -66,43 +36,20 @@ class TrackChainTest(unittest.TestCase):
         self.http = HttpInbox(refuse=REFUSED, port=int(rospy.get_param("~http_port")))
         self.addCleanup(self.http.close)
         rospy.wait_for_service(NS + "/info", timeout=180)
-        self.pub = rospy.Publisher("/crossing/image_raw", Image, queue_size=10)
-        self.tracks = Topic(NS + "/tracks", Tracks)
-        self.counts = Topic(NS + "/counts", Counts)
-        self.events = Topic(NS + "/events", Event)
-
-    def publish(self, index: int, pixels: Any) -> rospy.Time:
-        msg = array_to_image(pixels, "rgb8")
-        msg.header.stamp, msg.header.frame_id = stamp_of(index), "crossing_cam"
-        self.pub.publish(msg)
-        return msg.header.stamp
-
-    def warm_up(self) -> None:
-        """An empty frame (no square: nothing to track), until the node answers it and
-        ``~events`` is connected."""
-        deadline = time.time() + 120
-        while True:
-            stamp = self.publish(-20, video.frame(-20))
-            if (self.tracks.wait(stamp, 0.5) is not None and self.counts.wait(stamp, 0.5)
-                    is not None and self.events.sub.get_num_connections() > 0):
-                return
-            self.assertLess(time.time(), deadline, "the node did not answer the warm-up frame")
+        self.feed = Feed(NS)
 
     def test_counts_durations_events_and_uploads_equal_the_truth(self) -> None:
-        self.warm_up()
-        for index in range(video.FRAMES):
-            stamp = self.publish(index, video.frame(index))
-            for topic in (self.tracks, self.counts):
-                self.assertIsNotNone(topic.wait(stamp, 60), f"{topic.sub.name}: frame {index}")
+        self.feed.warm_up()
+        self.feed.play()
 
-        last = self.counts.by_stamp[stamp_of(video.FRAMES - 1)]
+        last = self.feed.counts.by_stamp[stamp_of(video.FRAMES - 1)]
         self.assertEqual(dict(zip(last.labels, last.total)), video.totals())
         self.assertEqual(list(last.in_frame), [0] * len(last.labels))
         self.assertEqual(list(last.lines), [video.LINE["name"]])
         self.assertEqual((last.forward[0], last.backward[0]), video.crossings())
 
         # Each square's track ends once; matched to it by label and first frame.
-        ended: List[Track] = [t for msg in self.tracks.messages for t in msg.tracks
+        ended: List[Track] = [t for msg in self.feed.tracks.messages for t in msg.tracks
                               if t.state == Track.ENDED]
         self.assertEqual(len({t.id for t in ended}), len(ended), "a track ended twice")
         by_square = {(t.label, t.first_seen): t for t in ended}
@@ -117,9 +64,8 @@ class TrackChainTest(unittest.TestCase):
 
         # One event per track that lasted MIN_DURATION, none for the others.
         wanted = sorted(track_of[s] for s in video.qualifying())
-        fired = [int(e.values[e.keys.index("track_id")]) for e in self.events.messages]
-        self.assertEqual(sorted(fired), wanted)
-        self.assertTrue(all(e.rule == "stayed" for e in self.events.messages))
+        self.assertEqual(sorted(self.feed.fired()), wanted)
+        self.assertTrue(all(e.rule == "stayed" for e in self.feed.events.messages))
 
         # Every event arrives, once, after the server refused the first tries.
         arrived = self.http.wait_for(
