@@ -18,7 +18,7 @@ if __package__ in (None, ""):  # run as `python bench/run.py`
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # the in-process sides as the node runs (scripts/server)
 
-from bench import phases
+from bench import phases, trackfigs
 from bench.common import Figure, merge_results, missing, table, write_results
 
 #: Every key of results.json, with its goal (issue 5).
@@ -49,6 +49,7 @@ KEYS = [
     ("detect_fps_ratio", ">= 0.9"),
     ("detect_post_share", "<= 0.25"),
     ("detect_vs_handwritten_fps", ">= 1.0"),
+    ("track_cost_share", "<= 0.1"),
 ]
 GOALS = dict(KEYS)
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -162,6 +163,8 @@ def main(argv: Optional[List[str]] = None) -> int:
               lambda: phases.pipeline_figures(reps))
     run.phase("detect post-processing in-process (YOLOv8n-shaped output [1, 84, 8400])",
               ["detect_post_share"], lambda: phases.detect_post(reps))
+    run.phase("tracking + counting in-process (50 tracks, 2 lines) vs shapes_det (torch)",
+              ["track_cost_share"], lambda: trackfigs.track_cost_phase(reps))
     # TensorFlow goes last: once it has run in this process its thread pools compete with
     # torch's (measured: in-process image_cnn frames 50x slower after a Keras fit here).
     ros_phases(run, args, reps)
