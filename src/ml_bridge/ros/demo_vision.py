@@ -6,6 +6,9 @@ published on the camera topic, ``~mask`` compared with their true masks), then r
 synthetic camera and save overlay and mask PNGs under ``build/demo/``. Then the same with
 ``shapes_det`` and ``pipeline:=detect`` on the same master (:mod:`ml_bridge.ros.demo_detect`):
 train on ``shape_scenes``, held-out mAP@0.5 through ``~detections``, overlay PNGs with boxes.
+Then that trained detector with ``~track`` and a count line on a scripted camera of shapes
+crossing the line (:mod:`ml_bridge.ros.demo_track`): counts per label and line against the
+truth, overlay PNGs with boxes, track ids and the line.
 """
 import argparse
 import os
@@ -32,7 +35,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--workdir", default=os.path.join(os.getcwd(), "build", "demo"))
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--det-epochs", type=int, default=15,
-                        help="epochs of shapes_det on shape_scenes (0: no detection part)")
+                        help="epochs of shapes_det on shape_scenes (0: no detection and no "
+                             "tracking part)")
     args = parser.parse_args(argv)
     port = private_master(args.workdir)
     # The master is a process of its own, so that it outlives the segment node's launch and
@@ -55,6 +59,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                   f"{os.path.join(args.workdir, 'detect.log')}")
             launch = _launch(port, args, "shapes_det", "detect", "detect.log")
             ok = detect_story(launch, camera, args) and ok
+            from ml_bridge.ros.demo_track import start_node, track_story
+
+            _stop_all(camera, launch)
+            print(f"== the tracking node (the trained shapes_det, ~track, a count line); log: "
+                  f"{os.path.join(args.workdir, 'track.log')}")
+            launch = start_node(port, args)
+            ok = track_story(launch, args) and ok
         print("== demo-vision " + ("finished: all steps as expected" if ok else
                                    "FAILED: see above"))
         return 0 if ok else 1
