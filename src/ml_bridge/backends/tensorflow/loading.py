@@ -1,4 +1,5 @@
-"""``load_model(source, options)``: built-ins, factories, .keras files and exported models.
+"""``load_model(source, options)``: built-ins, factories, .keras files and exported models;
+``check_weights_file``: a checkpoint checked before Keras reads it.
 
 Accepted model sources, tried in this order:
 
@@ -17,13 +18,15 @@ ending in a softmax are detected) and, for SavedModels, ``signature``.
 import os
 from typing import Any, Callable, Optional
 
-from ml_bridge.core.errors import MLBridgeError, ModelLoadError
+from ml_bridge.core.errors import CheckpointError, MLBridgeError, ModelLoadError
 from ml_bridge.core.factory import import_factory, is_factory
 from ml_bridge.core.model import BackendModel, ModelBundle, ModelOptions
 
 from .core import parse_device
 
-__all__ = ["load_model"]
+__all__ = ["check_weights_file", "load_model"]
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 _FORMS = ("a built-in name ({builtins}), a .keras file, a SavedModel directory, a frozen "
           "GraphDef .pb file (with input_tensor and output_tensor), or a package.module:callable "
@@ -136,3 +139,41 @@ def _load_keras_file(path: str, device: str, options: ModelOptions,
         return KerasModel(model, path, device, labels=list(options.labels),
                           outputs_probabilities=probabilities, rebuild=load)
 
+
+def check_weights_file(path: str, suffix: str, n_weights: int) -> None:
+    """Refuses, before Keras sees it, a file that is not a Keras HDF5 weight file of a model with
+    ``n_weights`` weight arrays.
+
+    Raises:
+        CheckpointError: missing, another suffix, not HDF5 (e.g. a pickle), corrupt, or a
+            different number of weight arrays.
+    """
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not path.endswith(suffix):
+        raise CheckpointError(f"checkpoint {path}: TensorFlow checkpoints are Keras weight files "
+                              f"ending in '{suffix}'")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head != _HDF5_SIGNATURE:
+        what = (" It looks like a Python pickle, which is refused: unpickling can run code."
+                if head[:1] == b"\x80" else "")
+        raise CheckpointError(f"checkpoint {path} is not an HDF5 weight file (it starts with "
+                              f"{head!r}).{what}")
+    import h5py
+
+    count = [0]
+
+    def visit(name: str, obj: Any) -> None:
+        # A trained model's file also holds its optimizer's state, which serving does not load.
+        if isinstance(obj, h5py.Dataset) and not name.startswith("optimizer/"):
+            count[0] += 1
+
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(visit)
+    except OSError as err:
+        raise CheckpointError(f"checkpoint {path} is corrupt: {err}") from err
+    if count[0] != n_weights:
+        raise CheckpointError(f"checkpoint {path} holds {count[0]} weight arrays; this model has "
+                              f"{n_weights}: it was saved from a different model")

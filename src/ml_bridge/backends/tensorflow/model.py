@@ -1,5 +1,4 @@
 """KerasModel: a Keras 3 model served eagerly through one compiled call, trainable."""
-import os
 import sys
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
@@ -25,9 +24,8 @@ from ml_bridge.core.vision import ImageFormat
 
 from . import trainer
 from .core import capture
+from .loading import check_weights_file
 from .specs import first_line, input_specs, output_specs, zero_batch
-
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 class KerasModel(BackendModel):
@@ -240,7 +238,7 @@ class KerasModel(BackendModel):
         Raises:
             CheckpointError: missing, not HDF5 (e.g. a pickle), corrupt, or not this model's.
         """
-        _check_weights_file(path, self.checkpoint_suffix, len(self.model.weights))
+        check_weights_file(path, self.checkpoint_suffix, len(self.model.weights))
         before = self.model.get_weights()
         try:
             self.model.load_weights(path)
@@ -267,36 +265,3 @@ class KerasModel(BackendModel):
 def _unwrap(built: Any) -> Any:
     """The keras.Model of a factory's result (a model or a ModelBundle)."""
     return getattr(built, "model", built)
-
-
-def _check_weights_file(path: str, suffix: str, n_weights: int) -> None:
-    """Refuses, before Keras sees it, a file that is not a Keras HDF5 weight file."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    if not path.endswith(suffix):
-        raise CheckpointError(f"checkpoint {path}: TensorFlow checkpoints are Keras weight files "
-                              f"ending in '{suffix}'")
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head != _HDF5_SIGNATURE:
-        what = (" It looks like a Python pickle, which is refused: unpickling can run code."
-                if head[:1] == b"\x80" else "")
-        raise CheckpointError(f"checkpoint {path} is not an HDF5 weight file (it starts with "
-                              f"{head!r}).{what}")
-    import h5py
-
-    count = [0]
-
-    def visit(name: str, obj: Any) -> None:
-        # A trained model's file also holds its optimizer's state, which serving does not load.
-        if isinstance(obj, h5py.Dataset) and not name.startswith("optimizer/"):
-            count[0] += 1
-
-    try:
-        with h5py.File(path, "r") as f:
-            f.visititems(visit)
-    except OSError as err:
-        raise CheckpointError(f"checkpoint {path} is corrupt: {err}") from err
-    if count[0] != n_weights:
-        raise CheckpointError(f"checkpoint {path} holds {count[0]} weight arrays; this model has "
-                              f"{n_weights}: it was saved from a different model")
