@@ -20,7 +20,7 @@ import numpy as np
 
 from ml_bridge.core.box_targets import check_boxes
 from ml_bridge.core.errors import DatasetError
-from ml_bridge.core.spec import TensorSpec
+from ml_bridge.core.spec import ArraySpec
 
 
 def class_ids(where: str, target: np.ndarray, classes: int) -> np.ndarray:
@@ -49,7 +49,7 @@ def class_ids(where: str, target: np.ndarray, classes: int) -> np.ndarray:
     return np.ascontiguousarray(ids, dtype=np.int64)
 
 
-def cast_target(where: str, target: np.ndarray, spec: TensorSpec) -> np.ndarray:
+def cast_target(where: str, target: np.ndarray, spec: ArraySpec) -> np.ndarray:
     """A non-class target checked against its output's rank and fixed dims, in its dtype.
 
     Raises:
@@ -77,7 +77,7 @@ def cast_target(where: str, target: np.ndarray, spec: TensorSpec) -> np.ndarray:
     return cast
 
 
-def canonical_targets(name: str, targets: Sequence[np.ndarray], outputs: Sequence[TensorSpec],
+def canonical_targets(name: str, targets: Sequence[np.ndarray], outputs: Sequence[ArraySpec],
                       classes: int, box_classes: int = 0) -> List[np.ndarray]:
     """Every target checked against its output and in its canonical dtype and shape.
 
