@@ -111,6 +111,19 @@ def test_native_early_stop_reports_stopped(mlp: KerasModel, data: Dict[str, Data
     assert result.stopped and result.epochs_completed == 2
 
 
+def test_the_same_run_twice_gives_the_same_weights(mlp: KerasModel,
+                                                   data: Dict[str, Dataset]) -> None:
+    # The training set's order is seeded, as the torch trainer's: a goal's outcome (and the
+    # built-ins' held-out scores) does not depend on which run it was.
+    weights = []
+    for _ in range(2):
+        model = mlp.clone()
+        model.fit(data["train"], None, TrainConfig(epochs=2, batch_size=100), Callback())
+        weights.append(model.model.get_weights())
+    for first, second in zip(*weights):
+        np.testing.assert_allclose(first, second, rtol=1e-5, atol=1e-6)
+
+
 def _with_targets(dataset: Dataset, targets: np.ndarray) -> Dataset:
     return Dataset("bad", dataset.inputs, [targets])
 

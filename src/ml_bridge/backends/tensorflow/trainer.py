@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 
 _CUSTOM_GRADIENT = "CustomGradient-"
 
+#: Seed of the training set's order (as the torch trainer's): the same goal gives the same weights.
+SHUFFLE_SEED = 0
+
 
 def _gradient_registry() -> Optional[Dict[str, Any]]:
     """TensorFlow's gradient function table (private), or None if this version has none."""
@@ -203,6 +206,22 @@ def _one_or_list(items: List[Any]) -> Any:
     return items[0] if len(items) == 1 else items
 
 
+def _shuffled_batches(x: List[np.ndarray], y: List[np.ndarray],
+                      batch_size: int) -> tf.data.Dataset:
+    """The training arrays in batches, shuffled anew every epoch from :data:`SHUFFLE_SEED`.
+
+    Keras's own shuffle of arrays draws from TensorFlow's global seed, which nothing sets, so
+    the same goal trained twice gave different weights (and held-out scores); with an op-level
+    seed the order depends on the run alone.
+    """
+    def one_or_tuple(arrays: List[np.ndarray]) -> Any:
+        return arrays[0] if len(arrays) == 1 else tuple(arrays)
+
+    data = tf.data.Dataset.from_tensor_slices((one_or_tuple(x), one_or_tuple(y)))
+    return data.shuffle(len(x[0]), seed=SHUFFLE_SEED, reshuffle_each_iteration=True).batch(
+        batch_size)
+
+
 def fit(model: "KerasModel", train: Dataset, validation: Optional[Dataset], config: TrainConfig,
         callbacks: Callback, native_callbacks: Sequence[Any] = ()) -> FitResult:
     """Trains ``model`` in place on this thread (call it with the model's context restored).
@@ -260,10 +279,9 @@ def _fit(model: "KerasModel", train: Dataset, validation: Optional[Dataset],
         forward = _Forward(callbacks, partial)
         stopped = False
         try:
-            keras_model.fit(_one_or_list(x), _one_or_list(y), batch_size=batch_size,
+            keras_model.fit(_shuffled_batches(x, y, batch_size),
                             epochs=config.epochs, validation_data=validation_data,
-                            shuffle=True, verbose=0,
-                            callbacks=[forward, *native_callbacks])
+                            verbose=0, callbacks=[forward, *native_callbacks])
         except _Stop:
             stopped = True
         except (tf.errors.OpError, ValueError, TypeError) as err:
