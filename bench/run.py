@@ -2,7 +2,8 @@
 
 Every figure is a ratio measured side by side in this run (the median of several repetitions,
 with the spread). Writes bench/results.json (each key a number, or null with the reason in
-``_details``) and prints the table. About 9 minutes on a 2-core machine.
+``_details``) and prints the table. About 10 minutes on a 2-core machine. ``--only PREFIXES``
+runs only the figures whose keys start so and updates them in the results, keeping the rest.
 """
 import argparse
 import os
