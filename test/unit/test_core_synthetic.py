@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from ml_bridge.core import synthetic
 from ml_bridge.core.datasets import BUILTIN_DATASETS
 from ml_bridge.core.errors import DatasetError, InputError
 from ml_bridge.core.metrics import confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
@@ -60,6 +61,40 @@ def test_every_class_is_present_and_every_frame_holds_a_shape() -> None:
     # No class is a rarity: each shape covers at least 2 % of all pixels.
     share = np.bincount(masks.ravel(), minlength=4) / masks.size
     assert (share[1:] > 0.02).all(), share
+
+
+def test_training_frames_hold_shapes_up_to_half_the_frame_and_grey_backgrounds() -> None:
+    frames, masks = shapes_frames(False)
+    # Objects close to the camera: one class covers 40 % of the frame in some frames.
+    counts = np.stack([np.bincount(m.ravel(), minlength=4) for m in masks]) / masks[0].size
+    assert (counts[:, 1:].max(axis=1) >= 0.4).mean() >= 0.05
+    # Grey ground (concrete, asphalt): the background's channels agree in some frames.
+    spread = [float(np.ptp(f[m == 0].astype(np.int16), axis=1).mean()) for f, m in zip(frames, masks)]
+    assert (np.array(spread) < 4.0).mean() >= 0.1
+
+
+def test_every_shape_of_a_scene_keeps_most_of_itself_visible(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A shape hidden but for a sliver leaves pixels whose class nothing in the frame shows:
+    # noise in the labels the segmenter trains and is scored on.
+    footprints = []
+
+    def recording(image: np.ndarray, mask: np.ndarray, kind: int, *args: object,
+                  **kwargs: object) -> None:
+        alone = np.zeros_like(mask)
+        draw_shape(image.copy(), alone, kind, *args, **kwargs)  # type: ignore[arg-type]
+        footprints.append((kind, alone == kind))
+        draw_shape(image, mask, kind, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(synthetic, "draw_shape", recording)
+    rng = np.random.default_rng(5)
+    visible = []
+    for i in range(600):  # square frames and the larger canvases squeezed into training frames
+        footprints.clear()
+        _, mask = render_scene(rng, *[(64, 64), (64, 96), (128, 100), (150, 192)][i % 4],
+                               max_shapes=4)
+        visible += [float((mask[where] == kind).mean()) for kind, where in footprints if where.any()]
+    assert min(visible) >= 0.7, sorted(visible)[:5]
 
 
 @pytest.mark.parametrize("kind", [CIRCLE, SQUARE, TRIANGLE])

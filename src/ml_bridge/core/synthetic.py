@@ -1,9 +1,11 @@
 """Synthetic shape scenes from fixed seeds: the ``shapes`` dataset and a moving-scene source.
 
 Filled circles, squares and triangles of random size, colour and rotation are drawn over a
-textured background (colour gradients, blotches and noise), so a model has to learn shape and
-not just "anything that is not the background colour". Everything is numpy and OpenCV, and
-every array comes from a fixed seed: nothing is downloaded and every run sees the same data.
+textured background (colour gradients, blotches and noise; grey ground; stripes and plaids),
+so a model has to learn shape and not just "anything that is not the background colour".
+Shapes range from about 12 pixels across at 64 x 64 to ones covering half the frame, and a
+third of the colours are saturated hues. Everything is numpy and OpenCV, and every array
+comes from a fixed seed: nothing is downloaded and every run sees the same data.
 
 The drawing functions are public so other datasets (crops of single shapes) and the synthetic
 camera reuse exactly the look the segmentation model is trained on.
@@ -16,6 +18,7 @@ import numpy as np
 
 from ml_bridge.core.datasets import Dataset
 from ml_bridge.core.errors import DatasetError
+from ml_bridge.core.synthetic_textures import scene_background, textured_background
 from ml_bridge.core.vision import ImageFormat, resize
 
 #: Class ids of the ``shapes`` masks: the index of each label.
@@ -23,43 +26,21 @@ SHAPE_LABELS = ["background", "circle", "square", "triangle"]
 CIRCLE, SQUARE, TRIANGLE = 1, 2, 3
 
 #: Frames per split and their seeds: held-out frames come from another seed and are never
-#: trained on. Sizes keep 10 epochs of ``shapes_seg`` at about a minute on a 2-core CPU.
+#: trained on. Sizes keep 10 epochs of ``shapes_seg`` at about two minutes on a 2-core CPU.
 SIZE = 64
-TRAIN_FRAMES = 2000
+TRAIN_FRAMES = 2500
 HELDOUT_FRAMES = 256
 TRAIN_SEED = 20240611
 HELDOUT_SEED = 99170531
 
-#: Shape sizes relative to the shorter image side.
-MIN_SIZE, MAX_SIZE = 0.25, 0.5
+#: Shape sizes relative to the shorter image side (``SMALL_SIZE``: the smallest in a scene of
+#: the dataset, about 12 pixels across at 64 x 64).
+MIN_SIZE, MAX_SIZE, SMALL_SIZE = 0.25, 0.5, 0.18
+#: The first shape of some scenes is larger, up to this: a disc then covers about half of a
+#: square frame, as an object close to the camera does (``LARGE_SHARE`` of the scenes).
+LARGE_SIZE, LARGE_SHARE = 0.85, 0.35
 #: Sub-pixel precision of OpenCV's drawing (fixed-point bits).
 _SHIFT = 4
-
-
-def textured_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """A uint8 H x W x 3 background: a colour gradient, soft blotches, fine texture, noise.
-
-    The texture is defined relative to the image size (a fixed number of blotches and grain
-    cells), so a background looks the same at 64 x 64 as at 640 x 480.
-    """
-    import cv2
-
-    c0 = rng.uniform(20, 235, 3)
-    c1 = rng.uniform(20, 235, 3)
-    theta = rng.uniform(0, 2 * math.pi)
-    ys = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None]
-    xs = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :]
-    t = math.cos(theta) * xs + math.sin(theta) * ys
-    t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
-    image = c0[None, None, :] * (1.0 - t[:, :, None]) + c1[None, None, :] * t[:, :, None]
-    # Blotches: a coarse random grid blown up smoothly; grain: a finer one, one value per
-    # cell for all channels (luminance texture).
-    blotches = rng.normal(0.0, 28.0, (4, 4, 3)).astype(np.float32)
-    image += cv2.resize(blotches, (width, height), interpolation=cv2.INTER_CUBIC)
-    grain = rng.normal(0.0, 14.0, (16, 16)).astype(np.float32)
-    image += cv2.resize(grain, (width, height), interpolation=cv2.INTER_LINEAR)[:, :, None]
-    image += rng.normal(0.0, 6.0, (height, width, 1)).astype(np.float32)
-    return np.clip(image, 0, 255).astype(np.uint8)
 
 
 def shape_points(kind: int, center: Tuple[float, float], size: float,
@@ -125,23 +106,46 @@ def contrasting_color(rng: np.random.Generator, behind: np.ndarray,
     return color
 
 
+def shape_color(rng: np.random.Generator, behind: np.ndarray) -> np.ndarray:
+    """A shape's fill colour: a third are saturated (any hue, as painted objects are), the
+    rest anywhere in the RGB cube; either way at least 110 from ``behind`` (see
+    :func:`contrasting_color`)."""
+    if rng.random() >= 1.0 / 3.0:
+        return contrasting_color(rng, behind)
+    for _ in range(20):
+        hue = rng.uniform(0, 6)
+        ramp = np.clip(np.abs(((hue + np.array([0.0, 4.0, 2.0])) % 6) - 3) - 1, 0, 1)
+        color = rng.uniform(120, 255) * (1.0 - rng.uniform(0.75, 1.0) * (1.0 - ramp))
+        if float(np.abs(color - behind).sum()) >= 110.0:
+            return color
+    return contrasting_color(rng, behind)
+
+
 def render_scene(rng: np.random.Generator, height: int, width: int,
                  max_shapes: int = 3) -> Tuple[np.ndarray, np.ndarray]:
-    """A scene of 1..``max_shapes`` shapes of random kinds, sizes, colours and rotations.
+    """A scene of 1..``max_shapes`` shapes of random kinds, sizes, colours and rotations on a
+    :func:`scene_background`.
 
     Shapes may overlap a little and reach over the border a little, as objects do in a
-    camera's view, but each keeps most of its outline visible (so its class can be told).
+    camera's view, but each keeps most of its outline visible (so its class can be told):
+    they are drawn largest first, so a shape drawn later, on top, is never the larger one.
 
     Returns:
         (image uint8 H x W x 3 RGB, mask uint8 H x W of class ids 0..3).
     """
-    image = textured_background(rng, height, width)
+    image = scene_background(rng, height, width)
     mask = np.zeros((height, width), np.uint8)
     side = min(height, width)
     placed: List[Tuple[float, float, float]] = []
-    for _ in range(int(rng.integers(1, max_shapes + 1))):
+    count = int(rng.integers(1, max_shapes + 1))
+    largest = LARGE_SIZE if rng.random() < LARGE_SHARE else MAX_SIZE
+    sizes = rng.uniform(SMALL_SIZE, MAX_SIZE, count) * side
+    sizes[0] = rng.uniform(SMALL_SIZE, largest) * side
+    # Largest first: a small shape drawn over a large one still leaves most of the large
+    # one's outline, whereas a large one drawn later could hide all but a sliver of a small
+    # one, leaving pixels whose class nothing in the frame shows.
+    for size in sorted(sizes, reverse=True):
         kind = int(rng.integers(1, 4))
-        size = rng.uniform(MIN_SIZE, MAX_SIZE) * side
         for _attempt in range(10):
             x = rng.uniform(size * 0.4, width - size * 0.4)
             y = rng.uniform(size * 0.4, height - size * 0.4)
@@ -151,7 +155,7 @@ def render_scene(rng: np.random.Generator, height: int, width: int,
             continue  # no room left: fewer shapes
         placed.append((x, y, size))
         behind = image[int(y), int(x)].astype(np.float64)
-        color = contrasting_color(rng, behind)
+        color = shape_color(rng, behind)
         draw_shape(image, mask, kind, (x, y), size, color, rng.uniform(0, 2 * math.pi))
     return image, mask
 
@@ -161,10 +165,10 @@ def _training_scene(rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
     and squeezed to 64 x 64, as a camera frame is by the pipeline (4:3 frames make circles
     slightly oval), so the model segments squeezed frames as well as square ones."""
     if rng.random() < 0.5:
-        return render_scene(rng, SIZE, SIZE)
+        return render_scene(rng, SIZE, SIZE, max_shapes=4)
     height = int(SIZE * rng.uniform(1.0, 3.0))
     width = int(round(height * math.exp(rng.uniform(math.log(0.75), math.log(1.5)))))
-    image, mask = render_scene(rng, height, width)
+    image, mask = render_scene(rng, height, width, max_shapes=4)
     return resize(image, (SIZE, SIZE)), _resize_mask(mask, (SIZE, SIZE))
 
 
