@@ -147,12 +147,12 @@ SEG_FORMAT = ImageFormat((64, 64), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224
 
 
 def _seg_conv(x: keras.KerasTensor, filters: int, name: str, seed: int,
-              stride: int = 1) -> keras.KerasTensor:
+              stride: int = 1, dilation: int = 1) -> keras.KerasTensor:
     # torch's default kernel init (uniform, variance 1/(3 fan_in)): with He's the held-out
     # IoU after 10 epochs was 0.85 against 0.90.
     init = keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform", seed=seed)
-    x = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
-                            kernel_initializer=init, name=name)(x)
+    x = keras.layers.Conv2D(filters, 3, strides=stride, dilation_rate=dilation, padding="same",
+                            use_bias=False, kernel_initializer=init, name=name)(x)
     # torch's BatchNorm defaults (Keras's momentum 0.99 lags behind in a 600-step run,
     # leaving the eval-mode statistics stale).
     x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
@@ -163,15 +163,22 @@ def _seg_input(image: np.ndarray) -> List[np.ndarray]:
     return [SEG_FORMAT.frame(image)[None]]
 
 
+def _seg_optimizer(learning_rate: float) -> keras.optimizers.Optimizer:
+    # Adam whose final weights are the moving average of the last hundred or so steps': at a
+    # constant rate each step's weights are a noisy draw around the optimum (held-out mean IoU
+    # varying by 0.03-0.05 from epoch to epoch), and their average is nearer to it.
+    return keras.optimizers.Adam(learning_rate=learning_rate, use_ema=True, ema_momentum=0.99)
+
+
 @BUILTINS.register("shapes_seg")
 def shapes_seg() -> ModelBundle:
     """Segmenter: float32 [N, 64, 64, 3] (ImageNet-normalised RGB) -> [N, 64, 64, 4] logits of
     background, circle, square, triangle per pixel.
 
     The torch built-in's small U-Net: stages at 1/2, 1/4 and 1/8 of the frame, a decoder
-    joining the encoder's features of the same size, scores at 1/2 resized bilinearly.
-    Defaults (batch 32, Adam at 3e-3) train 10 epochs on ``shapes`` in about a minute on a
-    2-core CPU.
+    joining the encoder's features of the same size, scores at 1/2 resized bilinearly; its
+    deepest stage is dilated. Defaults (batch 16, Adam at 1.5e-3) train 10 epochs on ``shapes``
+    in about two minutes on a 2-core CPU.
     """
     widths = (16, 32, 64)
     image = keras.Input(SEG_FORMAT.input_shape(), dtype="float32", name="image")
@@ -180,9 +187,12 @@ def shapes_seg() -> ModelBundle:
     seed = SEED + 40
     for i, width in enumerate(widths):
         x = _seg_conv(x, width, f"down{i + 1}", seed, stride=2)
+        # The deepest stage is dilated so that its features span the whole frame, as the
+        # torch built-in's.
+        dilation = 2 if i == len(widths) - 1 else 1
         for j in range(2 if i else 0):  # the first stage only halves the frame
             seed += 1
-            x = _seg_conv(x, width, f"enc{i + 1}_{j + 1}", seed)
+            x = _seg_conv(x, width, f"enc{i + 1}_{j + 1}", seed, dilation=dilation)
         skips.append(x)
         seed += 1
     skips.pop()
@@ -195,8 +205,10 @@ def shapes_seg() -> ModelBundle:
                             kernel_initializer=keras.initializers.GlorotUniform(seed=seed))(x)
     scores = keras.layers.UpSampling2D(2, interpolation="bilinear", name="scores")(x)
     return ModelBundle(model=keras.Model(image, scores, name="shapes_seg"), labels=SHAPE_LABELS,
-                       preprocess_image=_seg_input, batch_size=32, learning_rate=3e-3,
-                       image_format=SEG_FORMAT)
+                       # The torch built-in's batch; at its learning rate (3e-3) Keras's
+                       # training stalls on the varied scenes, so half of it.
+                       preprocess_image=_seg_input, batch_size=16, learning_rate=1.5e-3,
+                       optimizer=_seg_optimizer, image_format=SEG_FORMAT)
 
 
 #: Built-in model name -> builder.

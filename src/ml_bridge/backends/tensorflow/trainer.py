@@ -277,11 +277,15 @@ def _fit(model: "KerasModel", train: Dataset, validation: Optional[Dataset],
         partial = PartialWeights(config.keep_partial, keras_model.get_weights,
                                  keras_model.set_weights)
         forward = _Forward(callbacks, partial)
+        # An optimizer that averages the weights (use_ema) serves the average after fit;
+        # validation then measures it too, not the last step's weights.
+        averaging = ([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)]
+                     if getattr(keras_model.optimizer, "use_ema", False) else [])
         stopped = False
         try:
             keras_model.fit(_shuffled_batches(x, y, batch_size),
                             epochs=config.epochs, validation_data=validation_data,
-                            verbose=0, callbacks=[forward, *native_callbacks])
+                            verbose=0, callbacks=[forward, *averaging, *native_callbacks])
         except _Stop:
             stopped = True
         except (tf.errors.OpError, ValueError, TypeError) as err:
