@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from ml_bridge.core.errors import InputError
+from ml_bridge.pipelines.boxes import NO_ROI, Box, ObjectResult
 
 #: An RGB colour.
 Colour = Tuple[int, int, int]
@@ -257,3 +258,15 @@ def draw_lines(image: np.ndarray, lines: Sequence[Tuple[str, Segment]],
         text_box(image, f"{name} >{forward} <{backward}", middle_x, middle_y, TEXT_BOX, style,
                  below=True)
     return image
+
+
+def boxes_overlay(image: np.ndarray, boxes: List[Box], objects: List[ObjectResult],
+                  track_ids: Optional[List[int]] = None) -> np.ndarray:
+    """A copy of the frame with each classified object's box (the detector's, not the square
+    crop), label and score (and confirmed track id, per box); refused objects are left out."""
+    shown = [(box, o) for box, o in zip(boxes, objects) if o.class_id >= 0 and o.roi != NO_ROI]
+    corners = [(b.x_center - b.width / 2.0, b.y_center - b.height / 2.0,
+                b.x_center + b.width / 2.0, b.y_center + b.height / 2.0) for b, _ in shown]
+    tracks = None if track_ids is None else [track_ids[o.detection_index] or None for _, o in shown]
+    return draw_boxes(canvas(image), corners, [o.label for _, o in shown],
+                      [o.score for _, o in shown], tracks, [o.class_id for _, o in shown])

@@ -49,7 +49,7 @@ from ml_bridge.core.server import Prediction
 from ml_bridge.pipelines.base import Frame, Pipeline, Request, Result, image_format, main_output
 from ml_bridge.pipelines.boxes import NO_ROI, Box, Detections, ObjectResult, Roi, square_crop
 from ml_bridge.pipelines.classify import top_class
-from ml_bridge.pipelines.draw import canvas, draw_boxes
+from ml_bridge.pipelines.draw import boxes_overlay
 from ml_bridge.pipelines.objects_tracking import RECLASSIFY_EVERY, TRACK_OUTPUTS, Classified, ObjectTracking
 
 # Box, Detections and square_crop are used from here by the ROS layer and the tests.
@@ -74,18 +74,6 @@ def stamp_ns(frame: Frame) -> int:
     if isinstance(secs, int) and isinstance(nsecs, int):
         return secs * 1_000_000_000 + nsecs
     return int(round(float(frame.stamp) * 1e9))
-
-
-def boxes_overlay(image: np.ndarray, boxes: List[Box], objects: List[ObjectResult],
-                  track_ids: Optional[List[int]] = None) -> np.ndarray:
-    """A copy of the frame with each classified object's box (the detector's, not the square
-    crop), label and score (and confirmed track id, per box); refused objects are left out."""
-    shown = [(box, o) for box, o in zip(boxes, objects) if o.class_id >= 0 and o.roi != NO_ROI]
-    corners = [(b.x_center - b.width / 2.0, b.y_center - b.height / 2.0,
-                b.x_center + b.width / 2.0, b.y_center + b.height / 2.0) for b, _ in shown]
-    tracks = None if track_ids is None else [track_ids[o.detection_index] or None for _, o in shown]
-    return draw_boxes(canvas(image), corners, [o.label for _, o in shown],
-                      [o.score for _, o in shown], tracks, [o.class_id for _, o in shown])
 
 
 def same_frame(frame_id: str, detections: Detections) -> bool:
