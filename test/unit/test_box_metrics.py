@@ -2,7 +2,7 @@
 dense box encoding the built-in detectors train on, and detection target checks."""
 import contextlib
 import io
-from typing import List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 import pytest
@@ -19,7 +19,7 @@ cocoeval = pytest.importorskip("pycocotools.cocoeval")
 def coco_map50(detections: Sequence[Boxes], truths: Sequence[np.ndarray], classes: int) -> float:
     """pycocotools' AP at IoU 0.5, area "all", 100 detections per image (stats[1])."""
     images = [{"id": i + 1, "width": 640, "height": 640} for i in range(len(truths))]
-    annotations = []
+    annotations: List[Dict[str, Any]] = []
     for i, truth in enumerate(truths):
         for row in truth:
             w, h = float(row[3] - row[1]), float(row[4] - row[2])
@@ -43,7 +43,8 @@ def coco_map50(detections: Sequence[Boxes], truths: Sequence[np.ndarray], classe
     return float(evaluation.stats[1])
 
 
-def random_case(rng: np.random.Generator, images: int, classes: int):
+def random_case(rng: np.random.Generator, images: int,
+                classes: int) -> Tuple[List[Boxes], List[np.ndarray]]:
     truths: List[np.ndarray] = []
     detections: List[Boxes] = []
     for _ in range(images):

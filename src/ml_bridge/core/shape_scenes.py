@@ -33,7 +33,10 @@ HELDOUT_FRAMES = 200
 TRAIN_SEED = 20261202
 HELDOUT_SEED = 77310419
 #: Shape sizes (circle diameter, square side, triangle size) relative to the frame side.
-MIN_SIZE, MAX_SIZE = 0.11, 0.44
+MIN_SIZE, MAX_SIZE = 0.14, 0.45
+#: The farthest a shape's outline reaches from its centre, relative to its size (a
+#: triangle's corners: 0.7; a square's: 0.71).
+_RADIUS = 0.72
 
 
 def shape_box(kind: int, center: Tuple[float, float], size: float, angle: float) -> np.ndarray:
@@ -52,8 +55,7 @@ def render_boxes_scene(rng: np.random.Generator, height: int = SIZE, width: int 
                        grey_share: float = 0.25) -> Tuple[np.ndarray, np.ndarray]:
     """One scene of 1..``max_shapes`` shapes and their boxes.
 
-    Shapes may overlap a little and reach over the border a little (their boxes are clipped
-    to the frame), but each keeps most of its outline visible, so its class can be told.
+    Shapes are whole and do not touch, so each one's class can be told from the frame.
 
     Args:
         rng: the generator everything is drawn from.
@@ -76,11 +78,12 @@ def render_boxes_scene(rng: np.random.Generator, height: int = SIZE, width: int 
     for _ in range(int(rng.integers(1, max_shapes + 1))):
         kind = int(rng.integers(1, 4))
         size = rng.uniform(*sizes) * side
-        for _attempt in range(10):
-            x = rng.uniform(size * 0.45, width - size * 0.45)
-            y = rng.uniform(size * 0.45, height - size * 0.45)
-            # Centres far enough apart that no shape hides much of another.
-            if all(math.hypot(x - px, y - py) >= 0.6 * (size + ps) for px, py, ps in placed):
+        for _attempt in range(40):
+            # Whole shapes, apart: a square cut by the border or by another shape may look
+            # like a triangle, and a label the frame cannot support only teaches memorising.
+            x = rng.uniform(size * _RADIUS, width - size * _RADIUS)
+            y = rng.uniform(size * _RADIUS, height - size * _RADIUS)
+            if all(math.hypot(x - px, y - py) >= _RADIUS * (size + ps) for px, py, ps in placed):
                 break
         else:
             continue  # no room left: fewer shapes
@@ -132,7 +135,7 @@ def scale_boxes(boxes: np.ndarray, from_size: Tuple[int, int],
     sy = to_size[0] / from_size[0]
     sx = to_size[1] / from_size[1]
     real = out[..., 0] >= 0
-    out[..., 1:5] = np.where(real[..., None], out[..., 1:5] * np.float32([sx, sy, sx, sy]),
+    out[..., 1:5] = np.where(real[..., None], out[..., 1:5] * np.array([sx, sy, sx, sy], np.float32),
                              out[..., 1:5])
     return out
 

@@ -1,7 +1,7 @@
 """The built-in detector ``shapes_det`` (Keras), its loss and its ``map50`` metric.
 
-The torch built-in's network, channels last: a stride-4 stem, stages at 1/8 and 1/16 of the
-frame, the deepest joined back to 1/8, and per cell of the 1/8 grid a heatmap score per class, the
+The torch built-in's network, channels last: stages at 1/2, 1/4, 1/8 and 1/16 of the frame,
+the deepest joined back to 1/8, and per cell of the 1/8 grid a heatmap score per class, the
 box centre's offset in the cell and the box size. It serves the YOLOv8 layout
 ``[N, 4 + C, A]`` (cx, cy, w, h in input pixels, then class probabilities), as the torch one
 does, and trains on :class:`ml_bridge.core.box_targets.CenterGrid` targets.
@@ -133,22 +133,18 @@ def shapes_det() -> ModelBundle:
     on a 2-core CPU.
     """
     grid = CenterGrid(DET_FORMAT.size, STRIDE, len(SCENE_LABELS))
-    widths = (24, 48, 64)
+    widths = (16, 32, 48, 64)
     image = keras.Input(DET_FORMAT.input_shape(), dtype="float32", name="image")
-    # The stem sees each 4 x 4 patch once: a 1/2 stage's work at a fraction of its cost.
-    stem = keras.layers.Conv2D(widths[0], 4, strides=4, use_bias=False, name="stem",
-                               kernel_initializer=keras.initializers.VarianceScaling(
-                                   1.0 / 3.0, "fan_in", "uniform", seed=SEED))(image)
-    stem = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="stem_bn")(stem)
-    x = keras.layers.ReLU(name="stem_relu")(stem)
+    x = _conv(image, widths[0], "down1", SEED, stride=2)
     x = _conv(x, widths[1], "down2", SEED + 1, stride=2)
-    x = _conv(x, widths[1], "enc2", SEED + 2)
-    deep = _conv(x, widths[2], "down3", SEED + 3, stride=2)
-    deep = _conv(deep, widths[2], "enc3", SEED + 4, dilation=2)
-    lateral = keras.layers.Conv2D(widths[1], 1, name="lateral",
+    x = _conv(x, widths[2], "down3", SEED + 2, stride=2)
+    x = _conv(x, widths[2], "enc3", SEED + 3)
+    deep = _conv(x, widths[3], "down4", SEED + 4, stride=2)
+    deep = _conv(deep, widths[3], "enc4", SEED + 5, dilation=2)
+    lateral = keras.layers.Conv2D(widths[2], 1, name="lateral",
                                   kernel_initializer=keras.initializers.GlorotUniform(SEED + 6))
     up = keras.layers.UpSampling2D(2, name="up")(lateral(deep))
-    x = _conv(keras.layers.Add(name="join")([x, up]), widths[1], "merge", SEED + 7)
+    x = _conv(keras.layers.Add(name="join")([x, up]), widths[2], "merge", SEED + 7)
     bias = np.zeros(4 + grid.classes, np.float32)
     bias[2:4] = math.log(2.0)  # boxes start 2 cells wide
     bias[4:] = math.log(PRIOR / (1 - PRIOR))
