@@ -22,7 +22,7 @@ import rostest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "unit"))
 import crossing_video as video
-from crossing_feed import Feed, stamp_of
+from crossing_feed import WAIT, Feed, stamp_of
 from http_inbox import Inbox as HttpInbox
 
 NS = "/detector/ml_bridge"
@@ -64,6 +64,9 @@ class TrackChainTest(unittest.TestCase):
 
         # One event per track that lasted MIN_DURATION, none for the others.
         wanted = sorted(track_of[s] for s in video.qualifying())
+        # An uploading rule's event is published once its outbox entry is on the disk: it may
+        # come after the last frame's tracks and counts.
+        self.feed.events.wait_for(lambda msgs: len(msgs) >= len(wanted), WAIT)
         self.assertEqual(sorted(self.feed.fired()), wanted)
         self.assertTrue(all(e.rule == "stayed" for e in self.feed.events.messages))
 

@@ -1,7 +1,10 @@
 """The ``upload`` action in the rules: its schema, the checks at start-up, the event body's
 values, and what /diagnostics says; no master."""
 import math
-from typing import Any, Dict
+import os
+import threading
+from types import SimpleNamespace
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import pytest
@@ -99,3 +102,82 @@ def test_diagnostics_count_uploads_and_warn_while_they_fail_or_were_dropped(
         (DiagnosticStatus.WARN, "2 event(s) dropped unsent: the outbox was full or could not be "
          "written; raise ~upload_outbox_mb, free space in ~record_dir")]
     node.uploader.close()  # (the recorder needs ROS time to close)
+
+
+class Events:
+    """A ``~events`` publisher that notes, for each event, whether its outbox entry was on the
+    disk when it was published."""
+
+    def __init__(self, outbox_dir: Any) -> None:
+        self.outbox_dir = outbox_dir
+        self.published: List[Tuple[str, List[str]]] = []
+        self.cond = threading.Condition()
+
+    def publish(self, event: Any) -> None:
+        with self.cond:
+            self.published.append((event.rule, sorted(os.listdir(self.outbox_dir))))
+            self.cond.notify_all()
+
+
+def fire(node: RosRules, score: float) -> None:
+    stream = SimpleNamespace(camera="", topic="/cam", pipeline=SimpleNamespace(model_source="m"))
+    node.on_result(stream, Result(  # type: ignore[arg-type]
+        Frame(np.zeros((2, 2), np.uint8), stamp=1.0), ModelStamp(1), 1.0,
+        rows=[{"label": "cat", "score": score}]))
+
+
+def test_an_uploading_event_is_announced_only_once_its_outbox_entry_is_durable(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("rospy.Publisher", lambda *_a, **_kw: None)
+    node = RosRules([rule()], str(tmp_path), 1, [""])
+    assert node.uploader is not None
+    outbox = node.uploader.outbox
+    node.events = events = Events(outbox.directory)  # type: ignore[assignment]
+    monkeypatch.setattr(node.recorder, "trigger", lambda name: "")
+    entered, release = threading.Event(), threading.Event()
+    put_for_real = outbox.put
+
+    def slow_put(key: str, entry: Dict[str, Any]) -> Any:  # a disk that takes its time
+        entered.set()
+        assert release.wait(30.0)
+        return put_for_real(key, entry)
+
+    monkeypatch.setattr(outbox, "put", slow_put)
+    node.uploader.writer.start()  # the writer only: no sender takes entries away
+    try:
+        fire(node, 0.9)  # the stream's thread does not wait for the disk
+        assert entered.wait(30.0)
+        assert events.published == []  # not durable yet: a SIGKILL now loses nothing announced
+        release.set()
+        with events.cond:
+            assert events.cond.wait_for(lambda: events.published, 30.0)
+        [(name, on_disk)] = events.published
+        assert name == "seen" and [n for n in on_disk if n.endswith(".json")] == outbox.names()
+        assert len(outbox.names()) == 1
+    finally:
+        release.set()
+        node.uploader.writer.close(None)
+        node.uploader.outbox.close()
+
+
+def test_an_event_whose_entry_cannot_be_kept_is_logged_not_announced(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("rospy.Publisher", lambda *_a, **_kw: None)
+    errors: List[str] = []
+    monkeypatch.setattr("rospy.logerr", lambda text, *args: errors.append(text % args))
+    node = RosRules([rule()], str(tmp_path), 1, [""])
+    assert node.uploader is not None
+    node.events = events = Events(node.uploader.outbox.directory)  # type: ignore[assignment]
+    monkeypatch.setattr(node.recorder, "trigger", lambda name: "")
+    node.uploader.outbox.max_bytes = 10  # no entry fits
+    node.uploader.writer.start()
+    try:
+        fire(node, 0.9)
+        assert node.uploader.flush(30.0)
+        assert events.published == [] and node.counters()["upload_dropped"] == 1
+        [error] = errors
+        assert "rule 'seen' fired on /cam (score=0.9), but its event was not announced" in error
+        assert "raise ~upload_outbox_mb" in error
+    finally:
+        node.uploader.writer.close(None)
+        node.uploader.outbox.close()

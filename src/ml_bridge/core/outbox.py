@@ -10,8 +10,8 @@ may come back and be sent again, which "at least once" allows.
 The outbox is bounded: a new entry that would take it past ``max_bytes`` drops the oldest
 entries first, and counts them. An exclusive ``flock`` on ``.lock`` keeps a second process
 out of the same directory (it dies with the process, so a killed node's outbox is taken over
-by the next start). :class:`OutboxWriter` puts entries in on a thread of its own, so the
-thread an event comes from never waits on the disk.
+by the next start). :class:`~ml_bridge.core.outbox_writer.OutboxWriter` puts entries in on a
+thread of its own, so the thread an event comes from never waits on the disk.
 """
 import fcntl
 import json
@@ -19,19 +19,12 @@ import logging
 import os
 import re
 import threading
-from collections import deque
-from typing import IO, Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import IO, Any, Dict, List, Optional
 
 from ml_bridge.core.errors import InputError
-from ml_bridge.core.threads import ThreadOwner
-from ml_bridge.core.upload_http import backoff
 
 SUFFIX = ".json"
 TMP = ".tmp"
-#: The most events waiting for the disk (a disk that keeps failing); the oldest go first.
-MAX_WAITING = 10_000
-#: The longest wait, in seconds, before writing again to a disk that failed.
-RETRY_MAX = 30.0
 log = logging.getLogger(__name__)
 # An entry's name: its sequence number (oldest first when sorted) and the event's id.
 _ENTRY = re.compile(r"^[0-9]{12,}-[0-9A-Za-z_-]+\.json$")
@@ -210,78 +203,7 @@ def _sync_dir(directory: str) -> None:
         os.close(fd)
 
 
-class OutboxWriter(ThreadOwner):
-    """Puts submitted entries into the outbox, in order, on its own thread."""
+# Re-exported: the writer lives in a module of its own (it imports nothing from here at run time).
+from ml_bridge.core.outbox_writer import OutboxWriter  # noqa: E402
 
-    def __init__(self, outbox: Outbox, written: Callable[[str], None]) -> None:
-        """``written`` is called with each new entry's name, once it is on the disk."""
-        super().__init__("ml_bridge-outbox")
-        self.outbox = outbox
-        self.lost = 0  # events that never reached the disk
-        self._written = written
-        self._cond = threading.Condition()
-        self._queue: Deque[Tuple[str, Dict[str, Any]]] = deque()
-        self._busy = False
-        self._stop = False
-
-    def submit(self, key: str, entry: Dict[str, Any]) -> None:
-        """Queues ``entry`` (``key``: its file-name-safe id); returns at once."""
-        with self._cond:
-            if len(self._queue) >= MAX_WAITING:
-                self._queue.popleft()
-                self.lost += 1
-            self._queue.append((key, entry))
-            self._cond.notify_all()
-
-    def waiting(self) -> int:
-        """Entries not on the disk yet."""
-        with self._cond:
-            return len(self._queue)
-
-    def flush(self, timeout: Optional[float] = None) -> bool:
-        """Waits until every entry submitted so far is on the disk (or lost); False on timeout."""
-        with self._cond:
-            return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout)
-
-    def _signal_stop(self) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
-
-    def _run(self) -> None:
-        failures = 0
-        while True:
-            with self._cond:
-                self._cond.wait_for(lambda: bool(self._queue) or self._stop)
-                if not self._queue:
-                    return
-                key, entry = self._queue[0]
-                self._busy = True
-            try:
-                name = self.outbox.put(key, entry)
-            except OSError as err:  # a full disk: the events wait in memory and it tries again
-                failures += 1
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
-                    if self._stop and failures > 1:  # tried once more after close: given up
-                        self.lost += len(self._queue)
-                        log.error("%d event(s) could not be written to the upload outbox %s "
-                                  "(%s) and are not uploaded", len(self._queue),
-                                  self.outbox.directory, err)
-                        self._queue.clear()
-                        return
-                    if failures == 1:
-                        log.error("the upload outbox %s cannot be written (%s): events wait in "
-                                  "memory; free space in ~record_dir", self.outbox.directory, err)
-                    self._cond.wait_for(lambda: self._stop, backoff(failures, RETRY_MAX))
-                continue
-            if failures:
-                log.info("the upload outbox %s is written again", self.outbox.directory)
-            failures = 0
-            with self._cond:
-                self._queue.popleft()
-                self._busy = False
-                self._cond.notify_all()
-            if name is not None:
-                self._written(name)
+__all__ = ["Outbox", "OutboxWriter"]

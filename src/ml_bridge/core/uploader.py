@@ -23,7 +23,8 @@ import urllib.parse
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, Optional, Set
 
-from ml_bridge.core.outbox import Outbox, OutboxWriter
+from ml_bridge.core.outbox import Outbox
+from ml_bridge.core.outbox_writer import OutboxWriter
 from ml_bridge.core.threads import ThreadOwner
 from ml_bridge.core.upload_http import Http, backoff
 
@@ -101,10 +102,13 @@ class Uploader(ThreadOwner):
         self.writer.start()
         super().start()
 
-    def submit(self, entry: Dict[str, Any]) -> None:
+    def submit(self, entry: Dict[str, Any],
+               done: Optional[Callable[[bool], None]] = None) -> None:
         """Queues an event for upload (any thread; returns at once). ``entry["body"]["id"]``
-        must be file-name safe (a hex uuid)."""
-        self.writer.submit(str(entry["body"]["id"]), entry)
+        must be file-name safe (a hex uuid). ``done`` is called on the writer thread with True
+        once the entry is durable in the outbox, with False if it never will be: an event is
+        announced there, never before."""
+        self.writer.submit(str(entry["body"]["id"]), entry, done)
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Waits until every event submitted so far is in the outbox; False on timeout."""

@@ -98,14 +98,33 @@ class RosRules:
         if bag is None or self.events is None:
             return
         header = result.frame.header if result.frame.header is not None else Header()
-        self.events.publish(Event(header=header, rule=match.rule.name, bag=bag,
-                                  keys=list(match.keys), values=list(match.values)))
-        if match.rule.upload is not None and self.uploader is not None:  # queued: returns at once
-            self.uploader.submit(event_entry(match, stream.camera, result,
-                                             getattr(stream.pipeline, "model_source", ""), bag))
+        event = Event(header=header, rule=match.rule.name, bag=bag, keys=list(match.keys),
+                      values=list(match.values))
         looked = ", ".join(f"{k}={v}" for k, v in zip(match.keys, match.values))
-        rospy.loginfo("rule '%s' fired on %s (%s)%s", match.rule.name, stream.camera or stream.topic,
-                      looked, f"; recording {bag}" if bag else "")
+        said = (f"rule '{match.rule.name}' fired on {stream.camera or stream.topic} ({looked})"
+                + (f"; recording {bag}" if bag else ""))
+        if match.rule.upload is None or self.uploader is None:
+            self._announce(event, said, True)
+            return
+        # Announced => durable: the writer thread publishes it once its outbox entry is
+        # fsynced (a SIGKILL before that loses an event nobody was told of); the stream
+        # only queues it and goes on.
+        self.uploader.submit(
+            event_entry(match, stream.camera, result,
+                        getattr(stream.pipeline, "model_source", ""), bag),
+            lambda durable: self._announce(event, said, durable))
+
+    def _announce(self, event: Event, said: str, durable: bool) -> None:
+        """Publishes a fired event on ``~events``; one whose upload entry could not be kept
+        (outbox full or its disk failing) is not announced, it is logged."""
+        if not durable:
+            rospy.logerr("%s, but its event was not announced: it could not be kept in the "
+                         "upload outbox (full or not writable; see /diagnostics); raise "
+                         "~upload_outbox_mb or free space in ~record_dir", said)
+            return
+        assert self.events is not None
+        self.events.publish(event)
+        rospy.loginfo("%s", said)
 
     def counters(self) -> Dict[str, int]:
         """Counters for diagnostics (empty without rules)."""
