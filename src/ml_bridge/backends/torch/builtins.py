@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ml_bridge.backends.torch.averaged import AveragedModule
 from ml_bridge.backends.torch.model import TorchModel
 from ml_bridge.core.errors import BackendError
 from ml_bridge.core.registry import Registry
@@ -108,25 +109,34 @@ SEG_FORMAT = ImageFormat((64, 64), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224
                          channels_first=True)
 
 
-def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+def _conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation,
+                                   dilation=dilation, bias=False),
                          nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-class ShapesSeg(nn.Module):
+class ShapesSeg(AveragedModule):
     """A small U-Net at half resolution: stages at 1/2, 1/4 and 1/8 of the input, a decoder
     that upsamples and joins the encoder's features of the same size, and class scores at
-    1/2 resized bilinearly to the input size. About 26 M multiply-adds per 64 x 64 frame."""
+    1/2 resized bilinearly to the input size. About 26 M multiply-adds per 64 x 64 frame.
+
+    It serves the moving average of its last hundred or so training steps' weights
+    (:class:`AveragedModule`): at a constant learning rate each step's weights are a noisy
+    draw around the optimum, and their average is nearer to it."""
 
     def __init__(self, classes: int = 4, widths: Tuple[int, ...] = (16, 32, 64)) -> None:
         """Builds the layers (random weights)."""
-        super().__init__()
+        super().__init__(momentum=0.99)
         stages = []
         cin = 3
         for i, width in enumerate(widths):
-            # The first stage only halves the frame; deeper ones also look wider.
+            # The first stage only halves the frame; deeper ones also look wider. The deepest
+            # one's convolutions are dilated so that its features span the whole frame: the
+            # middle of a shape covering half the frame must see the shape's outline.
+            dilation = 2 if i == len(widths) - 1 else 1
             stages.append(nn.Sequential(_conv(cin, width, 2),
-                                        *[_conv(width, width) for _ in range(2 if i else 0)]))
+                                        *[_conv(width, width, dilation=dilation)
+                                          for _ in range(2 if i else 0)]))
             cin = width
         self.encoder = nn.ModuleList(stages)
         decoder = []
@@ -138,6 +148,7 @@ class ShapesSeg(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[N, 3, H, W] normalised RGB (H, W multiples of 8) -> [N, classes, H, W] logits."""
+        self.track_average()
         size = x.shape[-2:]
         skips = []
         for stage in self.encoder:
@@ -158,8 +169,10 @@ def shapes_seg(device: torch.device) -> TorchModel:
     """The ``shapes_seg`` segmenter: float32 [N, 3, 64, 64] (ImageNet-normalised RGB) ->
     [N, 4, 64, 64] logits of background, circle, square, triangle per pixel.
 
-    Its defaults (Adam, learning rate 3e-3, batch 32) train 10 epochs on the built-in
-    ``shapes`` in about a minute on a 2-core CPU.
+    Its defaults (Adam, learning rate 1.5e-3, batch 16, as the Keras built-in's) train 10
+    epochs on the built-in ``shapes`` in about two minutes on a 2-core CPU. Batch 16 gives
+    twice the steps of 32 in the same time, which the varied ``shapes`` scenes need to be
+    learnt in 10 epochs; at twice this rate it fits them less well.
     """
     size = SEG_FORMAT.size
     with torch.device("cpu"):
@@ -168,7 +181,7 @@ def shapes_seg(device: torch.device) -> TorchModel:
                       inputs=[TensorSpec("image", "float32", (-1, 3) + size)],
                       outputs=[TensorSpec("scores", "float32", (-1, len(SHAPE_LABELS)) + size)],
                       labels=SHAPE_LABELS, outputs_probabilities=False,
-                      preprocess_image=_seg_input, batch_size=32, learning_rate=3e-3,
+                      preprocess_image=_seg_input, batch_size=16, learning_rate=1.5e-3,
                       image_format=SEG_FORMAT)
 
 
