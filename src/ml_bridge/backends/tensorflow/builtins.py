@@ -165,8 +165,8 @@ def _seg_input(image: np.ndarray) -> List[np.ndarray]:
 
 def _seg_optimizer(learning_rate: float) -> keras.optimizers.Optimizer:
     # Adam whose final weights are the moving average of the last hundred or so steps': at a
-    # constant rate each step's weights are a noisy draw around the optimum (held-out mean IoU
-    # varying by 0.03-0.05 from epoch to epoch), and their average is nearer to it.
+    # constant rate each step's weights are a noisy draw around the optimum, and their
+    # average is nearer to it (the torch built-in averages the same way).
     return keras.optimizers.Adam(learning_rate=learning_rate, use_ema=True, ema_momentum=0.99)
 
 

@@ -283,9 +283,11 @@ def _fit(model: "KerasModel", train: Dataset, validation: Optional[Dataset],
                      if getattr(keras_model.optimizer, "use_ema", False) else [])
         stopped = False
         try:
+            # shuffle=False: the pipeline shuffles itself (Keras warns otherwise).
             keras_model.fit(_shuffled_batches(x, y, batch_size),
                             epochs=config.epochs, validation_data=validation_data,
-                            verbose=0, callbacks=[forward, *averaging, *native_callbacks])
+                            shuffle=False, verbose=0,
+                            callbacks=[forward, *averaging, *native_callbacks])
         except _Stop:
             stopped = True
         except (tf.errors.OpError, ValueError, TypeError) as err:
