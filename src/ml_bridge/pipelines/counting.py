@@ -1,4 +1,4 @@
-"""Counting confirmed tracks per label and across lines (``~count_lines``); numpy-free, no rospy.
+"""Counting confirmed tracks per label and across lines (``~count_lines``); numpy, no rospy.
 
 A count line is ``{name, points: [[x1, y1], [x2, y2]]}`` in frame pixels (x right, y down).
 With p0, p1 its points and c a box centre, ``side(c) = sign((p1.x - p0.x) * (c.y - p0.y) -
@@ -12,12 +12,15 @@ the crossing is counted when it reaches the other side.
 A track is followed from the centre of its first box (:attr:`TrackState.origin`), so an object
 that crossed while its track was still tentative is counted when the track is confirmed.
 """
+import collections
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Sequence, Set, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
+
+import numpy as np
 
 from ml_bridge.core.errors import InputError
-from ml_bridge.pipelines.tracking import TrackState
+from ml_bridge.pipelines.tracking import TrackArrays, TrackState
 
 Point = Tuple[float, float]
 
@@ -117,18 +120,29 @@ class Counts:
 
 
 class Counter:
-    """Counts of one camera since the node started; :meth:`update` once per tracked frame."""
+    """Counts of one camera since the node started; :meth:`update` once per tracked frame.
+
+    What it keeps per followed track is in rows of arrays (one row per track id, one column
+    per line), so a frame costs array operations over all tracks and lines at once.
+    """
 
     def __init__(self, lines: Sequence[CountLine] = ()) -> None:
         """Starts with every count at zero."""
         self.lines = list(lines)
+        count = len(self.lines)
+        self._p0 = np.array([line.p0 for line in self.lines], np.float64).reshape(-1, 2)
+        self._p1 = np.array([line.p1 for line in self.lines], np.float64).reshape(-1, 2)
+        self._dx, self._dy = self._p1[:, 0] - self._p0[:, 0], self._p1[:, 1] - self._p0[:, 1]
         self._totals: Dict[str, int] = {}           # label -> unique confirmed tracks
-        self._counted: Set[int] = set()             # track ids in the totals
-        self._forward = [0] * len(self.lines)
-        self._backward = [0] * len(self.lines)
-        # (track id, line index) -> (last side off the line, the centre that had it)
-        self._sides: Dict[Tuple[int, int], Tuple[int, Point]] = {}
-        self._crossed: Set[Tuple[int, int, int]] = set()   # (track id, line, direction)
+        self._ids = np.zeros(0, np.int64)           # the followed tracks' ids, ascending
+        # Per row and line: the last side off the line (+1.0, -1.0; 0.0: none yet) and the
+        # centre that had it; per row, line and direction (forward, backward): whether it was
+        # counted.
+        self._side = np.zeros((0, count))
+        self._point = np.zeros((0, count, 2), np.float64)
+        self._crossed = np.zeros((0, count, 2), bool)
+        self._forward = np.zeros(count, np.int64)
+        self._backward = np.zeros(count, np.int64)
 
     def update(self, tracks: Sequence[TrackState], ended: Sequence[TrackState] = (),
                labels: Sequence[str] = ()) -> Counts:
@@ -140,47 +154,90 @@ class Counter:
             labels: per track, the label to count it under (default: the track's own, e.g.
                 a secondary classifier's).
         """
-        names = list(labels) if labels else [t.label for t in tracks]
-        in_frame: Dict[str, int] = {}
-        for track, label in zip(tracks, names):
-            in_frame[label] = in_frame.get(label, 0) + 1
-            if track.id not in self._counted:
-                self._counted.add(track.id)
-                self._totals[label] = self._totals.get(label, 0) + 1
-            for index, line in enumerate(self.lines):
-                self._follow(track, index, line)
-        for track in ended:
-            self._counted.discard(track.id)   # ids are never reused: the set stays small
-            for index in range(len(self.lines)):
-                self._sides.pop((track.id, index), None)
-                self._crossed.discard((track.id, index, 1))
-                self._crossed.discard((track.id, index, -1))
+        return self.update_arrays(TrackArrays.of(tracks), [t.id for t in ended], labels)
+
+    def update_arrays(self, tracks: TrackArrays, ended_ids: Sequence[int] = (),
+                      labels: Sequence[str] = ()) -> Counts:
+        """:meth:`update` with the tracks as columns and the ended ones by id."""
+        names = list(labels) if labels else tracks.labels
+        if len(names) < len(tracks):   # as zip would: tracks without a label are not counted
+            tracks = tracks.take(np.arange(len(names)))
+        in_frame = collections.Counter(names[:len(tracks)])   # keys in order of appearance
+        rows = self._rows_of(tracks.ids, names, tracks.origins)
+        if self.lines and len(rows):
+            self._follow(rows, tracks.centres())
+        if ended_ids:
+            self._forget(ended_ids)
         for label in in_frame:
             self._totals.setdefault(label, 0)
         known = list(self._totals)
         return Counts(known, [in_frame.get(k, 0) for k in known], [self._totals[k] for k in known],
-                      [line.name for line in self.lines], list(self._forward), list(self._backward))
+                      [line.name for line in self.lines], self._forward.tolist(),
+                      self._backward.tolist())
 
-    def _follow(self, track: TrackState, index: int, line: CountLine) -> None:
-        """Counts a crossing of ``line`` by ``track``'s centre since its last side."""
-        key = (track.id, index)
-        if key not in self._sides:
-            start = line.side(track.origin)
-            if start:
-                self._sides[key] = (start, track.origin)
-        centre = track.centre
-        side = line.side(centre)
-        if not side:
+    def _rows_of(self, ids: np.ndarray, names: Sequence[str], origins: np.ndarray) -> np.ndarray:
+        """The rows of ``ids`` (the rows are kept in id order); a track seen for the first
+        time gets one, followed from its origin, and is counted under its label."""
+        rows = np.searchsorted(self._ids, ids)
+        known = rows < len(self._ids)
+        known[known] = self._ids[rows[known]] == ids[known]
+        if known.all():
+            return rows
+        new: Dict[int, int] = {}   # id -> its first index in this frame
+        for i in np.flatnonzero(~known).tolist():
+            new.setdefault(int(ids[i]), i)
+        for i in new.values():
+            self._totals[names[i]] = self._totals.get(names[i], 0) + 1
+        first = np.array(list(new.values()), np.int64)
+        # A track is followed from its first box's centre: its side of each line, if on one.
+        start = self._sides(origins[first])
+        point = np.broadcast_to(origins[first][:, None, :], start.shape + (2,))
+        ids_now = np.concatenate([self._ids, ids[first]])
+        order = np.argsort(ids_now, kind="stable")
+        self._ids = ids_now[order]
+        self._side = np.concatenate([self._side, start])[order]
+        self._point = np.concatenate([self._point, point])[order]
+        self._crossed = np.concatenate([self._crossed,
+                                        np.zeros((len(first), len(self.lines), 2), bool)])[order]
+        return np.searchsorted(self._ids, ids)
+
+    def _sides(self, points: np.ndarray) -> np.ndarray:
+        """[N, L] :meth:`CountLine.side` of each point [N, 2] for each line (as floats)."""
+        cross = (self._dx * (points[:, 1, None] - self._p0[:, 1])
+                 - self._dy * (points[:, 0, None] - self._p0[:, 0]))
+        return np.sign(cross)
+
+    def _follow(self, rows: np.ndarray, centres: np.ndarray) -> None:
+        """Counts the crossings of every line by the tracks' centres since their last sides."""
+        last, point = self._side[rows], self._point[rows]
+        side = self._sides(centres)
+        on = side != 0.0
+        if on.all():
+            self._side[rows], self._point[rows] = side, centres[:, None, :]
+        else:   # a centre on a line keeps its last side
+            self._side[rows] = np.where(on, side, last)
+            self._point[rows] = np.where(on[..., None], centres[:, None, :], point)
+        track, line = np.nonzero(last * side < 0.0)   # from one side to the other
+        if not len(track):
             return
-        last = self._sides.get(key)
-        self._sides[key] = (side, centre)
-        if last is None or last[0] == side or not line.spans(last[1], centre):
-            return
-        direction = 1 if last[0] > 0 else -1     # +1 -> -1 is forward
-        if (track.id, index, direction) in self._crossed:
-            return
-        self._crossed.add((track.id, index, direction))
-        if direction == 1:
-            self._forward[index] += 1
-        else:
-            self._backward[index] += 1
+        # Those whose step from the last centre spans the line (see CountLine.spans).
+        a, b = point[track, line], centres[track]
+        dx, dy = b[:, 0] - a[:, 0], b[:, 1] - a[:, 1]
+        p0, p1 = self._p0[line], self._p1[line]
+        turn0 = dx * (p0[:, 1] - a[:, 1]) - dy * (p0[:, 0] - a[:, 0])
+        turn1 = dx * (p1[:, 1] - a[:, 1]) - dy * (p1[:, 0] - a[:, 0])
+        spans = turn0 * turn1 <= 0.0
+        track, line = track[spans], line[spans]
+        direction = (last[track, line] < 0).astype(np.int64)   # +1 -> -1 is forward (0)
+        row = rows[track]
+        new = ~self._crossed[row, line, direction]
+        self._crossed[row[new], line[new], direction[new]] = True
+        np.add.at(self._forward, line[new & (direction == 0)], 1)
+        np.add.at(self._backward, line[new & (direction == 1)], 1)
+
+    def _forget(self, ended_ids: Sequence[int]) -> None:
+        """Drops what was kept about tracks that ended (ids are never reused)."""
+        keep = ~np.isin(self._ids, np.asarray(ended_ids, np.int64))
+        if not keep.all():
+            self._ids, self._side = self._ids[keep], self._side[keep]
+            self._point, self._crossed = self._point[keep], self._crossed[keep]

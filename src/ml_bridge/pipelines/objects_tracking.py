@@ -120,10 +120,10 @@ class ObjectTracking:
                 state.labels[track_id] = Classified(obj.class_id, obj.score, obj.label)
         shown = [self._shown(t, state) for t in frame.tracks]
         ended = [self._shown(t, state) for t in frame.ended]
-        step = self.stage.count(state.tracking, replace(frame, tracks=shown))
+        step = self.stage.count(state.tracking, frame.replace(tracks=shown))
         ids = [frame.track_ids[row["detection_index"]] for row in rows]
-        outputs.update(self.stage.outputs(replace(step, frame=replace(frame, tracks=shown,
-                                                                      ended=ended)), wanted))
+        outputs.update(self.stage.outputs(replace(step, frame=frame.replace(shown, ended)),
+                                          wanted))
         if "overlay" in outputs:
             draw_counts(outputs["overlay"], self.stage.lines, step.counts)
         for track in frame.ended:

@@ -117,7 +117,8 @@ class Tracking:
     @staticmethod
     def count(state: TrackingState, frame: TrackedFrame) -> TrackStep:
         """Counts a tracked frame, each track under its label."""
-        return TrackStep(frame, state.counter.update(frame.tracks, frame.ended))
+        return TrackStep(frame, state.counter.update_arrays(frame.arrays(),
+                                                           [t.id for t in frame.ended]))
 
     def outputs(self, step: TrackStep, wanted: FrozenSet[str],
                 labels: Optional[Mapping[int, str]] = None) -> Dict[str, Any]:
@@ -155,15 +156,18 @@ class Tracking:
             track_ids: per row, its box's track id (default: the frame's, in box order).
             ended: the ended tracks as the rows show them (default: the frame's).
         """
-        by_id = {t.id: t for t in step.frame.tracks}
+        seen = step.frame.arrays()
+        durations = seen.durations()
+        by_id = {track_id: i for i, track_id in enumerate(seen.ids.tolist())}
         ids = step.frame.track_ids if track_ids is None else track_ids
         out: List[Dict[str, Any]] = []
         for row, track_id in zip(rows, ids):
-            track = by_id.get(track_id)
-            out.append(dict(row) if track is None else _track_row(row, track, False, step.counts))
+            i = by_id.get(track_id)
+            out.append(dict(row) if i is None else _track_row(
+                row, track_id, durations[i], seen.labels[i], False, step.counts))
         for track in step.frame.ended if ended is None else ended:
             base = {"label": track.label, "class_id": track.class_id, "score": track.score}
-            out.append(_track_row(base, track, True, step.counts))
+            out.append(_track_row(base, track.id, track.duration, track.label, True, step.counts))
         return out
 
 
@@ -180,10 +184,10 @@ def draw_counts(image: np.ndarray, lines: Sequence[CountLine], counts: Counts) -
     return image
 
 
-def _track_row(row: Mapping[str, Any], track: TrackState, ended: bool,
+def _track_row(row: Mapping[str, Any], track_id: int, duration: float, label: str, ended: bool,
                counts: Counts) -> Dict[str, Any]:
-    in_frame, total = counts.of(str(row.get("label", track.label)))
+    in_frame, total = counts.of(str(row.get("label", label)))
     out = dict(row)
-    out.update({"track_id": track.id, "track_duration": track.duration, "track_ended": ended,
+    out.update({"track_id": track_id, "track_duration": duration, "track_ended": ended,
                 "count": in_frame, "total": total})
     return out

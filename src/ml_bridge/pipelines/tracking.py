@@ -25,8 +25,16 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ml_bridge.core.errors import InputError
+from ml_bridge.pipelines.track_types import BOX, CLASS_ID, HITS, ID, LAST_NS, ORIGIN, SCORE, STATE
 
-TENTATIVE, CONFIRMED, ENDED = 0, 1, 2  # the values of ml_bridge/Track's state constants
+# Re-exported (``as``): the track types are imported from here.
+from ml_bridge.pipelines.track_types import CONFIRMED as CONFIRMED
+from ml_bridge.pipelines.track_types import ENDED as ENDED
+from ml_bridge.pipelines.track_types import TENTATIVE as TENTATIVE
+from ml_bridge.pipelines.track_types import TrackArrays as TrackArrays
+from ml_bridge.pipelines.track_types import TrackedFrame as TrackedFrame
+from ml_bridge.pipelines.track_types import TrackState as TrackState
+
 #: ``~track_iou``, ``~track_min_hits``, ``~track_max_age`` defaults.
 DEFAULT_IOU = 0.3
 DEFAULT_MIN_HITS = 3
@@ -65,70 +73,16 @@ class TrackSettings:
             raise InputError(f"~track_max_age must be seconds >= 0, got {self.max_age}")
 
 
-@dataclass(frozen=True)
-class TrackState:
-    """One track as a frame left it (a copy: later frames do not change it).
-
-    Attributes:
-        id: unique per node run; 0 while tentative.
-        state: TENTATIVE, CONFIRMED or ENDED.
-        box: the last matched box, x1 y1 x2 y2 in frame pixels.
-        origin: the centre of its first box (where line counting starts from).
-        first_seen_ns, last_seen_ns: stamps of its first and last matched frames.
-        hits: matched frames.
-    """
-
-    id: int
-    state: int
-    class_id: int
-    label: str
-    score: float
-    box: Tuple[float, float, float, float]
-    origin: Tuple[float, float]
-    first_seen_ns: int
-    last_seen_ns: int
-    hits: int
-
-    @property
-    def duration(self) -> float:
-        """``last_seen - first_seen`` in seconds."""
-        return (self.last_seen_ns - self.first_seen_ns) / 1e9
-
-    @property
-    def centre(self) -> Tuple[float, float]:
-        """The centre of the last matched box."""
-        x1, y1, x2, y2 = self.box
-        return (x1 + x2) / 2.0, (y1 + y2) / 2.0
-
-
-@dataclass
-class TrackedFrame:
-    """What one frame did to the tracks.
-
-    Attributes:
-        track_ids: per detection, in input order, the id of its confirmed track (0: its track
-            is tentative).
-        tracks: the confirmed tracks matched in this frame, in detection order.
-        ended: the confirmed tracks that ended since the previous frame (state ENDED).
-        restarted: the frame's stamp went backwards and tracking started over.
-    """
-
-    track_ids: List[int]
-    tracks: List[TrackState]
-    ended: List[TrackState]
-    restarted: bool = False
-
-
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box of ``a`` [M, 4] with every box of ``b`` [K, 4] (x1 y1 x2 y2) -> [M, K];
     0 where a box has no area."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)[:, None, :]
-    b = np.asarray(b, np.float64).reshape(-1, 4)[None, :, :]
-    width = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    height = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    ax1, ay1, ax2, ay2 = np.asarray(a, np.float64).reshape(-1, 4).T[:, :, None]
+    bx1, by1, bx2, by2 = np.asarray(b, np.float64).reshape(-1, 4).T[:, None, :]
+    width = np.maximum(np.minimum(ax2, bx2) - np.maximum(ax1, bx1), 0.0)
+    height = np.maximum(np.minimum(ay2, by2) - np.maximum(ay1, by1), 0.0)
     inter = width * height
-    area_a = np.clip(a[..., 2] - a[..., 0], 0, None) * np.clip(a[..., 3] - a[..., 1], 0, None)
-    area_b = np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
+    area_a = np.maximum(ax2 - ax1, 0.0) * np.maximum(ay2 - ay1, 0.0)
+    area_b = np.maximum(bx2 - bx1, 0.0) * np.maximum(by2 - by1, 0.0)
     union = area_a + area_b - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
@@ -137,11 +91,51 @@ def match(ious: np.ndarray, threshold: float) -> List[Tuple[int, int]]:
     """The pairs (row, column) of an optimal assignment over ``ious`` whose IoU is at least
     ``threshold``: the assignment maximises the summed IoU of such pairs; pairs below it
     weigh nothing and are left out."""
+    rows, cols = assign(ious, threshold)
+    return list(zip(rows.tolist(), cols.tolist()))
+
+
+def assign(ious: np.ndarray, threshold: float) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`match` as two index arrays (rows, columns)."""
     if ious.size == 0:
-        return []
-    gain = np.where(ious >= threshold, ious, 0.0)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    rows, cols = np.nonzero(ious >= threshold)
+    return _assign_pairs(rows, cols, ious[rows, cols], ious.shape)
+
+
+def _assign_pairs(rows: np.ndarray, cols: np.ndarray, gains: np.ndarray,
+                  shape: Tuple[int, ...]) -> Tuple[np.ndarray, np.ndarray]:
+    """The optimal assignment over the pairs (rows, cols) weighing ``gains`` > 0 (every other
+    pair of the ``shape`` weighs nothing): (rows, columns) of the pairs it takes."""
+    if not len(rows) or (np.bincount(rows).max() <= 1 and np.bincount(cols).max() <= 1):
+        # No two pairs compete for a row or a column (objects apart: the usual case): every
+        # pair is in any optimal assignment.
+        return rows, cols
+    gain = np.zeros(shape)
+    gain[rows, cols] = gains
     rows, cols = linear_sum_assignment(gain, maximize=True)
-    return [(int(r), int(c)) for r, c in zip(rows, cols) if gain[r, c] > 0.0]
+    kept = gain[rows, cols] > 0.0
+    return rows[kept], cols[kept]
+
+
+def _overlaps(a: np.ndarray, b: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs (row of ``a``, row of ``b``) of boxes that overlap, and their IoU (the
+    values of :func:`iou_matrix`, computed for those pairs only: most pairs are far apart)."""
+    rows, cols = np.nonzero((a[:, None, 0] < b[None, :, 2]) & (b[None, :, 0] < a[:, None, 2])
+                            & (a[:, None, 1] < b[None, :, 3]) & (b[None, :, 1] < a[:, None, 3]))
+    return rows, cols, _pair_iou(a[rows], b[cols])
+
+
+def _pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of each box of ``a`` [P, 4] with the box of ``b`` [P, 4] in the same row, as
+    :func:`iou_matrix` computes it."""
+    width = np.maximum(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0.0)
+    height = np.maximum(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0.0)
+    inter = width * height
+    area_a = np.maximum(a[:, 2] - a[:, 0], 0.0) * np.maximum(a[:, 3] - a[:, 1], 0.0)
+    area_b = np.maximum(b[:, 2] - b[:, 0], 0.0) * np.maximum(b[:, 3] - b[:, 1], 0.0)
+    union = area_a + area_b - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 class Tracker:
@@ -150,33 +144,32 @@ class Tracker:
     def __init__(self, settings: Optional[TrackSettings] = None) -> None:
         """Starts with no tracks."""
         self.settings = settings or TrackSettings()
-        self._live: List[TrackState] = []
+        self._live = TrackArrays.empty()
         self._last_ns: Optional[int] = None
         self.restarts = 0   # times the stamps went backwards
 
     @property
     def live(self) -> List[TrackState]:
         """The tracks not ended yet, tentative ones included."""
-        return list(self._live)
+        return self._live.to_states()
 
-    def _advance(self, stamp_ns: int) -> Tuple[List[TrackState], bool, List[TrackState]]:
+    def _advance(self, stamp_ns: int) -> Tuple[List[TrackState], bool, TrackArrays]:
         """Moves on to a frame stamped ``stamp_ns``: the confirmed tracks that ended (all of
         them when the stamps went backwards), whether they did, and the tracks still alive."""
-        ended: List[TrackState] = []
+        live = self._live
         restarted = self._last_ns is not None and stamp_ns < self._last_ns
         if restarted:
-            ended = [replace(t, state=ENDED) for t in self._live if t.state == CONFIRMED]
-            self._live = []
+            ended = live.take(live.states == CONFIRMED).to_states(ENDED)
+            live = TrackArrays.empty()
             self.restarts += 1
+        else:
+            ended = []
         self._last_ns = stamp_ns
-        max_age_ns = int(round(self.settings.max_age * 1e9))
-        alive: List[TrackState] = []
-        for track in self._live:
-            if stamp_ns - track.last_seen_ns <= max_age_ns:
-                alive.append(track)
-            elif track.state == CONFIRMED:
-                ended.append(replace(track, state=ENDED))
-        return ended, restarted, alive
+        ok = (stamp_ns - live.ints[:, LAST_NS]) <= int(round(self.settings.max_age * 1e9))
+        if not ok.all():
+            ended += live.take(~ok & (live.states == CONFIRMED)).to_states(ENDED)
+            live = live.take(ok)
+        return ended, restarted, live
 
     def update(self, stamp_ns: int, boxes: np.ndarray, class_ids: Sequence[int],
                scores: Sequence[float], labels: Sequence[str]) -> TrackedFrame:
@@ -196,40 +189,51 @@ class Tracker:
             raise InputError(f"tracking: {count} boxes but {len(class_ids)} class ids, "
                              f"{len(scores)} scores, {len(labels)} labels; give one per box")
         ended, restarted, alive = self._advance(stamp_ns)
+        classes = np.asarray(class_ids, np.int64).reshape(-1)
         # A box that is not finite (a detector's NaN) is never tracked: it gets id 0.
         finite = np.isfinite(boxes).all(axis=1)
-        ious = iou_matrix(np.array([t.box for t in alive]), np.where(finite[:, None], boxes, 0.0))
-        if ious.size:
-            track_classes = np.array([t.class_id for t in alive])[:, None]
-            ious[(track_classes != np.asarray(class_ids)[None, :]) | ~finite[None, :]] = 0.0
-        owner: List[Optional[int]] = [None] * count
-        for row, col in match(ious, self.settings.iou):
-            owner[col] = row
-        self._live = [t for i, t in enumerate(alive) if i not in owner]
-        track_ids: List[int] = []
-        seen: List[TrackState] = []
-        for i in range(count):
-            if not finite[i]:
-                track_ids.append(0)
-                continue
-            box = (float(boxes[i, 0]), float(boxes[i, 1]), float(boxes[i, 2]), float(boxes[i, 3]))
-            matched = owner[i]
-            if matched is None:
-                track = TrackState(0, TENTATIVE, int(class_ids[i]), str(labels[i]),
-                                   float(scores[i]), box,
-                                   ((box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0),
-                                   stamp_ns, stamp_ns, 1)
-            else:
-                old = alive[matched]
-                track = replace(old, label=str(labels[i]), score=float(scores[i]), box=box,
-                                last_seen_ns=stamp_ns, hits=old.hits + 1)
-            if track.state == TENTATIVE and track.hits >= self.settings.min_hits:
-                track = replace(track, id=_IDS.next(), state=CONFIRMED)
-            self._live.append(track)
-            track_ids.append(track.id)
-            if track.state == CONFIRMED:
-                seen.append(track)
-        return TrackedFrame(track_ids, seen, ended, restarted)
+        every = bool(finite.all())   # the usual case skips the masking
+        pairs, dets, ious = _overlaps(alive.boxes, boxes)
+        keep = (ious >= self.settings.iou) & (alive.ints[pairs, CLASS_ID] == classes[dets])
+        if not every:
+            keep &= finite[dets]
+        rows, cols = _assign_pairs(pairs[keep], dets[keep], ious[keep], (len(alive), count))
+        owner = np.full(count, -1, np.int64)
+        owner[cols] = rows
+        tracked = np.flatnonzero(finite)      # the detections with a track, in input order
+        own = owner if every else owner[tracked]
+        old = own >= 0
+        at, src = np.flatnonzero(old), own[old]
+        # Every row as a new track, then the matched rows take their track's id, state, class,
+        # first stamp, hits and origin.
+        ints = np.empty((len(tracked), 6), np.int64)
+        ints[:] = (0, TENTATIVE, 0, stamp_ns, stamp_ns, 1)
+        ints[:, CLASS_ID] = classes if every else classes[tracked]
+        ints[at] = alive.ints[src]
+        ints[at, LAST_NS] = stamp_ns
+        ints[at, HITS] += 1
+        floats = np.empty((len(tracked), 7))
+        floats[:, SCORE] = np.asarray(scores, np.float64).reshape(-1)[tracked]
+        floats[:, BOX] = boxes if every else boxes[tracked]
+        floats[:, ORIGIN] = (floats[:, 1:3] + floats[:, 3:5]) / 2.0
+        floats[at, ORIGIN] = alive.floats[src, ORIGIN]
+        # Ids are handed out in detection order (one counter for the whole process).
+        for i in np.flatnonzero((ints[:, STATE] == TENTATIVE)
+                                & (ints[:, HITS] >= self.settings.min_hits)).tolist():
+            ints[i, ID], ints[i, STATE] = _IDS.next(), CONFIRMED
+        seen = TrackArrays(ints, floats, list(map(str, labels)) if every
+                           else [str(labels[i]) for i in tracked.tolist()])
+        if len(rows) == len(alive):
+            self._live = seen
+        else:
+            unmatched = np.ones(len(alive), bool)
+            unmatched[rows] = False
+            self._live = alive.take(unmatched).concat(seen)
+        track_ids = np.zeros(count, np.int64)
+        track_ids[tracked] = ints[:, ID]
+        confirmed = ints[:, STATE] == CONFIRMED
+        return TrackedFrame(track_ids.tolist(), None, ended, restarted,
+                            seen if confirmed.all() else seen.take(confirmed))
 
     def update_given(self, stamp_ns: int, given_ids: Sequence[int], boxes: np.ndarray,
                      class_ids: Sequence[int], scores: Sequence[float],
@@ -248,7 +252,7 @@ class Tracker:
                              f"{len(class_ids)} class ids, {len(scores)} scores, {len(labels)} "
                              "labels; give one per box")
         ended, restarted, alive = self._advance(stamp_ns)
-        live = {t.id: t for t in alive}
+        live = {t.id: t for t in alive.to_states()}
         track_ids = [int(i) for i in given_ids]
         seen: List[TrackState] = []
         for i, track_id in enumerate(track_ids):
@@ -264,5 +268,5 @@ class Tracker:
                                      score=float(scores[i]), box=box, last_seen_ns=stamp_ns,
                                      hits=old.hits + 1)
             seen.append(live[track_id])
-        self._live = list(live.values())
+        self._live = TrackArrays.of(list(live.values()))
         return TrackedFrame(track_ids, seen, ended, restarted)
