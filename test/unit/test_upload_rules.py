@@ -181,3 +181,31 @@ def test_an_event_whose_entry_cannot_be_kept_is_logged_not_announced(
     finally:
         node.uploader.writer.close(None)
         node.uploader.outbox.close()
+
+
+def test_an_event_kept_after_events_closed_is_logged_and_the_writer_goes_on(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import rospy
+
+    monkeypatch.setattr("rospy.Publisher", lambda *_a, **_kw: None)
+    warnings: List[str] = []
+    monkeypatch.setattr("rospy.logwarn", lambda text, *args: warnings.append(text % args))
+    node = RosRules([rule()], str(tmp_path), 1, [""])
+    assert node.uploader is not None
+
+    class Closed:
+        def publish(self, event: Any) -> None:
+            raise rospy.ROSException("publish() to a closed topic")
+
+    node.events = Closed()  # type: ignore[assignment]
+    monkeypatch.setattr(node.recorder, "trigger", lambda name: "")
+    node.uploader.writer.start()
+    try:
+        fire(node, 0.9)
+        fire(node, 0.8)
+        assert node.uploader.flush(30.0)
+        assert len(node.uploader.outbox.names()) == 2   # both kept: they are uploaded
+        assert len(warnings) == 2 and "could not be published on ~events" in warnings[0]
+    finally:
+        node.uploader.writer.close(None)
+        node.uploader.outbox.close()

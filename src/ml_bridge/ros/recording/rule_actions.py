@@ -123,7 +123,12 @@ class RosRules:
                          "~upload_outbox_mb or free space in ~record_dir", said)
             return
         assert self.events is not None
-        self.events.publish(event)
+        try:
+            self.events.publish(event)
+        except rospy.ROSException as err:  # written after ~events closed (the node stopping)
+            rospy.logwarn("%s; its event is in the upload outbox but could not be published on "
+                          "~events (%s)", said, err)
+            return
         rospy.loginfo("%s", said)
 
     def counters(self) -> Dict[str, int]:
