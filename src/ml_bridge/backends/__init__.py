@@ -14,7 +14,7 @@ do, so that what one backend does is found under the same name in the other:
 ``model``
     The :class:`~ml_bridge.core.model.BackendModel` that is served and trained.
 ``specs``
-    Input and output TensorSpecs of a model that does not declare them.
+    Input and output ArraySpecs of a model that does not declare them.
 ``loading``
     ``load_model``: built-in names, ``package.module:callable`` factories, files.
 ``export``
@@ -24,6 +24,9 @@ do, so that what one backend does is found under the same name in the other:
     framework's terms, driven by the neutral callbacks.
 ``builtins``
     The built-in models, by name.
+``detector``
+    The built-in detector ``shapes_det``: its network (served in the YOLOv8 layout) and its
+    loss, in the framework's terms; the box encoding and ``map50`` are in core.
 
 A new backend is such a package plus one line registering it in ``BACKENDS``; the conformance
 suite (test/unit/test_conformance.py) then runs against it.
