@@ -13,8 +13,8 @@ from ml_bridge.core.registry import BACKENDS
 SRC = Path(__file__).resolve().parents[2] / "src"
 BACKEND_DIR = SRC / "ml_bridge" / "backends"
 #: What ml_bridge.backends' docstring promises every backend package.
-MODULES = ["__init__", "builtins", "core", "detector", "export", "loading", "model", "specs",
-           "trainer"]
+MODULES = ["__init__", "averaged", "builtins", "core", "detector", "export", "loading", "model",
+           "specs", "trainer"]
 API = ("load_model", "framework_version", "devices", "set_threads", "probe")
 
 

@@ -24,6 +24,8 @@ do, so that what one backend does is found under the same name in the other:
     framework's terms, driven by the neutral callbacks.
 ``builtins``
     The built-in models, by name.
+``averaged``
+    Serving the moving average of the last training steps' weights (the built-ins use it).
 ``detector``
     The built-in detector ``shapes_det``: its network (served in the YOLOv8 layout) and its
     loss, in the framework's terms; the box encoding and ``map50`` are in core.

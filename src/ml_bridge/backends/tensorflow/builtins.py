@@ -9,6 +9,7 @@ from typing import Callable, List
 import keras
 import numpy as np
 
+from ml_bridge.backends.tensorflow.averaged import averaging_adam
 from ml_bridge.core.errors import BackendError
 from ml_bridge.core.model import ModelBundle
 from ml_bridge.core.registry import Registry
@@ -163,13 +164,6 @@ def _seg_input(image: np.ndarray) -> List[np.ndarray]:
     return [SEG_FORMAT.frame(image)[None]]
 
 
-def _seg_optimizer(learning_rate: float) -> keras.optimizers.Optimizer:
-    # Adam whose final weights are the moving average of the last hundred or so steps': at a
-    # constant rate each step's weights are a noisy draw around the optimum, and their
-    # average is nearer to it (the torch built-in averages the same way).
-    return keras.optimizers.Adam(learning_rate=learning_rate, use_ema=True, ema_momentum=0.99)
-
-
 @BUILTINS.register("shapes_seg")
 def shapes_seg() -> ModelBundle:
     """Segmenter: float32 [N, 64, 64, 3] (ImageNet-normalised RGB) -> [N, 64, 64, 4] logits of
@@ -208,7 +202,7 @@ def shapes_seg() -> ModelBundle:
                        # The torch built-in's batch; at its learning rate (3e-3) Keras's
                        # training stalls on the varied scenes, so half of it.
                        preprocess_image=_seg_input, batch_size=16, learning_rate=1.5e-3,
-                       optimizer=_seg_optimizer, image_format=SEG_FORMAT)
+                       optimizer=averaging_adam, image_format=SEG_FORMAT)
 
 
 #: Built-in model name -> builder.

@@ -31,6 +31,7 @@ import tensorflow as tf
 from tensorflow.python.eager import context
 from tensorflow.python.framework import ops
 
+from ml_bridge.backends.tensorflow.averaged import serving_callbacks
 from ml_bridge.core.datasets import Dataset
 from ml_bridge.core.errors import TrainingError
 from ml_bridge.core.policy import (
@@ -214,10 +215,8 @@ def _shuffled_batches(x: List[np.ndarray], y: List[np.ndarray],
     the same goal trained twice gave different weights (and held-out scores); with an op-level
     seed the order depends on the run alone.
     """
-    def one_or_tuple(arrays: List[np.ndarray]) -> Any:
-        return arrays[0] if len(arrays) == 1 else tuple(arrays)
-
-    data = tf.data.Dataset.from_tensor_slices((one_or_tuple(x), one_or_tuple(y)))
+    data = tf.data.Dataset.from_tensor_slices(
+        tuple(a[0] if len(a) == 1 else tuple(a) for a in (x, y)))
     return data.shuffle(len(x[0]), seed=SHUFFLE_SEED, reshuffle_each_iteration=True).batch(
         batch_size)
 
@@ -277,10 +276,7 @@ def _fit(model: "KerasModel", train: Dataset, validation: Optional[Dataset],
         partial = PartialWeights(config.keep_partial, keras_model.get_weights,
                                  keras_model.set_weights)
         forward = _Forward(callbacks, partial)
-        # An optimizer that averages the weights (use_ema) serves the average after fit;
-        # validation then measures it too, not the last step's weights.
-        averaging = ([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)]
-                     if getattr(keras_model.optimizer, "use_ema", False) else [])
+        averaging = serving_callbacks(keras_model)  # validate and serve the average, if any
         stopped = False
         try:
             # shuffle=False: the pipeline shuffles itself (Keras warns otherwise).
