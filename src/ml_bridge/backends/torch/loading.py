@@ -30,7 +30,8 @@ def accepted_forms() -> str:
 def load_model(source: str, options: ModelOptions) -> TorchModel:
     """Loads a built-in, a factory's model or a TorchScript file onto ``options.device``.
 
-    ``options.labels``, when given, replace the model's own labels (and make it a classifier).
+    ``options.labels``, when given, replace the model's own labels (and make it a classifier,
+    unless it is a detector: then they name its box classes).
 
     Raises:
         ModelLoadError: unknown name, missing or non-TorchScript file, failing factory,
@@ -42,7 +43,7 @@ def load_model(source: str, options: ModelOptions) -> TorchModel:
         model = BUILTINS.get(name)(device)
         if options.labels:
             model.labels = [str(label) for label in options.labels]
-            model.is_classifier = True
+            model.is_classifier = model.box_grid is None  # a detector's labels name its boxes
     elif name.endswith(FILE_SUFFIXES) or os.sep in name or os.path.isfile(name):
         model = load_torchscript(name, device, options.labels)
     elif ":" in name:
