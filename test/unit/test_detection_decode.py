@@ -174,3 +174,59 @@ def test_boxes_are_clipped_to_the_frame_and_empty_ones_dropped():
 def test_boxes_check_their_lengths():
     with pytest.raises(InputError, match="disagree"):
         _boxes(np.zeros((2, 4)), [0.1], [0, 1])
+
+
+def _reference_decode(output, layout, threshold):
+    """The plain decode: arg-max over every anchor's full class axis, then the threshold."""
+    pred = np.asarray(output).astype(np.float32)
+    if layout == "yolov8":
+        pred = pred.transpose(0, 2, 1)
+    first = 4 if layout == "yolov8" else 5
+    result = []
+    for image in pred:
+        class_ids = image[:, first:].argmax(axis=1)
+        scores = image[np.arange(len(image)), first + class_ids]
+        if layout == "yolov5":
+            with np.errstate(invalid="ignore"):  # inf x 0, as in the decode
+                scores = scores * image[:, 4]
+        centre, half = image[:, :2], image[:, 2:4] / 2.0
+        xyxy = np.concatenate([centre - half, centre + half], axis=1)
+        keep = (scores >= threshold) & np.isfinite(xyxy).all(axis=1)
+        result.append((xyxy[keep], scores[keep], class_ids[keep]))
+    return result
+
+
+@pytest.mark.parametrize("layout", ["yolov8", "yolov5"])
+@pytest.mark.parametrize("seed", range(4))
+def test_decode_matches_a_full_arg_max_reference(layout, seed):
+    rng = np.random.default_rng(seed)
+    classes, anchors = int(rng.integers(1, 9)), int(rng.integers(1, 300))
+    shape = (2, 4 + classes, anchors) if layout == "yolov8" else (2, anchors, 5 + classes)
+    dtype = (np.float32, np.float64, np.float16, np.float32)[seed]
+    # Quantised scores make ties within an anchor's classes common (the first class wins).
+    output = (np.round(rng.random(shape) * 4) / 4).astype(dtype)
+    output.flat[rng.integers(0, output.size, 6)] = np.nan
+    output.flat[rng.integers(0, output.size, 6)] = np.inf
+    # Scores at most 1 without the infinities: 1.5 leaves every anchor below the threshold.
+    below = np.where(np.isinf(output), 0.5, output).astype(dtype)
+    cases = [(output, t) for t in (0.0, 0.25, 0.5, 0.75, 1.0)] + [(below, 1.5)]
+    for out, threshold in cases:
+        expected = _reference_decode(out, layout, threshold)
+        with np.errstate(invalid="ignore"):
+            found = decode_yolo(out, layout, threshold)
+        assert len(found) == 2
+        if threshold == 1.5:
+            assert [len(image) for image in found] == [0, 0]
+        for image, (boxes, scores, class_ids) in zip(found, expected):
+            np.testing.assert_array_equal(image.boxes, boxes)
+            np.testing.assert_array_equal(image.scores, scores)
+            np.testing.assert_array_equal(image.class_ids, class_ids)
+
+
+def test_decode_keeps_the_first_of_tied_classes():
+    out = _v8([(50, 40, 20, 10, 1, 0.6), (10, 10, 4, 4, 2, 0.6)])
+    out[0, 4 + 2, 0] = 0.6  # anchor 0: classes 1 and 2 tie
+    out[0, 4 + 0, 1] = 0.6  # anchor 1: classes 0 and 2 tie
+    [found] = decode_yolo(out, score_threshold=0.5)
+    assert found.class_ids.tolist() == [1, 0]
+    np.testing.assert_allclose(found.scores, [0.6, 0.6])

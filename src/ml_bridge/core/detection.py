@@ -87,18 +87,30 @@ def decode_yolo(output: np.ndarray, layout: str = "auto", score_threshold: float
         raise InputError(f"a YOLO output is [N, 4 + C, A] or [N, A, 5 + C], got shape "
                          f"{list(array.shape)}; set ~detect_format to the model's format")
     layout = yolo_layout(array.shape, layout, num_classes)
-    pred = array.transpose(0, 2, 1) if layout == "yolov8" else array  # N, A, channels
-    pred = pred.astype(np.float32, copy=False)
-    first = 4 if layout == "yolov8" else 5
-    class_scores = pred[:, :, first:]
-    class_ids = class_scores.argmax(axis=2)
-    scores = np.take_along_axis(class_scores, class_ids[:, :, None], axis=2)[:, :, 0]
-    if layout == "yolov5":
-        scores = scores * pred[:, :, 4]
-    xyxy = cxcywh_to_xyxy(pred[:, :, :4])
-    keep = (scores >= score_threshold) & np.isfinite(xyxy).all(axis=2)
-    return [Boxes(xyxy[i][keep[i]], scores[i][keep[i]], class_ids[i][keep[i]])
-            for i in range(array.shape[0])]
+    # float32 before any comparison: the threshold is applied to the float32 scores.
+    array = array.astype(np.float32, copy=False)
+    if layout == "yolov8":
+        # The class maximum over contiguous rows first: an arg-max over every anchor's
+        # strided class column costs most of the post-processing. The arg-max then runs
+        # only on the few anchors whose best score can pass.
+        best = array[:, 4:, :].max(axis=1)
+    else:
+        best = array[:, :, 5:].max(axis=2) * array[:, :, 4]
+    passing = best >= score_threshold  # NaN scores fail, as they would after the arg-max
+    found = []
+    for i in range(array.shape[0]):
+        anchors = np.flatnonzero(passing[i])
+        pred = array[i][:, anchors].T if layout == "yolov8" else array[i][anchors]  # K, ch
+        first = 4 if layout == "yolov8" else 5
+        class_ids = pred[:, first:].argmax(axis=1)
+        # The score is read back at the arg-max (not ``best``) so it is that element exactly.
+        scores = pred[np.arange(len(anchors)), first + class_ids]
+        if layout == "yolov5":
+            scores = scores * pred[:, 4]
+        xyxy = cxcywh_to_xyxy(pred[:, :4])
+        keep = (scores >= score_threshold) & np.isfinite(xyxy).all(axis=1)
+        found.append(Boxes(xyxy[keep], scores[keep], class_ids[keep]))
+    return found
 
 
 def yolo_layout(shape: Tuple[int, ...], layout: str = "auto",
