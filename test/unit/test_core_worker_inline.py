@@ -139,7 +139,9 @@ def test_a_leader_runs_two_batches_at_most_then_the_next_waiting_caller_leads() 
     wait_for(lambda: worker.waiting == 1)
     model.gates[0].set()
     assert model.started[1].wait(TIMEOUT)     # a runs b's request (its second batch)
-    threads += [start("c", 20), start("d", 30)]
+    threads.append(start("c", 20))
+    wait_for(lambda: worker.waiting == 2)     # c waits before d starts: c is the first in line
+    threads.append(start("d", 30))
     wait_for(lambda: worker.waiting == 3)     # b waits for its result, c and d are left
     model.gates[1].set()
     assert model.started[2].wait(TIMEOUT)     # a has handed the lead on: c runs c and d
