@@ -19,7 +19,14 @@ import numpy as np
 from ml_bridge.core.box_targets import pad_boxes
 from ml_bridge.core.datasets import Dataset
 from ml_bridge.core.errors import DatasetError
-from ml_bridge.core.synthetic import CIRCLE, contrasting_color, draw_shape, shape_points, textured_background
+from ml_bridge.core.synthetic import (
+    CIRCLE,
+    contrasting_color,
+    draw_shape,
+    sensor_noise,
+    shape_points,
+    textured_background,
+)
 from ml_bridge.core.vision import ImageFormat, resize
 
 #: Detection class ids: the index of each label.
@@ -97,11 +104,6 @@ def render_boxes_scene(rng: np.random.Generator, height: int = SIZE, width: int 
     return image, boxes
 
 
-def _noisy(rng: np.random.Generator, image: np.ndarray, sigma: float) -> np.ndarray:
-    noise = rng.normal(0.0, sigma, image.shape[:2] + (1,)).astype(np.float32)
-    return np.clip(image.astype(np.float32) + noise, 0, 255).astype(np.uint8)
-
-
 @functools.lru_cache(maxsize=2)
 def scene_frames(heldout: bool) -> Tuple[np.ndarray, np.ndarray]:
     """The ``shape_scenes`` frames and boxes, rendered once per process from a fixed seed.
@@ -119,7 +121,7 @@ def scene_frames(heldout: bool) -> Tuple[np.ndarray, np.ndarray]:
     boxes = []
     for i in range(count):
         image, found = render_boxes_scene(rng)
-        frames[i] = _noisy(rng, image, 4.0)  # light sensor noise: shapes are not flat either
+        frames[i] = sensor_noise(rng, image, 4.0)  # light sensor noise: shapes are not flat either
         boxes.append(found)
     padded = pad_boxes(boxes, MAX_SHAPES)
     frames.flags.writeable = False

@@ -180,7 +180,8 @@ def _resize_mask(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     return cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
 
 
-def _noisy(rng: np.random.Generator, image: np.ndarray, sigma: float) -> np.ndarray:
+def sensor_noise(rng: np.random.Generator, image: np.ndarray, sigma: float) -> np.ndarray:
+    """``image`` with grey Gaussian noise of ``sigma`` added (the same on every channel)."""
     noise = rng.normal(0.0, sigma, image.shape[:2] + (1,)).astype(np.float32)
     return np.clip(image.astype(np.float32) + noise, 0, 255).astype(np.uint8)
 
@@ -202,7 +203,7 @@ def shapes_frames(heldout: bool) -> Tuple[np.ndarray, np.ndarray]:
     for i in range(count):
         image, masks[i] = _training_scene(rng)
         # Light sensor noise over everything, so shapes are not perfectly flat either.
-        frames[i] = _noisy(rng, image, 4.0)
+        frames[i] = sensor_noise(rng, image, 4.0)
     frames.flags.writeable = False
     masks.flags.writeable = False
     return frames, masks

@@ -147,8 +147,10 @@ SEG_FORMAT = ImageFormat((64, 64), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224
                          channels_first=False)
 
 
-def _seg_conv(x: keras.KerasTensor, filters: int, name: str, seed: int,
-              stride: int = 1, dilation: int = 1) -> keras.KerasTensor:
+def conv_bn_relu(x: keras.KerasTensor, filters: int, name: str, seed: int,
+                 stride: int = 1, dilation: int = 1) -> keras.KerasTensor:
+    """3x3 convolution, BatchNorm and ReLU as torch builds them: the block of the image
+    built-ins (shapes_seg here, shapes_det in :mod:`.detector`)."""
     # torch's default kernel init (uniform, variance 1/(3 fan_in)): with He's the held-out
     # IoU after 10 epochs was 0.85 against 0.90.
     init = keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform", seed=seed)
@@ -180,20 +182,20 @@ def shapes_seg() -> ModelBundle:
     skips = []
     seed = SEED + 40
     for i, width in enumerate(widths):
-        x = _seg_conv(x, width, f"down{i + 1}", seed, stride=2)
+        x = conv_bn_relu(x, width, f"down{i + 1}", seed, stride=2)
         # The deepest stage is dilated so that its features span the whole frame, as the
         # torch built-in's.
         dilation = 2 if i == len(widths) - 1 else 1
         for j in range(2 if i else 0):  # the first stage only halves the frame
             seed += 1
-            x = _seg_conv(x, width, f"enc{i + 1}_{j + 1}", seed, dilation=dilation)
+            x = conv_bn_relu(x, width, f"enc{i + 1}_{j + 1}", seed, dilation=dilation)
         skips.append(x)
         seed += 1
     skips.pop()
     for i, width in reversed(list(enumerate(widths[:-1]))):
         x = keras.layers.UpSampling2D(2, name=f"up{i + 1}")(x)
         x = keras.layers.Concatenate(name=f"skip{i + 1}")([x, skips.pop()])
-        x = _seg_conv(x, width, f"dec{i + 1}", seed)
+        x = conv_bn_relu(x, width, f"dec{i + 1}", seed)
         seed += 1
     x = keras.layers.Conv2D(len(SHAPE_LABELS), 1, name="head",
                             kernel_initializer=keras.initializers.GlorotUniform(seed=seed))(x)

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ml_bridge.backends.tensorflow.builtins import conv_bn_relu
 from ml_bridge.core.box_metrics import MAP50, MapTally
 from ml_bridge.core.box_targets import CenterGrid
 from ml_bridge.core.model import ModelBundle
@@ -111,16 +112,6 @@ class Map50(keras.metrics.Metric):
         self.tally.reset()
 
 
-def _conv(x: Any, filters: int, name: str, seed: int, stride: int = 1,
-          dilation: int = 1) -> Any:
-    # torch's default kernel init and BatchNorm settings, as the other built-ins.
-    init = keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform", seed=seed)
-    x = keras.layers.Conv2D(filters, 3, strides=stride, dilation_rate=dilation, padding="same",
-                            use_bias=False, kernel_initializer=init, name=name)(x)
-    x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
-    return keras.layers.ReLU(name=f"{name}_relu")(x)
-
-
 def _det_input(image: np.ndarray) -> List[np.ndarray]:
     return [DET_FORMAT.frame(image)[None]]
 
@@ -135,16 +126,16 @@ def shapes_det() -> ModelBundle:
     grid = CenterGrid(DET_FORMAT.size, STRIDE, len(SCENE_LABELS))
     widths = (16, 32, 48, 64)
     image = keras.Input(DET_FORMAT.input_shape(), dtype="float32", name="image")
-    x = _conv(image, widths[0], "down1", SEED, stride=2)
-    x = _conv(x, widths[1], "down2", SEED + 1, stride=2)
-    x = _conv(x, widths[2], "down3", SEED + 2, stride=2)
-    x = _conv(x, widths[2], "enc3", SEED + 3)
-    deep = _conv(x, widths[3], "down4", SEED + 4, stride=2)
-    deep = _conv(deep, widths[3], "enc4", SEED + 5, dilation=2)
+    x = conv_bn_relu(image, widths[0], "down1", SEED, stride=2)
+    x = conv_bn_relu(x, widths[1], "down2", SEED + 1, stride=2)
+    x = conv_bn_relu(x, widths[2], "down3", SEED + 2, stride=2)
+    x = conv_bn_relu(x, widths[2], "enc3", SEED + 3)
+    deep = conv_bn_relu(x, widths[3], "down4", SEED + 4, stride=2)
+    deep = conv_bn_relu(deep, widths[3], "enc4", SEED + 5, dilation=2)
     lateral = keras.layers.Conv2D(widths[2], 1, name="lateral",
                                   kernel_initializer=keras.initializers.GlorotUniform(SEED + 6))
     up = keras.layers.UpSampling2D(2, name="up")(lateral(deep))
-    x = _conv(keras.layers.Add(name="join")([x, up]), widths[2], "merge", SEED + 7)
+    x = conv_bn_relu(keras.layers.Add(name="join")([x, up]), widths[2], "merge", SEED + 7)
     bias = np.zeros(4 + grid.classes, np.float32)
     bias[2:4] = math.log(2.0)  # boxes start 2 cells wide
     bias[4:] = math.log(PRIOR / (1 - PRIOR))
